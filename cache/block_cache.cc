@@ -1,0 +1,264 @@
+// The block cache (see block_cache.h).
+#include "cache/block_cache.h"
+
+#include <tbb/task_arena.h>
+#include <tbb/task_group.h>
+
+#include "common/log.h"
+#include "common/metrics.h"
+
+namespace hubfs::cache {
+namespace {
+using Clock = std::chrono::steady_clock;
+metrics::Counter& MemHits() { static auto& c = metrics::Get("cache.mem.hit"); return c; }
+metrics::Counter& DiskHits() { static auto& c = metrics::Get("cache.disk.hit"); return c; }
+metrics::Counter& Misses() { static auto& c = metrics::Get("cache.miss"); return c; }
+metrics::Counter& OriginBytes() { static auto& c = metrics::Get("cache.origin_bytes"); return c; }
+metrics::Counter& MemBytes() { static auto& c = metrics::Get("cache.mem.bytes"); return c; }
+metrics::Counter& MemBlocks() { static auto& c = metrics::Get("cache.mem.blocks"); return c; }
+}  // namespace
+
+BlockCache::BlockCache(CacheOptions options)
+    : options_(std::move(options)), shards_(new Shard[kShards]) {
+  if (!options_.disk_dir.empty()) {
+    auto disk = DiskStore::Open({options_.disk_dir, options_.disk_bytes, options_.min_free_bytes});
+    if (disk.ok()) {
+      disk_ = std::move(disk.value());
+    } else {
+      metrics::Get("cache.disk.errors").Add();
+      LOG_WARN("disk cache disabled: %s (reads are served from memory and the origin)",
+               disk.error().ToString().c_str());
+    }
+  }
+  write_arena_ = std::make_unique<tbb::task_arena>(1);
+  writes_ = std::make_unique<tbb::task_group>();
+  for (int i = 0; i < std::max(1, options_.loader_threads); ++i) loaders_.emplace_back([this] { LoaderMain(); });
+}
+
+BlockCache::~BlockCache() {
+  {
+    std::lock_guard lock(queue_mu_);
+    stopping_ = true;
+  }
+  queue_cv_.notify_all();
+  for (auto& t : loaders_) t.join();
+  // Queued flights that never ran: fail them so no waiter is left behind.
+  for (auto& [key, flight] : queue_) Complete(key, flight, MakeError(ErrorKind::kCancelled, "cache shutting down"));
+  queue_.clear();
+  Flush();
+  for (size_t i = 0; i < kShards; ++i) shards_[i].lru.clear();
+}
+
+void BlockCache::Flush() {
+  write_arena_->execute([this] { writes_->wait(); });
+}
+
+bool BlockCache::Contains(const BlockKey& key) const {
+  Shard& s = ShardFor(key);
+  {
+    std::lock_guard lock(s.mu);
+    if (s.resident.count(key)) return true;
+  }
+  return disk_ && disk_->Contains(key);
+}
+
+Result<BlockRef> BlockCache::Get(const BlockKey& key, size_t len, const FetchFn& fetch, const CancelToken* cancel) {
+  Shard& s = ShardFor(key);
+  for (;;) {
+    std::shared_ptr<Flight> flight;
+    bool owner = false;
+    {
+      std::lock_guard lock(s.mu);
+      if (auto it = s.resident.find(key); it != s.resident.end()) {
+        s.lru.erase(s.lru.iterator_to(*it->second));
+        s.lru.push_back(*it->second);
+        MemHits().Add();
+        return it->second->block;
+      }
+      auto [fit, inserted] = s.flights.try_emplace(key);
+      if (inserted) {
+        fit->second = std::make_shared<Flight>();
+        fit->second->len = len;
+        fit->second->claimed = true;
+        owner = true;
+      }
+      flight = fit->second;
+    }
+    // A queued prefetch nobody runs yet: the demand reader runs it now.
+    if (!owner && !flight->claimed.exchange(true)) {
+      owner = true;
+      queued_bytes_ -= flight->len;
+    }
+    if (owner) {
+      auto r = Load(key, len, fetch, cancel);
+      Complete(key, flight, r);
+      return r;
+    }
+    std::unique_lock lock(flight->mu);
+    while (!flight->done) {
+      if (cancel != nullptr && cancel->ShouldStop())
+        return MakeError(cancel->cancelled() ? ErrorKind::kCancelled : ErrorKind::kTimeout, "wait for block");
+      flight->cv.wait_for(lock, std::chrono::milliseconds(50));
+    }
+    Result<BlockRef> r = flight->result;
+    lock.unlock();
+    // The loader gave up for its own reasons (its reader was interrupted): try again ourselves.
+    if (!r.ok() && r.error().kind == ErrorKind::kCancelled && (cancel == nullptr || !cancel->ShouldStop()))
+      continue;
+    return r;
+  }
+}
+
+bool BlockCache::Prefetch(const BlockKey& key, size_t len, FetchFn fetch) {
+  const uint64_t budget = std::max<uint64_t>(options_.memory_bytes / 4, options_.block_size);
+  if (queued_bytes_.load() + len > budget) return false;
+  Shard& s = ShardFor(key);
+  std::shared_ptr<Flight> flight;
+  {
+    std::lock_guard lock(s.mu);
+    if (s.resident.count(key) || s.flights.count(key)) return false;
+    flight = std::make_shared<Flight>();
+    flight->len = len;
+    flight->fetch = std::move(fetch);
+    s.flights.emplace(key, flight);
+  }
+  queued_bytes_ += len;
+  {
+    std::lock_guard lock(queue_mu_);
+    queue_.emplace_back(key, std::move(flight));
+  }
+  queue_cv_.notify_one();
+  return true;
+}
+
+void BlockCache::LoaderMain() {
+  for (;;) {
+    std::pair<BlockKey, std::shared_ptr<Flight>> job;
+    {
+      std::unique_lock lock(queue_mu_);
+      queue_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (stopping_) return;
+      job = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    auto& [key, flight] = job;
+    if (flight->claimed.exchange(true)) continue;  // a demand reader took it
+    queued_bytes_ -= flight->len;
+    CancelToken cancel(Clock::now() + options_.prefetch_timeout);
+    auto r = Load(key, flight->len, flight->fetch, &cancel);
+    Complete(key, flight, std::move(r));
+  }
+}
+
+Result<BlockRef> BlockCache::Load(const BlockKey& key, size_t len, const FetchFn& fetch, const CancelToken* cancel) {
+  if (disk_) {
+    auto r = disk_->Read(key, len);
+    if (r.ok()) {
+      DiskHits().Add();
+      return r;
+    }
+  }
+  Misses().Add();
+  auto block = std::make_shared<Block>(len);
+  auto n = fetch(block->data.get(), len, cancel);
+  if (!n.ok()) return n.error();
+  if (*n != len) return MakeError(ErrorKind::kIo, "origin returned a short block");
+  OriginBytes().Add(len);
+  BlockRef ref(std::move(block));
+  ScheduleWrite(key, ref);
+  return ref;
+}
+
+void BlockCache::Complete(const BlockKey& key, const std::shared_ptr<Flight>& flight, Result<BlockRef> result) {
+  Shard& s = ShardFor(key);
+  std::vector<BlockRef> freed;
+  {
+    std::lock_guard lock(s.mu);
+    auto it = s.flights.find(key);
+    if (it != s.flights.end() && it->second == flight) s.flights.erase(it);
+    if (result.ok()) Insert(s, key, result.value(), &freed);
+  }
+  {
+    std::lock_guard lock(flight->mu);
+    flight->result = std::move(result);
+    flight->done = true;
+    flight->fetch = nullptr;
+  }
+  flight->cv.notify_all();
+  freed.clear();  // frees evicted blocks outside every lock
+}
+
+void BlockCache::Insert(Shard& s, const BlockKey& key, BlockRef block, std::vector<BlockRef>* freed) {
+  const uint64_t shard_cap = std::max<uint64_t>(options_.memory_bytes / kShards, options_.block_size);
+  auto [it, inserted] = s.resident.try_emplace(key);
+  if (!inserted) return;
+  it->second = std::make_unique<Entry>();
+  it->second->key = key;
+  it->second->block = std::move(block);
+  s.bytes += it->second->block->size;
+  MemBytes().Add(it->second->block->size);
+  MemBlocks().Add();
+  s.lru.push_back(*it->second);
+  // Evict least recently used blocks nobody holds, down to the cap.
+  for (auto lit = s.lru.begin(); s.bytes > shard_cap && lit != s.lru.end();) {
+    Entry& e = *lit;
+    if (e.block.use_count() > 1 || e.key == key) {
+      ++lit;
+      continue;
+    }
+    lit = s.lru.erase(lit);
+    s.bytes -= e.block->size;
+    MemBytes().Sub(e.block->size);
+    MemBlocks().Sub();
+    freed->push_back(std::move(e.block));
+    s.resident.erase(e.key);  // destroys e
+  }
+}
+
+void BlockCache::ScheduleWrite(const BlockKey& key, BlockRef block) {
+  static auto& m_skipped = metrics::Get("cache.disk.write_skipped");
+  static auto& m_errors = metrics::Get("cache.disk.write_errors");
+  if (!disk_) return;
+  const uint64_t n = block->size;
+  if (pending_write_bytes_.fetch_add(n) + n > options_.max_pending_write_bytes) {
+    pending_write_bytes_ -= n;
+    m_skipped.Add();
+    return;
+  }
+  write_arena_->execute([&] {
+    writes_->run([this, key, block = std::move(block), n] {
+      auto st = disk_->Write(key, block->data.get(), block->size);
+      pending_write_bytes_ -= n;
+      if (!st.ok()) {
+        m_errors.Add();
+        if (!logged_disk_error_.exchange(true))
+          LOG_WARN("disk cache write failed: %s (serving from memory and the origin; logged once)",
+                   st.error().ToString().c_str());
+      }
+    });
+  });
+}
+
+void BlockCache::Purge(const BlockKey& key) {
+  Shard& s = ShardFor(key);
+  BlockRef freed;
+  {
+    std::lock_guard lock(s.mu);
+    if (auto it = s.resident.find(key); it != s.resident.end()) {
+      s.lru.erase(s.lru.iterator_to(*it->second));
+      s.bytes -= it->second->block->size;
+      MemBytes().Sub(it->second->block->size);
+      MemBlocks().Sub();
+      freed = std::move(it->second->block);
+      s.resident.erase(it);
+    }
+  }
+  if (disk_) disk_->Remove(key);
+}
+
+CacheStats BlockCache::Stats() const {
+  return CacheStats{MemHits().Get(), DiskHits().Get(), Misses().Get(), OriginBytes().Get(), MemBytes().Get(),
+                    MemBlocks().Get(), disk_ ? disk_->used_bytes() : 0, disk_ ? disk_->block_count() : 0};
+}
+
+}  // namespace hubfs::cache

@@ -1,0 +1,136 @@
+// The block cache: a memory tier over a disk tier, with one downloader per block.
+//
+// Why blocks: the kernel asks for at most 1 MiB per READ, the origin is fastest with multi-MiB
+// ranges, and a cache must account, validate and evict in units. A block is `block_size` bytes of
+// one file's content (4 MiB by default: large enough that one HTTP request per block costs little
+// against its transfer time over loopback or a cloud NIC, small enough that a random 4 KiB read
+// of a huge file does not pull tens of MiB), keyed by content identity + index (block_key.h).
+//
+// Algorithm. Get(key) looks in the memory tier's shard (a hash map plus an intrusive LRU list under
+// one mutex per shard). On a miss it joins or creates the key's Flight: exactly one thread runs the
+// load (disk tier, else the caller's fetch function) while every other reader of the key waits on
+// the same Flight and gets the same bytes or the same error. Prefetch() creates a queued Flight
+// that a loader thread runs later; a demand reader that finds a queued Flight claims it and runs it
+// itself, so demand reads never wait behind prefetch. A completed block is inserted into memory
+// and written to disk in the background (a oneTBB task_group in its own arena), so the caller never
+// waits for compression or disk writes.
+//
+// Entry states: absent -> loading (Flight) -> resident (memory LRU) -> evicted; a resident block
+// held by a reader (BlockRef use_count > 1) is skipped by eviction. Disk residency is independent.
+//
+// Locks: shard mutexes are leaves; no I/O, fetch, compression or free happens under them (evicted
+// blocks are released after the lock is dropped). Flight::mu is taken only without a shard lock.
+#pragma once
+
+#include <atomic>
+#include <boost/intrusive/list.hpp>
+#include <tbb/task_arena.h>
+#include <tbb/task_group.h>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "cache/block.h"
+#include "cache/block_key.h"
+#include "cache/disk_store.h"
+#include "common/cancel.h"
+#include "common/status.h"
+
+
+namespace hubfs::cache {
+
+struct CacheOptions {
+  size_t block_size = 4u << 20;
+  uint64_t memory_bytes = 1ULL << 30;
+  std::string disk_dir;  // empty: memory tier only
+  uint64_t disk_bytes = 20ULL << 30;
+  uint64_t min_free_bytes = 1ULL << 30;
+  int loader_threads = 8;              // background (prefetch) fetches in parallel
+  uint64_t max_pending_write_bytes = 256u << 20;  // beyond this, disk writes are skipped
+  std::chrono::seconds prefetch_timeout{60};
+};
+
+// Fills buf[0, len) with the block's bytes; returns the byte count (must equal len).
+using FetchFn = std::function<Result<size_t>(char* buf, size_t len, const CancelToken* cancel)>;
+
+struct CacheStats {
+  uint64_t mem_hits, disk_hits, misses, origin_bytes, mem_bytes, mem_blocks, disk_bytes, disk_blocks;
+};
+
+class BlockCache {
+ public:
+  explicit BlockCache(CacheOptions options);
+  ~BlockCache();
+  BlockCache(const BlockCache&) = delete;
+  BlockCache& operator=(const BlockCache&) = delete;
+
+  // The block, from memory, disk, or fetch. len is the block's exact length (the last block of a
+  // file is shorter). Waits at most until cancel's deadline.
+  Result<BlockRef> Get(const BlockKey& key, size_t len, const FetchFn& fetch, const CancelToken* cancel);
+  // Starts loading in the background unless resident or in flight; never blocks on I/O. Returns
+  // false when the block was skipped (already present, or the in-flight budget is spent).
+  bool Prefetch(const BlockKey& key, size_t len, FetchFn fetch);
+  // True if the block is in memory or on disk (no I/O).
+  bool Contains(const BlockKey& key) const;
+  // Drops a block from both tiers (after a failed content verification).
+  void Purge(const BlockKey& key);
+
+  size_t block_size() const { return options_.block_size; }
+  CacheStats Stats() const;
+  DiskStore* disk() const { return disk_.get(); }
+  // Waits for background disk writes (tests, clean shutdown).
+  void Flush();
+
+ private:
+  struct Flight {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    Result<BlockRef> result{MakeError(ErrorKind::kIo, "pending")};
+    std::atomic<bool> claimed{false};
+    size_t len = 0;
+    FetchFn fetch;  // for queued prefetches
+  };
+  struct Entry : boost::intrusive::list_base_hook<> {
+    BlockKey key;
+    BlockRef block;
+  };
+  struct Shard {
+    std::mutex mu;
+    std::unordered_map<BlockKey, std::unique_ptr<Entry>, BlockKeyHash> resident;
+    boost::intrusive::list<Entry> lru;  // front = least recently used
+    std::unordered_map<BlockKey, std::shared_ptr<Flight>, BlockKeyHash> flights;
+    uint64_t bytes = 0;
+  };
+  static constexpr size_t kShards = 16;
+
+  Shard& ShardFor(const BlockKey& key) const { return shards_[BlockKeyHash{}(key) % kShards]; }
+  Result<BlockRef> Load(const BlockKey& key, size_t len, const FetchFn& fetch, const CancelToken* cancel);
+  void Complete(const BlockKey& key, const std::shared_ptr<Flight>& flight, Result<BlockRef> result);
+  void Insert(Shard& shard, const BlockKey& key, BlockRef block, std::vector<BlockRef>* freed);
+  void ScheduleWrite(const BlockKey& key, BlockRef block);
+  void LoaderMain();
+
+  CacheOptions options_;
+  std::unique_ptr<DiskStore> disk_;
+  mutable std::unique_ptr<Shard[]> shards_;
+
+  std::mutex queue_mu_;
+  std::condition_variable queue_cv_;
+  std::deque<std::pair<BlockKey, std::shared_ptr<Flight>>> queue_;
+  std::atomic<uint64_t> queued_bytes_{0};
+  bool stopping_ = false;
+  std::vector<std::thread> loaders_;
+
+  std::atomic<uint64_t> pending_write_bytes_{0};
+  std::unique_ptr<tbb::task_arena> write_arena_;
+  std::unique_ptr<tbb::task_group> writes_;
+  std::atomic<bool> logged_disk_error_{false};
+};
+
+}  // namespace hubfs::cache

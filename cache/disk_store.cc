@@ -1,0 +1,421 @@
+// The disk tier (see disk_store.h).
+#include "cache/disk_store.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <lz4.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <random>
+
+#include "common/log.h"
+#include "common/metrics.h"
+
+namespace hubfs::cache {
+namespace {
+
+constexpr char kMagic[8] = {'H', 'U', 'B', 'F', 'S', 'B', 'L', 'K'};
+constexpr uint32_t kFlagLz4 = 1;
+constexpr size_t kSampleBytes = 64 * 1024;
+constexpr double kSampleRatioLimit = 0.85;  // sample must shrink by 15% to try the whole block
+constexpr double kKeepRatioLimit = 0.90;    // whole block must shrink by 10% to be stored compressed
+constexpr double kLowWater = 0.90;          // eviction goes down to 90% of the cap
+
+struct DiskHeader {
+  char magic[8];
+  uint32_t version;
+  uint32_t flags;
+  uint8_t content[32];
+  uint8_t kind;
+  uint8_t pad[7];
+  uint64_t index;
+  uint32_t raw_len;
+  uint32_t stored_len;
+  uint64_t data_xxh3;
+  uint64_t header_xxh3;  // of every byte above
+};
+static_assert(sizeof(DiskHeader) == 88, "on-disk header layout");
+
+uint64_t HeaderHash(const DiskHeader& h) { return XXH3_64bits(&h, offsetof(DiskHeader, header_xxh3)); }
+
+bool ReadAll(int fd, char* buf, size_t n) {
+  size_t done = 0;
+  while (done < n) {
+    const ssize_t r = ::read(fd, buf + done, n - done);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    done += static_cast<size_t>(r);
+  }
+  return true;
+}
+
+int WriteAll(int fd, const char* buf, size_t n) {
+  size_t done = 0;
+  while (done < n) {
+    const ssize_t r = ::write(fd, buf + done, n - done);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return errno;
+    done += static_cast<size_t>(r);
+  }
+  return 0;
+}
+
+Status MakeDirs(const std::string& path) {
+  std::string cur;
+  for (size_t i = 0; i <= path.size(); ++i) {
+    if (i == path.size() || path[i] == '/') {
+      if (!cur.empty() && ::mkdir(cur.c_str(), 0700) != 0 && errno != EEXIST)
+        return MakeError(errno == ENOSPC ? ErrorKind::kNoSpace : ErrorKind::kIo,
+                         "mkdir " + cur + ": " + std::strerror(errno));
+    }
+    if (i < path.size()) cur.push_back(path[i]);
+  }
+  return OkStatus();
+}
+
+// Validates and decodes one block file's bytes. expected_key may be null (offline verify).
+Result<BlockRef> Decode(const std::string& file_bytes, const BlockKey* expected_key, size_t expected_len) {
+  if (file_bytes.size() < sizeof(DiskHeader)) return MakeError(ErrorKind::kCorrupt, "short file");
+  DiskHeader h;
+  std::memcpy(&h, file_bytes.data(), sizeof h);
+  if (std::memcmp(h.magic, kMagic, sizeof kMagic) != 0) return MakeError(ErrorKind::kCorrupt, "bad magic");
+  if (h.version != kDiskFormatVersion) return MakeError(ErrorKind::kCorrupt, "format version");
+  if (HeaderHash(h) != h.header_xxh3) return MakeError(ErrorKind::kCorrupt, "header checksum");
+  if (file_bytes.size() != sizeof(DiskHeader) + h.stored_len) return MakeError(ErrorKind::kCorrupt, "length");
+  if (expected_key != nullptr) {
+    if (h.index != expected_key->index || h.kind != static_cast<uint8_t>(expected_key->content.kind) ||
+        std::memcmp(h.content, expected_key->content.bytes.data(), 32) != 0)
+      return MakeError(ErrorKind::kCorrupt, "key mismatch");
+    if (h.raw_len != expected_len) return MakeError(ErrorKind::kCorrupt, "raw length mismatch");
+  }
+  const char* stored = file_bytes.data() + sizeof(DiskHeader);
+  if (XXH3_64bits(stored, h.stored_len) != h.data_xxh3) return MakeError(ErrorKind::kCorrupt, "data checksum");
+  auto block = std::make_shared<Block>(h.raw_len);
+  if (h.flags & kFlagLz4) {
+    const int n = LZ4_decompress_safe(stored, block->data.get(), static_cast<int>(h.stored_len),
+                                      static_cast<int>(h.raw_len));
+    if (n != static_cast<int>(h.raw_len)) return MakeError(ErrorKind::kCorrupt, "lz4 decode");
+  } else {
+    if (h.stored_len != h.raw_len) return MakeError(ErrorKind::kCorrupt, "raw length");
+    std::memcpy(block->data.get(), stored, h.raw_len);
+  }
+  return BlockRef(std::move(block));
+}
+
+Result<std::string> SlurpFile(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return MakeError(errno == ENOENT ? ErrorKind::kNotFound : ErrorKind::kIo, std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || st.st_size < 0 || st.st_size > (1LL << 30)) {
+    ::close(fd);
+    return MakeError(ErrorKind::kCorrupt, "unreadable block file");
+  }
+  std::string bytes(static_cast<size_t>(st.st_size), '\0');
+  const bool ok = ReadAll(fd, bytes.data(), bytes.size());
+  ::close(fd);
+  if (!ok) return MakeError(ErrorKind::kCorrupt, "short read");
+  return bytes;
+}
+
+template <typename F>
+void ForEachBlockFile(const std::string& blocks_dir, F&& f) {
+  DIR* top = ::opendir(blocks_dir.c_str());
+  if (top == nullptr) return;
+  while (dirent* d = ::readdir(top)) {
+    if (d->d_name[0] == '.') continue;
+    const std::string sub = blocks_dir + "/" + d->d_name;
+    DIR* inner = ::opendir(sub.c_str());
+    if (inner == nullptr) continue;
+    while (dirent* e = ::readdir(inner)) {
+      if (e->d_name[0] == '.') continue;
+      f(sub + "/" + e->d_name, std::string(e->d_name));
+    }
+    ::closedir(inner);
+  }
+  ::closedir(top);
+}
+
+}  // namespace
+
+std::optional<BlockKey> ParseBlockFileName(const std::string& name) {
+  const size_t a = name.find('-');
+  if (a == std::string::npos) return std::nullopt;
+  const size_t b = name.find('-', a + 1);
+  if (b == std::string::npos || b + 1 >= name.size()) return std::nullopt;
+  const std::string kind = name.substr(a + 1, b - a - 1);
+  IdKind k;
+  if (kind == "1") k = IdKind::kSha256;
+  else if (kind == "2") k = IdKind::kGitSha1;
+  else return std::nullopt;
+  auto id = ContentId::FromHex(k, name.substr(0, a));
+  if (!id) return std::nullopt;
+  uint64_t index = 0;
+  for (size_t i = b + 1; i < name.size(); ++i) {
+    if (name[i] < '0' || name[i] > '9' || i - b > 15) return std::nullopt;
+    index = index * 10 + static_cast<uint64_t>(name[i] - '0');
+  }
+  return BlockKey{*id, index};
+}
+
+DiskStore::DiskStore(DiskOptions options)
+    : options_(std::move(options)), root_(options_.dir + "/" + kDiskFormatDir) {}
+
+DiskStore::~DiskStore() {
+  std::lock_guard lock(mu_);
+  lru_.clear();
+}
+
+Result<std::unique_ptr<DiskStore>> DiskStore::Open(const DiskOptions& options) {
+  std::unique_ptr<DiskStore> store(new DiskStore(options));
+  if (auto st = MakeDirs(store->root_ + "/blocks"); !st.ok()) return st.error();
+  if (auto st = MakeDirs(store->root_ + "/tmp"); !st.ok()) return st.error();
+  ::chmod(options.dir.c_str(), 0700);
+  // Leftover temp files are from a daemon that died mid-write: they never became blocks.
+  if (DIR* tmp = ::opendir((store->root_ + "/tmp").c_str())) {
+    while (dirent* d = ::readdir(tmp))
+      if (d->d_name[0] != '.') ::unlink((store->root_ + "/tmp/" + d->d_name).c_str());
+    ::closedir(tmp);
+  }
+  ForEachBlockFile(store->root_ + "/blocks", [&](const std::string& path, const std::string& name) {
+    auto key = ParseBlockFileName(name);
+    struct stat st {};
+    if (!key || ::stat(path.c_str(), &st) != 0) {
+      ::unlink(path.c_str());
+      return;
+    }
+    store->Index(*key, static_cast<uint64_t>(st.st_size));
+  });
+  metrics::Get("cache.disk.bytes").Set(store->used_bytes());
+  return store;
+}
+
+std::string DiskStore::PathFor(const BlockKey& key) const {
+  const std::string hex = key.content.Hex();
+  return root_ + "/blocks/" + hex.substr(0, 2) + "/" + hex + "-" +
+         std::to_string(static_cast<int>(key.content.kind)) + "-" + std::to_string(key.index);
+}
+
+void DiskStore::Index(const BlockKey& key, uint64_t bytes) {
+  std::lock_guard lock(mu_);
+  auto [it, inserted] = index_.try_emplace(key);
+  if (inserted) {
+    it->second = std::make_unique<Entry>();
+    it->second->key = key;
+  } else {
+    used_ -= it->second->disk_bytes;
+    lru_.erase(lru_.iterator_to(*it->second));
+  }
+  it->second->disk_bytes = bytes;
+  used_ += bytes;
+  lru_.push_back(*it->second);
+}
+
+bool DiskStore::Contains(const BlockKey& key) const {
+  std::lock_guard lock(mu_);
+  return index_.count(key) != 0;
+}
+
+uint64_t DiskStore::used_bytes() const {
+  std::lock_guard lock(mu_);
+  return used_;
+}
+
+uint64_t DiskStore::block_count() const {
+  std::lock_guard lock(mu_);
+  return index_.size();
+}
+
+void DiskStore::Remove(const BlockKey& key) {
+  {
+    std::lock_guard lock(mu_);
+    auto it = index_.find(key);
+    if (it == index_.end()) return;
+    used_ -= it->second->disk_bytes;
+    lru_.erase(lru_.iterator_to(*it->second));
+    index_.erase(it);
+  }
+  ::unlink(PathFor(key).c_str());
+}
+
+Result<BlockRef> DiskStore::Read(const BlockKey& key, size_t expected_len) {
+  static auto& m_corrupt = metrics::Get("cache.disk.corrupt");
+  {
+    std::lock_guard lock(mu_);
+    auto it = index_.find(key);
+    if (it == index_.end()) return MakeError(ErrorKind::kNotFound, "not on disk");
+    lru_.erase(lru_.iterator_to(*it->second));
+    lru_.push_back(*it->second);
+  }
+  auto bytes = SlurpFile(PathFor(key));
+  if (!bytes.ok()) {
+    if (bytes.error().kind == ErrorKind::kNotFound) {
+      Remove(key);  // deleted behind our back (cache clear): a plain miss
+      return bytes.error();
+    }
+    m_corrupt.Add();
+    Remove(key);
+    return MakeError(ErrorKind::kCorrupt, bytes.error().message);
+  }
+  auto block = Decode(*bytes, &key, expected_len);
+  if (!block.ok()) {
+    m_corrupt.Add();
+    LOG_WARN("cache block %s-%llu failed validation (%s): dropped, will refetch", key.content.Hex().c_str(),
+             static_cast<unsigned long long>(key.index), block.error().message.c_str());
+    Remove(key);
+  }
+  return block;
+}
+
+Status DiskStore::Write(const BlockKey& key, const char* data, size_t len) {
+  if (options_.min_free_bytes > 0) {
+    struct statvfs vfs {};
+    if (::statvfs(root_.c_str(), &vfs) == 0 &&
+        static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize < options_.min_free_bytes + len) {
+      EvictIfNeeded();
+      if (::statvfs(root_.c_str(), &vfs) == 0 &&
+          static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize < options_.min_free_bytes + len)
+        return MakeError(ErrorKind::kNoSpace, "free space below the floor");
+    }
+  }
+  // Compression: a sample decides, the whole block confirms.
+  std::unique_ptr<char[]> packed;
+  const char* stored = data;
+  uint32_t stored_len = static_cast<uint32_t>(len);
+  uint32_t flags = 0;
+  const size_t sample = std::min(len, kSampleBytes);
+  if (sample > 0) {
+    std::unique_ptr<char[]> tmp(new char[static_cast<size_t>(LZ4_compressBound(static_cast<int>(sample)))]);
+    const int s = LZ4_compress_default(data, tmp.get(), static_cast<int>(sample),
+                                       LZ4_compressBound(static_cast<int>(sample)));
+    if (s > 0 && static_cast<double>(s) < kSampleRatioLimit * static_cast<double>(sample)) {
+      const int bound = LZ4_compressBound(static_cast<int>(len));
+      packed.reset(new char[static_cast<size_t>(bound)]);
+      const int n = LZ4_compress_default(data, packed.get(), static_cast<int>(len), bound);
+      if (n > 0 && static_cast<double>(n) < kKeepRatioLimit * static_cast<double>(len)) {
+        stored = packed.get();
+        stored_len = static_cast<uint32_t>(n);
+        flags |= kFlagLz4;
+        metrics::Get("cache.disk.compressed_blocks").Add();
+      }
+    }
+  }
+  DiskHeader h{};
+  std::memcpy(h.magic, kMagic, sizeof kMagic);
+  h.version = kDiskFormatVersion;
+  h.flags = flags;
+  std::memcpy(h.content, key.content.bytes.data(), 32);
+  h.kind = static_cast<uint8_t>(key.content.kind);
+  h.index = key.index;
+  h.raw_len = static_cast<uint32_t>(len);
+  h.stored_len = stored_len;
+  h.data_xxh3 = XXH3_64bits(stored, stored_len);
+  h.header_xxh3 = HeaderHash(h);
+
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  const std::string tmp = root_ + "/tmp/" + std::to_string(rng());
+  const std::string final_path = PathFor(key);
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return MakeError(errno == ENOSPC || errno == EDQUOT ? ErrorKind::kNoSpace : ErrorKind::kIo,
+                     std::string("create block file: ") + std::strerror(errno));
+  }
+  int err = WriteAll(fd, reinterpret_cast<const char*>(&h), sizeof h);
+  if (err == 0) err = WriteAll(fd, stored, stored_len);
+  if (::close(fd) != 0 && err == 0) err = errno;
+  if (err == 0) {
+    const std::string dir = final_path.substr(0, final_path.rfind('/'));
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) err = errno;
+    if (err == 0 && ::rename(tmp.c_str(), final_path.c_str()) != 0) err = errno;
+  }
+  if (err != 0) {
+    ::unlink(tmp.c_str());
+    return MakeError(err == ENOSPC || err == EDQUOT ? ErrorKind::kNoSpace : ErrorKind::kIo,
+                     std::string("write block file: ") + std::strerror(err));
+  }
+  Index(key, sizeof h + stored_len);
+  metrics::Get("cache.disk.bytes").Set(used_bytes());
+  EvictIfNeeded();
+  return OkStatus();
+}
+
+void DiskStore::EvictIfNeeded() {
+  static auto& m_evicted = metrics::Get("cache.disk.evictions");
+  uint64_t free_bytes = UINT64_MAX;
+  struct statvfs vfs {};
+  if (options_.min_free_bytes > 0 && ::statvfs(root_.c_str(), &vfs) == 0)
+    free_bytes = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+  std::vector<BlockKey> victims;
+  {
+    std::lock_guard lock(mu_);
+    const bool over_cap = used_ > options_.max_bytes;
+    const bool under_floor = free_bytes < options_.min_free_bytes;
+    if (!over_cap && !under_floor) return;
+    const uint64_t target = static_cast<uint64_t>(static_cast<double>(options_.max_bytes) * kLowWater);
+    uint64_t need_free = under_floor ? options_.min_free_bytes - free_bytes : 0;
+    uint64_t used = used_;
+    for (auto it = lru_.begin(); it != lru_.end() && (used > target || need_free > 0); ++it) {
+      victims.push_back(it->key);
+      used -= it->disk_bytes;
+      need_free = need_free > it->disk_bytes ? need_free - it->disk_bytes : 0;
+    }
+  }
+  for (const auto& k : victims) Remove(k);  // unlinks outside the lock
+  m_evicted.Add(victims.size());
+  metrics::Get("cache.disk.bytes").Set(used_bytes());
+}
+
+VerifyReport DiskStore::VerifyAll(const std::string& dir, bool remove_bad) {
+  VerifyReport report;
+  ForEachBlockFile(dir + "/" + kDiskFormatDir + "/blocks", [&](const std::string& path, const std::string& name) {
+    ++report.blocks;
+    auto key = ParseBlockFileName(name);
+    auto bytes = SlurpFile(path);
+    bool ok = key.has_value() && bytes.ok();
+    if (ok) {
+      DiskHeader h{};
+      if (bytes->size() >= sizeof h) std::memcpy(&h, bytes->data(), sizeof h);
+      ok = Decode(*bytes, &*key, h.raw_len).ok();
+    }
+    if (ok) {
+      report.bytes += bytes->size();
+    } else {
+      ++report.bad;
+      if (remove_bad) ::unlink(path.c_str());
+    }
+  });
+  return report;
+}
+
+Status DiskStore::Clear(const std::string& dir) {
+  // Remove every format generation we know of, plus anything orphaned by older ones.
+  DIR* top = ::opendir(dir.c_str());
+  if (top == nullptr) return errno == ENOENT ? OkStatus() : MakeError(ErrorKind::kIo, std::strerror(errno));
+  std::vector<std::string> gens;
+  while (dirent* d = ::readdir(top))
+    if (d->d_name[0] == 'v' && std::strspn(d->d_name + 1, "0123456789") == std::strlen(d->d_name + 1))
+      gens.emplace_back(d->d_name);
+  ::closedir(top);
+  for (const auto& g : gens) {
+    const std::string gen = dir + "/" + g;
+    ForEachBlockFile(gen + "/blocks", [](const std::string& path, const std::string&) { ::unlink(path.c_str()); });
+    if (DIR* b = ::opendir((gen + "/blocks").c_str())) {
+      while (dirent* d = ::readdir(b))
+        if (d->d_name[0] != '.') ::rmdir((gen + "/blocks/" + d->d_name).c_str());
+      ::closedir(b);
+    }
+    if (DIR* t = ::opendir((gen + "/tmp").c_str())) {
+      while (dirent* d = ::readdir(t))
+        if (d->d_name[0] != '.') ::unlink((gen + "/tmp/" + d->d_name).c_str());
+      ::closedir(t);
+    }
+  }
+  return OkStatus();
+}
+
+}  // namespace hubfs::cache

@@ -1,0 +1,88 @@
+// The disk tier: one self-validating file per block under a versioned directory.
+//
+// Layout: <dir>/v1/blocks/<2 hex>/<content hex>-<kind>-<index>, written to <dir>/v1/tmp/ first
+// and renamed into place, so a reader (or a daemon restarted after kill -9) sees either a whole
+// block file or none. Each file starts with a header (magic, format version, key, raw and stored
+// lengths, flags, xxh3 of the data, xxh3 of the header); any mismatch on read is a miss: the file
+// is removed, counted, and the caller refetches. A future format lives under v2/, leaving v1/ as
+// an orphan that `hubfs cache clear` removes.
+//
+// Blocks that compress (JSON, text) are stored LZ4-compressed; a 64 KiB sample decides cheaply, so
+// weights (which do not compress) cost no compression time. Size is bounded by max_bytes and by a
+// minimum free space on the filesystem; eviction is LRU down to a low-water mark. Files are 0600
+// in 0700 directories. No I/O happens under the index mutex.
+#pragma once
+
+#include <boost/intrusive/list.hpp>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "cache/block.h"
+#include "cache/block_key.h"
+#include "common/status.h"
+
+namespace hubfs::cache {
+
+constexpr uint32_t kDiskFormatVersion = 1;
+constexpr const char* kDiskFormatDir = "v1";
+
+struct DiskOptions {
+  std::string dir;
+  uint64_t max_bytes = 20ULL << 30;
+  uint64_t min_free_bytes = 1ULL << 30;
+};
+
+struct VerifyReport {
+  uint64_t blocks = 0;
+  uint64_t bad = 0;
+  uint64_t bytes = 0;
+};
+
+class DiskStore {
+ public:
+  // Creates the directory tree (0700) and indexes existing blocks; removes leftover temp files.
+  static Result<std::unique_ptr<DiskStore>> Open(const DiskOptions& options);
+  ~DiskStore();
+
+  // kNotFound when absent; kCorrupt when a file failed validation (it is removed).
+  Result<BlockRef> Read(const BlockKey& key, size_t expected_len);
+  // Writes a block; kNoSpace when the filesystem is full or the floor would be crossed.
+  Status Write(const BlockKey& key, const char* data, size_t len);
+  bool Contains(const BlockKey& key) const;
+  void Remove(const BlockKey& key);
+  uint64_t used_bytes() const;
+  uint64_t block_count() const;
+
+  // Offline tools over a cache directory (the daemon need not run).
+  static VerifyReport VerifyAll(const std::string& dir, bool remove_bad);
+  static Status Clear(const std::string& dir);
+
+ private:
+  struct Entry : boost::intrusive::list_base_hook<> {
+    BlockKey key;
+    uint64_t disk_bytes = 0;
+  };
+  using Lru = boost::intrusive::list<Entry>;
+
+  explicit DiskStore(DiskOptions options);
+  std::string PathFor(const BlockKey& key) const;
+  void Index(const BlockKey& key, uint64_t bytes);
+  void EvictIfNeeded();
+
+  DiskOptions options_;
+  std::string root_;  // <dir>/v1
+  // Lock order: mu_ is a leaf lock; nothing else is taken while holding it.
+  mutable std::mutex mu_;
+  std::unordered_map<BlockKey, std::unique_ptr<Entry>, BlockKeyHash> index_;
+  Lru lru_;  // front = least recently used
+  uint64_t used_ = 0;
+};
+
+// Parses a block file name "<hex>-<kind>-<index>"; exposed for tests and the offline tools.
+std::optional<BlockKey> ParseBlockFileName(const std::string& name);
+
+}  // namespace hubfs::cache

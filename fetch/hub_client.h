@@ -1,0 +1,101 @@
+// The Hub API client: repo info, tree listing (recursive, Link-paginated), org listings, and byte
+// range reads through `resolve` (following the 302 of LFS files to the CDN, whose signed URL is
+// cached until shortly before it expires, and re-resolved when the CDN says 403).
+//
+// Every request goes through one retry loop (retry.h) bounded by the caller's CancelToken deadline.
+// The token is attached only to URLs on the endpoint's own origin: never to a CDN, never to a
+// pagination link that points elsewhere, never into a log line.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/cancel.h"
+#include "common/status.h"
+#include "fetch/http_client.h"
+#include "fetch/retry.h"
+
+namespace hubfs::fetch {
+
+enum class RepoType : uint8_t { kModel, kDataset, kSpace };
+const char* ApiCollection(RepoType type);  // "models", "datasets", "spaces"
+const char* UrlPrefix(RepoType type);      // "", "datasets/", "spaces/"
+
+struct RepoInfo {
+  std::string id;   // canonical "org/name" (legacy aliases resolve to it)
+  std::string sha;  // 40-hex commit the revision resolved to
+  int64_t last_modified = 0;  // unix seconds
+  bool is_private = false;
+  bool gated = false;
+};
+
+struct TreeEntry {
+  std::string path;  // full path from the repo root
+  bool is_dir = false;
+  uint64_t size = 0;
+  std::string oid;         // git blob (or tree) sha1
+  std::string lfs_sha256;  // empty unless stored in LFS
+};
+
+struct FileLocation {
+  RepoType type = RepoType::kModel;
+  std::string repo_id;
+  std::string commit;
+  std::string path;
+  uint64_t size = 0;
+};
+
+struct HubOptions {
+  std::string endpoint = "https://huggingface.co";  // no trailing '/'
+  std::string token;                                // may be empty
+  RetryPolicy retry;
+};
+
+// Maps a Hub error answer (X-Error-Code, status) to an Error kind. Exposed for tests.
+Error ErrorFromResponse(const HttpResponse& r, const std::string& what);
+// Parses "2019-09-23T19:48:44.000Z"; 0 when malformed.
+int64_t ParseIsoTime(const std::string& s);
+// Parses one page of a tree listing; malformed entries are skipped, malformed JSON is an Error.
+Result<std::vector<TreeEntry>> ParseTreePage(const std::string& body);
+
+class HubClient {
+ public:
+  HubClient(HubOptions options, std::shared_ptr<HttpClient> http);
+
+  Result<RepoInfo> GetRepoInfo(RepoType type, const std::string& id, const std::string& revision,
+                               const CancelToken* cancel) const;
+  Result<std::vector<TreeEntry>> ListTree(RepoType type, const std::string& id, const std::string& commit,
+                                          const CancelToken* cancel) const;
+  Result<std::vector<std::string>> ListRepos(RepoType type, const std::string& author,
+                                             const CancelToken* cancel) const;
+  // Reads [offset, offset+len) of the file into buf. Returns the byte count: len, or less at EOF.
+  // Never returns wrong bytes: a short body, a wrong Content-Range or a 200 for a Range is retried.
+  Result<size_t> ReadRange(const FileLocation& loc, uint64_t offset, char* buf, size_t len,
+                           const CancelToken* cancel) const;
+
+  const HubOptions& options() const { return options_; }
+
+ private:
+  struct Target {
+    std::string url;
+    std::chrono::steady_clock::time_point expires;
+  };
+  std::string Authorization(const std::string& url) const;
+  // GET a JSON API URL with retries, following same-origin redirects.
+  Result<HttpResponse> GetJson(const std::string& url, const CancelToken* cancel) const;
+  // Sleeps for the backoff before retry `attempt`; false when the deadline or cancel forbids it.
+  bool WaitBeforeRetry(int attempt, long hint_ms, const CancelToken* cancel) const;
+  std::string ResolveUrl(const FileLocation& loc) const;
+
+  HubOptions options_;
+  std::shared_ptr<HttpClient> http_;
+  mutable std::mutex targets_mu_;
+  mutable std::unordered_map<std::string, Target> targets_;  // resolve URL -> final (CDN) URL
+};
+
+}  // namespace hubfs::fetch

@@ -1,0 +1,476 @@
+// The filesystem core (see filesystem.h).
+#include "fs/filesystem.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cctype>
+#include <ctime>
+
+#include "common/log.h"
+#include "common/metrics.h"
+#include "fetch/url.h"
+#include "fs/names.h"
+
+namespace hubfs::fs {
+namespace {
+constexpr uint64_t kDatasetsIno = 2;
+constexpr uint64_t kSpacesIno = 3;
+constexpr size_t kMaxSnapshots = 256;
+
+std::string TypeKey(fetch::RepoType t) { return fetch::ApiCollection(t); }
+
+bool IsShortCommitOf(const std::string& rev, const std::string& sha) {
+  if (rev.size() < 7 || rev.size() > 40) return false;
+  for (size_t i = 0; i < rev.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(rev[i])) != std::tolower(static_cast<unsigned char>(sha[i])))
+      return false;
+  return true;
+}
+}  // namespace
+
+Filesystem::Filesystem(FsOptions options, std::shared_ptr<fetch::HubClient> hub,
+                       std::shared_ptr<cache::BlockCache> cache)
+    : options_(std::move(options)), hub_(std::move(hub)), cache_(std::move(cache)),
+      mount_time_(static_cast<int64_t>(std::time(nullptr))) {
+  auto root = std::make_shared<Inode>();
+  root->ino = kRootIno;
+  root->kind = Kind::kRoot;
+  auto datasets = std::make_shared<Inode>();
+  datasets->ino = kDatasetsIno;
+  datasets->kind = Kind::kTypeDir;
+  datasets->type = fetch::RepoType::kDataset;
+  datasets->parent = kRootIno;
+  datasets->name = "datasets";
+  auto spaces = std::make_shared<Inode>(*datasets);
+  spaces->ino = kSpacesIno;
+  spaces->type = fetch::RepoType::kSpace;
+  spaces->name = "spaces";
+  inodes_[kRootIno] = root;
+  inodes_[kDatasetsIno] = datasets;
+  inodes_[kSpacesIno] = spaces;
+}
+
+Filesystem::~Filesystem() = default;
+
+std::shared_ptr<Filesystem::Inode> Filesystem::Get(uint64_t ino) const {
+  std::lock_guard lock(mu_);
+  auto it = inodes_.find(ino);
+  return it == inodes_.end() ? nullptr : it->second;
+}
+
+Attr Filesystem::AttrOf(const Inode& in) const {
+  Attr a;
+  a.ino = in.ino;
+  a.uid = options_.uid;
+  a.gid = options_.gid;
+  a.mtime = mount_time_;
+  switch (in.kind) {
+    case Kind::kRoot:
+    case Kind::kTypeDir:
+    case Kind::kOrgDir:
+      a.mode = S_IFDIR | 0555;
+      a.nlink = 2;
+      break;
+    case Kind::kSymlink:
+      a.mode = S_IFLNK | 0777;
+      a.size = in.target.size();
+      break;
+    case Kind::kRepo: {
+      const SnapshotNode& n = in.snap->node(in.node);
+      a.mtime = in.snap->mtime() > 0 ? in.snap->mtime() : mount_time_;
+      if (n.is_dir) {
+        a.mode = S_IFDIR | 0555;
+        a.nlink = 2;
+      } else {
+        a.mode = S_IFREG | 0444;
+        a.size = n.size;
+      }
+      break;
+    }
+  }
+  return a;
+}
+
+EntryOut Filesystem::Publish(const std::shared_ptr<Inode>& parent, const std::string& name,
+                             std::shared_ptr<Inode> child) {
+  std::lock_guard lock(mu_);
+  const auto key = std::make_pair(parent->ino, name);
+  std::shared_ptr<Inode> use;
+  if (auto it = children_.find(key); it != children_.end()) {
+    auto existing = inodes_.find(it->second);
+    if (existing != inodes_.end()) {
+      const Inode& e = *existing->second;
+      const bool same = e.kind == child->kind && e.type == child->type && e.org == child->org &&
+                        e.snap == child->snap && e.node == child->node && e.target == child->target;
+      if (same) use = existing->second;
+    }
+  }
+  if (!use) {
+    child->ino = next_ino_++;
+    child->parent = parent->ino;
+    child->name = name;
+    inodes_[child->ino] = child;
+    children_[key] = child->ino;
+    use = std::move(child);
+  }
+  ++use->nlookup;
+  EntryOut out;
+  out.ino = use->ino;
+  out.attr = AttrOf(*use);
+  out.entry_timeout = use->entry_timeout;
+  out.attr_timeout = options_.pinned_timeout_s;
+  return out;
+}
+
+void Filesystem::Forget(uint64_t ino, uint64_t nlookup) {
+  if (ino <= kSpacesIno) return;
+  std::shared_ptr<Inode> dead;  // freed outside the lock
+  std::lock_guard lock(mu_);
+  auto it = inodes_.find(ino);
+  if (it == inodes_.end()) return;
+  Inode& in = *it->second;
+  in.nlookup = in.nlookup > nlookup ? in.nlookup - nlookup : 0;
+  if (in.nlookup > 0) return;
+  auto c = children_.find({in.parent, in.name});
+  if (c != children_.end() && c->second == ino) children_.erase(c);
+  dead = std::move(it->second);
+  inodes_.erase(it);
+}
+
+Result<Attr> Filesystem::GetAttr(uint64_t ino, double* attr_timeout) {
+  auto in = Get(ino);
+  if (!in) return MakeError(ErrorKind::kNotFound, "stale inode");
+  *attr_timeout = options_.pinned_timeout_s;
+  return AttrOf(*in);
+}
+
+Result<fetch::RepoInfo> Filesystem::ResolveRevision(fetch::RepoType type, const std::string& id,
+                                                    const std::string& rev) {
+  const std::string key = TypeKey(type) + "|" + id + "|" + rev;
+  const auto now = CancelToken::Clock::now();
+  std::optional<fetch::RepoInfo> stale;
+  {
+    std::lock_guard lock(rev_mu_);
+    auto it = revisions_.find(key);
+    if (it != revisions_.end()) {
+      const bool immutable = IsShortCommitOf(rev, it->second.info.sha);
+      if (immutable || now - it->second.fetched < options_.revision_ttl) return it->second.info;
+      stale = it->second.info;
+    }
+  }
+  auto token = Token();
+  auto info = hub_->GetRepoInfo(type, id, rev, &token);
+  if (!info.ok()) {
+    // Offline operation: the Hub is unreachable, keep serving what was resolved before.
+    if (stale && (info.error().kind == ErrorKind::kIo || info.error().kind == ErrorKind::kTimeout)) {
+      LOG_WARN("revision %s of %s: %s; keeping %.8s", rev.empty() ? "(default)" : rev.c_str(), id.c_str(),
+               info.error().ToString().c_str(), stale->sha.c_str());
+      return *stale;
+    }
+    return info.error();
+  }
+  std::lock_guard lock(rev_mu_);
+  revisions_[key] = RevEntry{info.value(), now};
+  return info;
+}
+
+Result<std::shared_ptr<const Snapshot>> Filesystem::GetSnapshot(fetch::RepoType type, const fetch::RepoInfo& info) {
+  const std::string key = TypeKey(type) + "|" + info.id + "|" + info.sha;
+  std::shared_future<Result<std::shared_ptr<const Snapshot>>> fut;
+  std::promise<Result<std::shared_ptr<const Snapshot>>> promise;
+  bool owner = false;
+  {
+    std::lock_guard lock(snap_mu_);
+    auto it = snapshots_.find(key);
+    if (it != snapshots_.end()) {
+      fut = it->second;
+    } else {
+      if (snapshots_.size() >= kMaxSnapshots) {
+        for (auto s = snapshots_.begin(); s != snapshots_.end();) {
+          const bool ready = s->second.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+          if (ready && (!s->second.get().ok() || s->second.get().value().use_count() == 1)) s = snapshots_.erase(s);
+          else ++s;
+        }
+      }
+      fut = promise.get_future().share();
+      snapshots_.emplace(key, fut);
+      owner = true;
+    }
+  }
+  if (owner) {
+    static auto& m_listings = metrics::Get("fs.tree_listings");
+    m_listings.Add();
+    auto token = Token();
+    auto entries = hub_->ListTree(type, info.id, info.sha, &token);
+    if (!entries.ok()) {
+      {
+        std::lock_guard lock(snap_mu_);
+        snapshots_.erase(key);  // not cached: the next lookup tries again
+      }
+      promise.set_value(entries.error());
+    } else {
+      promise.set_value(Snapshot::Build(type, info.id, info.sha, info.last_modified, entries.value()));
+    }
+  }
+  return fut.get();
+}
+
+Result<EntryOut> Filesystem::Lookup(uint64_t parent_ino, const std::string& name) {
+  auto parent = Get(parent_ino);
+  if (!parent) return MakeError(ErrorKind::kNotFound, "stale parent inode");
+  switch (parent->kind) {
+    case Kind::kRoot:
+    case Kind::kTypeDir:
+      return LookupTop(parent, name);
+    case Kind::kOrgDir:
+      return LookupRepo(parent, name);
+    case Kind::kSymlink:
+      return MakeError(ErrorKind::kNotDirectory, name);
+    case Kind::kRepo:
+      break;
+  }
+  const Snapshot& snap = *parent->snap;
+  if (!snap.node(parent->node).is_dir) return MakeError(ErrorKind::kNotDirectory, name);
+  auto child = snap.Child(parent->node, name);
+  if (!child) {
+    EntryOut negative;  // immutable absence: the kernel may remember it
+    negative.entry_timeout = options_.pinned_timeout_s;
+    return negative;
+  }
+  auto in = std::make_shared<Inode>();
+  in->kind = Kind::kRepo;
+  in->type = parent->type;
+  in->snap = parent->snap;
+  in->node = *child;
+  in->entry_timeout = options_.pinned_timeout_s;
+  return Publish(parent, name, std::move(in));
+}
+
+Result<EntryOut> Filesystem::LookupTop(const std::shared_ptr<Inode>& parent, const std::string& name) {
+  if (parent->kind == Kind::kRoot && (name == "datasets" || name == "spaces")) {
+    auto in = Get(name == "datasets" ? kDatasetsIno : kSpacesIno);
+    EntryOut out;
+    out.ino = in->ino;
+    out.attr = AttrOf(*in);
+    out.entry_timeout = out.attr_timeout = options_.pinned_timeout_s;
+    return out;
+  }
+  const fetch::RepoType type = parent->kind == Kind::kRoot ? fetch::RepoType::kModel : parent->type;
+  if (!IsValidIdPart(name)) return MakeError(ErrorKind::kNotFound, "not a valid org or repo name");
+  auto in = std::make_shared<Inode>();
+  in->type = type;
+  // A legacy id (no org) resolves to a repo whose canonical id has one: show it as a symlink.
+  auto info = ResolveRevision(type, name, "");
+  if (info.ok() && info->id != name && info->id.find('/') != std::string::npos) {
+    in->kind = Kind::kSymlink;
+    in->target = info->id;
+    in->entry_timeout = static_cast<double>(options_.revision_ttl.count());
+  } else if (!info.ok() && info.error().kind != ErrorKind::kNotFound) {
+    return info.error();
+  } else {
+    in->kind = Kind::kOrgDir;
+    in->org = name;
+    in->entry_timeout = options_.pinned_timeout_s;
+  }
+  {
+    std::lock_guard lock(mu_);
+    seen_[parent->ino].insert(name);
+  }
+  return Publish(parent, name, std::move(in));
+}
+
+Result<EntryOut> Filesystem::LookupRepo(const std::shared_ptr<Inode>& org, const std::string& name) {
+  auto parsed = ParseRepoDirName(name);
+  if (!parsed) return MakeError(ErrorKind::kNotFound, "not a valid repo name");
+  const std::string id = org->org + "/" + parsed->name;
+  auto info = ResolveRevision(org->type, id, parsed->revision);
+  if (!info.ok()) return info.error();
+  auto in = std::make_shared<Inode>();
+  in->type = org->type;
+  if (info->id != id) {
+    // Renamed (or differently cased) repo: point at its canonical directory.
+    in->kind = Kind::kSymlink;
+    in->target = "../" + info->id +
+                 (parsed->revision.empty() ? "" : "@" + fetch::PercentEncode(parsed->revision, false));
+    in->entry_timeout = static_cast<double>(options_.revision_ttl.count());
+    return Publish(org, name, std::move(in));
+  }
+  auto snap = GetSnapshot(org->type, info.value());
+  if (!snap.ok()) return snap.error();
+  in->kind = Kind::kRepo;
+  in->snap = snap.value();
+  in->node = 0;
+  in->pinned = IsShortCommitOf(parsed->revision, info->sha);
+  in->entry_timeout =
+      in->pinned ? options_.pinned_timeout_s : static_cast<double>(options_.revision_ttl.count());
+  return Publish(org, name, std::move(in));
+}
+
+Result<std::vector<DirEntryOut>> Filesystem::ReadDir(uint64_t ino) {
+  auto in = Get(ino);
+  if (!in) return MakeError(ErrorKind::kNotFound, "stale inode");
+  std::vector<DirEntryOut> out;
+  out.push_back({".", in->ino, S_IFDIR});
+  out.push_back({"..", in->parent != 0 ? in->parent : in->ino, S_IFDIR});
+  auto add_seen = [&](uint64_t dir) {
+    std::lock_guard lock(mu_);
+    for (const auto& n : seen_[dir]) {
+      mode_t type = S_IFDIR;
+      uint64_t child_ino = 0;
+      if (auto c = children_.find({dir, n}); c != children_.end()) {
+        child_ino = c->second;
+        if (auto i = inodes_.find(c->second); i != inodes_.end() && i->second->kind == Kind::kSymlink)
+          type = S_IFLNK;
+      }
+      out.push_back({n, child_ino, type});
+    }
+  };
+  switch (in->kind) {
+    case Kind::kRoot:
+      out.push_back({"datasets", kDatasetsIno, S_IFDIR});
+      out.push_back({"spaces", kSpacesIno, S_IFDIR});
+      add_seen(kRootIno);
+      return out;
+    case Kind::kTypeDir:
+      add_seen(in->ino);
+      return out;
+    case Kind::kSymlink:
+      return MakeError(ErrorKind::kNotDirectory, "symlink");
+    case Kind::kOrgDir: {
+      auto token = Token();
+      auto ids = hub_->ListRepos(in->type, in->org, &token);
+      if (!ids.ok()) return ids.error();
+      std::set<std::string> names;
+      for (const auto& id : ids.value()) {
+        const size_t slash = id.find('/');
+        if (slash == std::string::npos || id.compare(0, slash, in->org) != 0) continue;
+        const std::string n = id.substr(slash + 1);
+        if (IsValidIdPart(n)) names.insert(n);
+      }
+      for (const auto& n : names) out.push_back({n, 0, S_IFDIR});
+      return out;
+    }
+    case Kind::kRepo:
+      break;
+  }
+  const SnapshotNode& dir = in->snap->node(in->node);
+  if (!dir.is_dir) return MakeError(ErrorKind::kNotDirectory, "not a directory");
+  out.reserve(out.size() + dir.children.size());
+  for (uint32_t c : dir.children) {
+    const SnapshotNode& n = in->snap->node(c);
+    out.push_back({n.name, 0, static_cast<mode_t>(n.is_dir ? S_IFDIR : S_IFREG)});
+  }
+  return out;
+}
+
+Result<std::string> Filesystem::ReadLink(uint64_t ino) {
+  auto in = Get(ino);
+  if (!in) return MakeError(ErrorKind::kNotFound, "stale inode");
+  if (in->kind != Kind::kSymlink) return MakeError(ErrorKind::kInvalidArgument, "not a symlink");
+  return in->target;
+}
+
+Result<uint64_t> Filesystem::Open(uint64_t ino, int flags) {
+  auto in = Get(ino);
+  if (!in) return MakeError(ErrorKind::kNotFound, "stale inode");
+  if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC)) return MakeError(ErrorKind::kReadOnly, "read-only");
+  if (in->kind != Kind::kRepo || in->snap->node(in->node).is_dir) return MakeError(ErrorKind::kIsDirectory, "dir");
+  const SnapshotNode& n = in->snap->node(in->node);
+  auto f = std::make_shared<OpenFile>();
+  f->inode = in;
+  f->loc = fetch::FileLocation{in->snap->type(), in->snap->repo_id(), in->snap->commit(), n.path, n.size};
+  f->content = *n.content;
+  f->size = n.size;
+  f->ra = Readahead(options_.readahead);
+  uint64_t fh;
+  {
+    std::lock_guard lock(handles_mu_);
+    fh = next_fh_++;
+    handles_[fh] = f;
+  }
+  // Most readers start at the beginning (a safetensors header, a config): start fetching it now.
+  if (f->size > 0) {
+    const size_t len = static_cast<size_t>(std::min<uint64_t>(cache_->block_size(), f->size));
+    auto hub = hub_;
+    auto loc = f->loc;
+    cache_->Prefetch(cache::BlockKey{f->content, 0}, len,
+                     [hub, loc](char* buf, size_t count, const CancelToken* c) { return hub->ReadRange(loc, 0, buf, count, c); });
+  }
+  return fh;
+}
+
+void Filesystem::Release(uint64_t fh) {
+  std::shared_ptr<OpenFile> f;  // destroyed outside the lock
+  std::lock_guard lock(handles_mu_);
+  auto it = handles_.find(fh);
+  if (it == handles_.end()) return;
+  f = std::move(it->second);
+  handles_.erase(it);
+}
+
+Result<std::vector<ReadSlice>> Filesystem::Read(uint64_t fh, uint64_t offset, size_t len, const CancelToken* cancel) {
+  static auto& m_reads = metrics::Get("fs.reads");
+  static auto& m_bytes = metrics::Get("fs.read_bytes");
+  std::shared_ptr<OpenFile> f;
+  {
+    std::lock_guard lock(handles_mu_);
+    auto it = handles_.find(fh);
+    if (it == handles_.end()) return MakeError(ErrorKind::kInvalidArgument, "bad file handle");
+    f = it->second;
+  }
+  m_reads.Add();
+  std::vector<ReadSlice> out;
+  if (offset >= f->size || len == 0) return out;
+  const uint64_t end = std::min<uint64_t>(offset + len, f->size);
+  const uint64_t bs = cache_->block_size();
+  const uint64_t first = offset / bs, last = (end - 1) / bs;
+  auto block_len = [&](uint64_t b) { return static_cast<size_t>(std::min<uint64_t>(bs, f->size - b * bs)); };
+  auto fetcher = [hub = hub_, loc = f->loc, bs](uint64_t b) {
+    return [hub, loc, off = b * bs](char* buf, size_t n, const CancelToken* c) {
+      return hub->ReadRange(loc, off, buf, n, c);
+    };
+  };
+
+  // Readahead first, so prefetches overlap the wait for the demand blocks.
+  bool waited = false;
+  for (uint64_t b = first; b <= last && !waited; ++b) waited = !cache_->Contains(cache::BlockKey{f->content, b});
+  PrefetchRange ra;
+  {
+    std::lock_guard lock(f->mu);
+    ra = f->ra.OnRead(offset, end - offset, f->size, waited);
+  }
+  if (!ra.empty()) {
+    for (uint64_t b = std::max(ra.begin / bs, last + 1); b * bs < ra.end; ++b)
+      cache_->Prefetch(cache::BlockKey{f->content, b}, block_len(b), fetcher(b));
+  }
+
+  for (uint64_t b = first; b <= last; ++b) {
+    auto block = cache_->Get(cache::BlockKey{f->content, b}, block_len(b), fetcher(b), cancel);
+    if (!block.ok()) return block.error();
+    const uint64_t bstart = b * bs;
+    const uint64_t s = std::max(offset, bstart), e = std::min(end, bstart + block.value()->size);
+    out.push_back(ReadSlice{block.value(), static_cast<size_t>(s - bstart), static_cast<size_t>(e - s)});
+  }
+  m_bytes.Add(end - offset);
+  return out;
+}
+
+StatFsOut Filesystem::StatFs() const {
+  StatFsOut s{};
+  s.block_size = 4096;
+  const auto st = cache_->Stats();
+  const uint64_t cap = cache_->disk() ? st.disk_bytes + (1ULL << 30) : (1ULL << 30);
+  s.blocks = cap / s.block_size;
+  s.blocks_free = 0;  // read-only: nothing can be written
+  {
+    std::lock_guard lock(mu_);
+    s.files = inodes_.size();
+  }
+  s.files_free = 0;
+  s.name_max = 255;
+  return s;
+}
+
+}  // namespace hubfs::fs

@@ -1,0 +1,168 @@
+// The FUSE-free core of hubfs: the namespace (/, datasets/, spaces/, orgs, repos at revisions), the
+// inode table, and the read path. The FUSE adapter decodes a request, calls one method here, and
+// replies; every method returns a Result whose Error the adapter maps to errno (errno_map.h).
+//
+// Namespace:  /{org}/{name}[@{rev}]/...            models
+//             /datasets/{org}/{name}[@{rev}]/...   datasets
+//             /spaces/{org}/{name}[@{rev}]/...     spaces
+//             /{legacy}  -> symlink to {org}/{name} (e.g. gpt2 -> openai-community/gpt2)
+// A repo directory is resolved on lookup to a commit and served from that commit's Snapshot; the
+// default branch (no '@') is re-resolved after revision_ttl, and a new commit becomes a new inode,
+// so open files keep reading the commit they were opened at. Snapshot content never changes, so its
+// entries and attributes get long kernel timeouts and its files keep their page cache across opens.
+//
+// Read path: a READ maps to the cache blocks it covers; each comes from the BlockCache (memory,
+// disk, or one fetch shared by every reader of that block). Readahead (readahead.h) runs per handle
+// and issues background prefetches before the demand blocks are awaited. No lock is held across a
+// network wait: handles have a small mutex for readahead state only.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "cache/block_cache.h"
+#include "common/cancel.h"
+#include "common/status.h"
+#include "fetch/hub_client.h"
+#include "fs/readahead.h"
+#include "fs/snapshot.h"
+
+namespace hubfs::fs {
+
+struct FsOptions {
+  std::chrono::seconds revision_ttl{60};
+  std::chrono::seconds request_timeout{50};  // every FUSE request ends within this
+  double pinned_timeout_s = 86400.0;         // kernel entry/attr timeout of immutable content
+  uid_t uid = 0;
+  gid_t gid = 0;
+  ReadaheadConfig readahead;
+};
+
+struct Attr {
+  uint64_t ino = 0;
+  mode_t mode = 0;
+  uint64_t size = 0;
+  uint32_t nlink = 1;
+  int64_t mtime = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+
+struct EntryOut {
+  uint64_t ino = 0;  // 0: a negative entry (ENOENT the kernel may cache for entry_timeout)
+  Attr attr;
+  double entry_timeout = 0;
+  double attr_timeout = 0;
+};
+
+struct DirEntryOut {
+  std::string name;
+  uint64_t ino = 0;
+  mode_t type = 0;  // S_IFDIR, S_IFREG, S_IFLNK
+};
+
+struct ReadSlice {
+  cache::BlockRef block;  // keeps the bytes alive until the reply is sent
+  size_t offset = 0;
+  size_t len = 0;
+};
+
+struct StatFsOut {
+  uint64_t block_size, blocks, blocks_free, files, files_free, name_max;
+};
+
+class Filesystem {
+ public:
+  static constexpr uint64_t kRootIno = 1;
+
+  Filesystem(FsOptions options, std::shared_ptr<fetch::HubClient> hub, std::shared_ptr<cache::BlockCache> cache);
+  ~Filesystem();
+
+  Result<EntryOut> Lookup(uint64_t parent, const std::string& name);
+  void Forget(uint64_t ino, uint64_t nlookup);
+  Result<Attr> GetAttr(uint64_t ino, double* attr_timeout);
+  Result<std::vector<DirEntryOut>> ReadDir(uint64_t ino);
+  Result<std::string> ReadLink(uint64_t ino);
+  Result<uint64_t> Open(uint64_t ino, int flags);  // returns a file handle
+  Result<std::vector<ReadSlice>> Read(uint64_t fh, uint64_t offset, size_t len, const CancelToken* cancel);
+  void Release(uint64_t fh);
+  StatFsOut StatFs() const;
+
+  const FsOptions& options() const { return options_; }
+  CancelToken::Clock::time_point Deadline() const {
+    return CancelToken::Clock::now() + options_.request_timeout;
+  }
+
+ private:
+  enum class Kind { kRoot, kTypeDir, kOrgDir, kRepo, kSymlink };
+  struct Inode {
+    uint64_t ino = 0;
+    Kind kind = Kind::kRoot;
+    fetch::RepoType type = fetch::RepoType::kModel;
+    std::string org;                        // kOrgDir
+    std::shared_ptr<const Snapshot> snap;   // kRepo
+    uint32_t node = 0;                      // kRepo: index in snap
+    std::string target;                     // kSymlink
+    bool pinned = true;                     // content and name can never change
+    double entry_timeout = 0;               // for the dentry that named it
+    uint64_t nlookup = 0;
+    uint64_t parent = 0;
+    std::string name;
+  };
+  struct OpenFile {
+    std::shared_ptr<Inode> inode;  // holds the Snapshot: the commit this handle reads
+    fetch::FileLocation loc;
+    cache::ContentId content;
+    uint64_t size = 0;
+    std::mutex mu;  // guards ra only
+    Readahead ra;
+  };
+  struct RevEntry {
+    fetch::RepoInfo info;
+    CancelToken::Clock::time_point fetched;
+  };
+
+  std::shared_ptr<Inode> Get(uint64_t ino) const;
+  Attr AttrOf(const Inode& in) const;
+  // Registers a child under (parent, name), reusing the existing inode when `same` says so.
+  EntryOut Publish(const std::shared_ptr<Inode>& parent, const std::string& name, std::shared_ptr<Inode> child);
+  Result<EntryOut> LookupTop(const std::shared_ptr<Inode>& parent, const std::string& name);
+  Result<EntryOut> LookupRepo(const std::shared_ptr<Inode>& org, const std::string& name);
+  Result<fetch::RepoInfo> ResolveRevision(fetch::RepoType type, const std::string& id, const std::string& rev);
+  Result<std::shared_ptr<const Snapshot>> GetSnapshot(fetch::RepoType type, const fetch::RepoInfo& info);
+  CancelToken Token() const { return CancelToken(Deadline()); }
+
+  FsOptions options_;
+  std::shared_ptr<fetch::HubClient> hub_;
+  std::shared_ptr<cache::BlockCache> cache_;
+  int64_t mount_time_ = 0;
+
+  // Lock order: mu_ before nothing (leaf); rev_mu_, snap_mu_, handles_mu_ are leaves too.
+  mutable std::mutex mu_;
+  std::unordered_map<uint64_t, std::shared_ptr<Inode>> inodes_;
+  std::map<std::pair<uint64_t, std::string>, uint64_t> children_;
+  std::map<uint64_t, std::set<std::string>> seen_;  // names looked up under /, datasets/, spaces/
+  uint64_t next_ino_ = 16;
+
+  std::mutex rev_mu_;
+  std::unordered_map<std::string, RevEntry> revisions_;
+
+  std::mutex snap_mu_;
+  std::unordered_map<std::string, std::shared_future<Result<std::shared_ptr<const Snapshot>>>> snapshots_;
+
+  std::mutex handles_mu_;
+  std::unordered_map<uint64_t, std::shared_ptr<OpenFile>> handles_;
+  uint64_t next_fh_ = 1;
+};
+
+}  // namespace hubfs::fs

@@ -1,0 +1,307 @@
+// The FUSE adapter (see fuse_adapter.h).
+#include "fs/fuse_adapter.h"
+
+#include <fuse_lowlevel.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/sysmacros.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <thread>
+
+#include "common/log.h"
+#include "common/metrics.h"
+#include "fs/errno_map.h"
+
+namespace hubfs::fs {
+namespace {
+
+struct Context {
+  std::unique_ptr<Filesystem> fs;
+};
+
+Filesystem* FsOf(fuse_req_t req) { return static_cast<Context*>(fuse_req_userdata(req))->fs.get(); }
+
+void ReplyError(fuse_req_t req, const Error& e) {
+  static auto& m_errors = metrics::Get("fuse.errors");
+  m_errors.Add();
+  fuse_reply_err(req, ErrnoFor(e.kind));
+}
+
+struct stat ToStat(const Attr& a) {
+  struct stat st {};
+  st.st_ino = a.ino;
+  st.st_mode = a.mode;
+  st.st_nlink = a.nlink;
+  st.st_size = static_cast<off_t>(a.size);
+  st.st_blocks = static_cast<blkcnt_t>((a.size + 511) / 512);
+  st.st_blksize = 1 << 20;
+  st.st_uid = a.uid;
+  st.st_gid = a.gid;
+  st.st_mtim.tv_sec = a.mtime;
+  st.st_ctim.tv_sec = a.mtime;
+  st.st_atim.tv_sec = a.mtime;
+  return st;
+}
+
+void OnInterrupt(fuse_req_t, void* data) { static_cast<CancelToken*>(data)->Cancel(); }
+
+void Init(void*, fuse_conn_info* conn) {
+  conn->max_write = 1u << 20;      // libfuse derives max_pages from it: 1 MiB READs
+  conn->max_readahead = 1u << 20;  // the kernel can only lower the BDI readahead with this
+  conn->max_background = 64;       // readahead READs are background requests
+  conn->congestion_threshold = 48;
+  if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
+  if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+  if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
+  conn->want &= ~static_cast<unsigned>(FUSE_CAP_AUTO_INVAL_DATA);  // content is immutable per inode
+}
+
+void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  auto r = FsOf(req)->Lookup(parent, name);
+  if (!r.ok()) return ReplyError(req, r.error());
+  fuse_entry_param e{};
+  e.ino = r->ino;
+  e.attr = ToStat(r->attr);
+  e.entry_timeout = r->entry_timeout;
+  e.attr_timeout = r->attr_timeout;
+  e.generation = 1;
+  if (e.ino == 0 && e.entry_timeout == 0) return (void)fuse_reply_err(req, ENOENT);
+  fuse_reply_entry(req, &e);
+}
+
+void Forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+  FsOf(req)->Forget(ino, nlookup);
+  fuse_reply_none(req);
+}
+
+void ForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
+  for (size_t i = 0; i < count; ++i) FsOf(req)->Forget(forgets[i].ino, forgets[i].nlookup);
+  fuse_reply_none(req);
+}
+
+void GetAttr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  double timeout = 0;
+  auto r = FsOf(req)->GetAttr(ino, &timeout);
+  if (!r.ok()) return ReplyError(req, r.error());
+  struct stat st = ToStat(r.value());
+  fuse_reply_attr(req, &st, timeout);
+}
+
+void ReadLink(fuse_req_t req, fuse_ino_t ino) {
+  auto r = FsOf(req)->ReadLink(ino);
+  if (!r.ok()) return ReplyError(req, r.error());
+  fuse_reply_readlink(req, r->c_str());
+}
+
+void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto r = FsOf(req)->Open(ino, fi->flags);
+  if (!r.ok()) return ReplyError(req, r.error());
+  fi->fh = r.value();
+  fi->keep_cache = 1;  // every inode's content is immutable: keep the page cache across opens
+  fi->noflush = 1;
+  if (fuse_reply_open(req, fi) == -ENOENT) FsOf(req)->Release(fi->fh);  // interrupted open
+}
+
+void Read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
+  Filesystem* fs = FsOf(req);
+  CancelToken cancel(fs->Deadline());
+  fuse_req_interrupt_func(req, OnInterrupt, &cancel);
+  auto r = fs->Read(fi->fh, static_cast<uint64_t>(off), size, &cancel);
+  fuse_req_interrupt_func(req, nullptr, nullptr);
+  if (!r.ok()) return ReplyError(req, r.error());
+  iovec iov[8];
+  std::vector<iovec> big;
+  iovec* v = iov;
+  if (r->size() > 8) {
+    big.resize(r->size());
+    v = big.data();
+  }
+  for (size_t i = 0; i < r->size(); ++i) {
+    const ReadSlice& s = (*r)[i];
+    v[i].iov_base = const_cast<char*>(s.block->data.get() + s.offset);
+    v[i].iov_len = s.len;
+  }
+  fuse_reply_iov(req, v, static_cast<int>(r->size()));  // blocks stay alive until this returns
+}
+
+void Release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  FsOf(req)->Release(fi->fh);
+  fuse_reply_err(req, 0);
+}
+
+struct DirHandle {
+  std::vector<DirEntryOut> entries;
+};
+
+void OpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto r = FsOf(req)->ReadDir(ino);
+  if (!r.ok()) return ReplyError(req, r.error());
+  auto* h = new DirHandle{std::move(r.value())};
+  fi->fh = reinterpret_cast<uint64_t>(h);
+  fi->cache_readdir = 0;
+  if (fuse_reply_open(req, fi) == -ENOENT) delete h;
+}
+
+void ReadDir(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
+  auto* h = reinterpret_cast<DirHandle*>(fi->fh);
+  std::vector<char> buf(size);
+  size_t used = 0;
+  for (size_t i = static_cast<size_t>(off); i < h->entries.size(); ++i) {
+    const DirEntryOut& e = h->entries[i];
+    struct stat st {};
+    st.st_ino = e.ino != 0 ? e.ino : static_cast<ino_t>(-1);
+    st.st_mode = e.type;
+    const size_t n = fuse_add_direntry(req, buf.data() + used, size - used, e.name.c_str(), &st,
+                                       static_cast<off_t>(i + 1));
+    if (n > size - used) break;
+    used += n;
+  }
+  fuse_reply_buf(req, buf.data(), used);
+}
+
+void ReleaseDir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  delete reinterpret_cast<DirHandle*>(fi->fh);
+  fuse_reply_err(req, 0);
+}
+
+void StatFs(fuse_req_t req, fuse_ino_t) {
+  const StatFsOut s = FsOf(req)->StatFs();
+  struct statvfs v {};
+  v.f_bsize = s.block_size;
+  v.f_frsize = s.block_size;
+  v.f_blocks = s.blocks;
+  v.f_bfree = s.blocks_free;
+  v.f_bavail = s.blocks_free;
+  v.f_files = s.files;
+  v.f_ffree = s.files_free;
+  v.f_favail = s.files_free;
+  v.f_namemax = s.name_max;
+  v.f_flag = ST_RDONLY;
+  fuse_reply_statfs(req, &v);
+}
+
+void Access(fuse_req_t req, fuse_ino_t, int mask) { fuse_reply_err(req, (mask & W_OK) ? EROFS : 0); }
+
+// Every write-side operation: EROFS, nothing changes.
+void Rofs(fuse_req_t req) { fuse_reply_err(req, EROFS); }
+void SetAttr(fuse_req_t req, fuse_ino_t, struct stat*, int, fuse_file_info*) { Rofs(req); }
+void MkNod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) { Rofs(req); }
+void MkDir(fuse_req_t req, fuse_ino_t, const char*, mode_t) { Rofs(req); }
+void Unlink(fuse_req_t req, fuse_ino_t, const char*) { Rofs(req); }
+void RmDir(fuse_req_t req, fuse_ino_t, const char*) { Rofs(req); }
+void SymLink(fuse_req_t req, const char*, fuse_ino_t, const char*) { Rofs(req); }
+void Rename(fuse_req_t req, fuse_ino_t, const char*, fuse_ino_t, const char*, unsigned) { Rofs(req); }
+void Link(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) { Rofs(req); }
+void Write(fuse_req_t req, fuse_ino_t, const char*, size_t, off_t, fuse_file_info*) { Rofs(req); }
+void Create(fuse_req_t req, fuse_ino_t, const char*, mode_t, fuse_file_info*) { Rofs(req); }
+void SetXattr(fuse_req_t req, fuse_ino_t, const char*, const char*, size_t, int) { Rofs(req); }
+void RemoveXattr(fuse_req_t req, fuse_ino_t, const char*) { Rofs(req); }
+void Fallocate(fuse_req_t req, fuse_ino_t, int, off_t, off_t, fuse_file_info*) { Rofs(req); }
+
+fuse_lowlevel_ops MakeOps() {
+  fuse_lowlevel_ops ops{};
+  ops.init = Init;
+  ops.lookup = Lookup;
+  ops.forget = Forget;
+  ops.forget_multi = ForgetMulti;
+  ops.getattr = GetAttr;
+  ops.readlink = ReadLink;
+  ops.open = Open;
+  ops.read = Read;
+  ops.release = Release;
+  ops.opendir = OpenDir;
+  ops.readdir = ReadDir;
+  ops.releasedir = ReleaseDir;
+  ops.statfs = StatFs;
+  ops.access = Access;
+  ops.setattr = SetAttr;
+  ops.mknod = MkNod;
+  ops.mkdir = MkDir;
+  ops.unlink = Unlink;
+  ops.rmdir = RmDir;
+  ops.symlink = SymLink;
+  ops.rename = Rename;
+  ops.link = Link;
+  ops.write = Write;
+  ops.create = Create;
+  ops.setxattr = SetXattr;
+  ops.removexattr = RemoveXattr;
+  ops.fallocate = Fallocate;
+  return ops;
+}
+
+// Raises the kernel readahead of the mount (root only), as gcsfuse does: FUSE_INIT can only lower it.
+void RaiseReadahead(const std::string& mountpoint, unsigned kb) {
+  struct stat st {};
+  if (::stat(mountpoint.c_str(), &st) != 0) return;
+  const std::string path = "/sys/class/bdi/" + std::to_string(major(st.st_dev)) + ":" +
+                           std::to_string(minor(st.st_dev)) + "/read_ahead_kb";
+  std::ofstream f(path);
+  if (f) f << kb << "\n";
+  if (f) LOG_INFO("read_ahead_kb of the mount set to %u", kb);
+}
+
+}  // namespace
+
+int RunMount(const MountOptions& options, const std::function<std::unique_ptr<Filesystem>()>& make_fs) {
+  std::vector<std::string> argv_s = {"hubfs", "-o", "ro,default_permissions,fsname=hubfs,subtype=hubfs"};
+  for (const auto& o : options.fuse_options) {
+    argv_s.push_back("-o");
+    argv_s.push_back(o);
+  }
+  if (options.debug) argv_s.push_back("-d");
+  std::vector<char*> argv;
+  for (auto& s : argv_s) argv.push_back(s.data());
+  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+
+  static const fuse_lowlevel_ops ops = MakeOps();
+  // The Filesystem is created after daemonizing (its threads must live in the daemon); requests
+  // are only read by the session loop, after it is set.
+  Context ctx;
+  fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, &ctx);
+  fuse_opt_free_args(&args);
+  if (se == nullptr) {
+    LOG_ERROR("invalid FUSE options");
+    return 2;
+  }
+  if (fuse_set_signal_handlers(se) != 0) {
+    fuse_session_destroy(se);
+    return 1;
+  }
+  if (fuse_session_mount(se, options.mountpoint.c_str()) != 0) {
+    LOG_ERROR("cannot mount on %s", options.mountpoint.c_str());
+    fuse_remove_signal_handlers(se);
+    fuse_session_destroy(se);
+    return 1;
+  }
+  // Mounted: the parent exits now, with the mount ready; the daemon carries on.
+  if (fuse_daemonize(options.foreground ? 1 : 0) != 0) return 1;
+  if (!options.foreground) log::UseSyslog("hubfs");
+
+  int rc = 1;
+  ctx.fs = make_fs();
+  if (ctx.fs) {
+    std::thread tune;
+    if (::geteuid() == 0 && options.read_ahead_kb > 0)
+      tune = std::thread([&] { RaiseReadahead(options.mountpoint, options.read_ahead_kb); });
+    fuse_loop_config* cfg = fuse_loop_cfg_create();
+    fuse_loop_cfg_set_max_threads(cfg, options.max_threads);
+    fuse_loop_cfg_set_idle_threads(cfg, 16);
+    LOG_INFO("serving %s", options.mountpoint.c_str());
+    rc = fuse_session_loop_mt(se, cfg) == 0 ? 0 : 1;
+    fuse_loop_cfg_destroy(cfg);
+    if (tune.joinable()) tune.join();
+    LOG_INFO("unmounting %s", options.mountpoint.c_str());
+  }
+  fuse_session_unmount(se);
+  fuse_remove_signal_handlers(se);
+  fuse_session_destroy(se);
+  ctx.fs.reset();
+  return rc;
+}
+
+}  // namespace hubfs::fs

@@ -1,0 +1,28 @@
+// The thin FUSE adapter: libfuse low-level callbacks that decode a request, call the Filesystem
+// core, and reply. No policy, caching or HTTP here. State travels through fuse_req_userdata; no
+// exception crosses into libfuse's C code; a FUSE interrupt cancels the request's CancelToken.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "fs/filesystem.h"
+
+namespace hubfs::fs {
+
+struct MountOptions {
+  std::string mountpoint;
+  std::vector<std::string> fuse_options;  // "-o" values, e.g. "allow_other"
+  bool foreground = false;
+  bool debug = false;
+  unsigned max_threads = 64;
+  unsigned read_ahead_kb = 16384;  // raised on the mount's BDI when running as root
+};
+
+// Mounts, daemonizes once the mount is ready (unless foreground), then calls make_fs (after the
+// fork, so that worker threads are created in the daemon) and serves requests until unmounted or
+// signalled. Returns the process exit code.
+int RunMount(const MountOptions& options, const std::function<std::unique_ptr<Filesystem>()>& make_fs);
+
+}  // namespace hubfs::fs

@@ -1,0 +1,43 @@
+// Readahead policy (see readahead.h).
+#include "fs/readahead.h"
+
+#include <algorithm>
+
+namespace hubfs::fs {
+
+PrefetchRange Readahead::OnRead(uint64_t offset, uint64_t len, uint64_t file_size, bool waited) {
+  ++tick_;
+  const uint64_t end = std::min(offset + len, file_size);
+  Stream* s = nullptr;
+  for (auto& st : streams_) {
+    if (!st.active) continue;
+    const uint64_t lo = st.next > config_.backward_tolerance ? st.next - config_.backward_tolerance : 0;
+    if (offset >= lo && offset <= st.next + config_.forward_tolerance) {
+      s = &st;
+      break;
+    }
+  }
+  if (s == nullptr) {
+    // A new stream: replace the least recently used one. Random reads prefetch nothing.
+    s = &*std::min_element(streams_.begin(), streams_.end(), [](const Stream& a, const Stream& b) {
+      if (a.active != b.active) return !a.active;
+      return a.last_use < b.last_use;
+    });
+    *s = Stream{true, end, 0, end, tick_};
+    // A read from the very start of a file is almost always the start of a sequential stream.
+    if (offset == 0) s->window = config_.initial_window;
+    else return {};
+  } else {
+    s->last_use = tick_;
+    if (s->window == 0) s->window = config_.initial_window;
+    else if (waited) s->window = std::min(s->window * 2, config_.max_window);
+    s->next = std::max(s->next, end);
+  }
+  const uint64_t want_end = std::min(s->next + s->window, file_size);
+  const uint64_t begin = std::max(s->prefetched_until, s->next);
+  if (begin >= want_end) return {};
+  s->prefetched_until = want_end;
+  return {begin, want_end};
+}
+
+}  // namespace hubfs::fs

@@ -1,0 +1,52 @@
+// Readahead as a pure policy: given the reads of one open file, which bytes to prefetch next.
+//
+// Up to kMaxStreams sequential streams are tracked per handle (forked workers or a loader that
+// interleaves two regions share one fd). A read continues a stream when it starts within
+// [next - kBackwardTolerance, next + kForwardTolerance]; otherwise it starts a new stream (replacing
+// the least recently used), which prefetches nothing: a random read costs exactly its own blocks.
+// A continuing stream's window starts at kInitialWindow and doubles, up to kMaxWindow, each time the
+// reader actually waited for data (the window was too small), as mountpoint-s3 does; a reader that
+// never waits keeps its window, so fast re-reads do not balloon memory. Prefetch is issued only past
+// what the stream already asked for, so each byte is requested once.
+#pragma once
+
+#include <array>
+#include <cstdint>
+
+namespace hubfs::fs {
+
+struct ReadaheadConfig {
+  uint64_t initial_window = 8u << 20;       // two 4 MiB blocks: covers the kernel's readahead tail
+  uint64_t max_window = 64u << 20;          // 16 blocks in flight per stream
+  uint64_t forward_tolerance = 16u << 20;   // a skipped tensor is not a random jump
+  uint64_t backward_tolerance = 1u << 20;   // kernel readahead can re-order a little
+};
+
+struct PrefetchRange {
+  uint64_t begin = 0;
+  uint64_t end = 0;  // exclusive; begin == end means nothing to prefetch
+  bool empty() const { return begin >= end; }
+};
+
+class Readahead {
+ public:
+  static constexpr int kMaxStreams = 4;
+  explicit Readahead(ReadaheadConfig config = {}) : config_(config) {}
+
+  // `waited`: the reader had to wait for at least one of the blocks it asked for.
+  PrefetchRange OnRead(uint64_t offset, uint64_t len, uint64_t file_size, bool waited);
+
+ private:
+  struct Stream {
+    bool active = false;
+    uint64_t next = 0;             // where a sequential continuation would start
+    uint64_t window = 0;           // bytes to keep ahead of `next`
+    uint64_t prefetched_until = 0;
+    uint64_t last_use = 0;
+  };
+  ReadaheadConfig config_;
+  std::array<Stream, kMaxStreams> streams_{};
+  uint64_t tick_ = 0;
+};
+
+}  // namespace hubfs::fs

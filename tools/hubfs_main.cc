@@ -1,0 +1,306 @@
+// The hubfs command line: mount, unmount, and the cache tools. Thin: it parses options, builds the
+// fetch client, the block cache and the filesystem core, and hands them to the FUSE adapter.
+#include <pwd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "cache/block_cache.h"
+#include "cache/disk_store.h"
+#include "common/log.h"
+#include "common/metrics.h"
+#include "fetch/hub_client.h"
+#include "fs/filesystem.h"
+#include "fs/fuse_adapter.h"
+
+namespace {
+
+using namespace hubfs;
+
+std::string HomeDir() {
+  if (const char* h = std::getenv("HOME"); h && *h) return h;
+  if (const passwd* pw = getpwuid(getuid())) return pw->pw_dir;
+  return "/";
+}
+
+std::string Env(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
+}
+
+std::string CleanToken(std::string t) {
+  std::string out;
+  for (char c : t)
+    if (c != '\r' && c != '\n') out.push_back(c);
+  const size_t b = out.find_first_not_of(" \t");
+  if (b == std::string::npos) return "";
+  return out.substr(b, out.find_last_not_of(" \t") - b + 1);
+}
+
+// --token-file, else $HF_TOKEN, else $HF_HOME/token (default ~/.cache/huggingface/token).
+std::string LoadToken(const std::string& token_file) {
+  auto read_file = [](const std::string& p) {
+    std::ifstream f(p);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return CleanToken(ss.str());
+  };
+  if (!token_file.empty()) return read_file(token_file);
+  if (auto t = CleanToken(Env("HF_TOKEN")); !t.empty()) return t;
+  std::string hf_home = Env("HF_HOME");
+  if (hf_home.empty()) {
+    const std::string xdg = Env("XDG_CACHE_HOME");
+    hf_home = (xdg.empty() ? HomeDir() + "/.cache" : xdg) + "/huggingface";
+  }
+  return read_file(hf_home + "/token");
+}
+
+std::string DefaultCacheDir() {
+  const std::string xdg = Env("XDG_CACHE_HOME");
+  return (xdg.empty() ? HomeDir() + "/.cache" : xdg) + "/hubfs";
+}
+
+// "20G", "512M", "64K", "1T", plain bytes; binary units.
+bool ParseSize(const std::string& s, uint64_t* out) {
+  if (s.empty()) return false;
+  char* end = nullptr;
+  errno = 0;
+  const double v = std::strtod(s.c_str(), &end);
+  if (errno != 0 || end == s.c_str() || v < 0) return false;
+  std::string unit(end);
+  for (char& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (!unit.empty() && unit.back() == 'B') unit.pop_back();
+  if (unit.size() == 2 && unit[1] == 'I') unit.pop_back();
+  const std::map<std::string, double> mult = {{"", 1}, {"K", 1024.0}, {"M", 1048576.0},
+                                              {"G", 1073741824.0}, {"T", 1099511627776.0}};
+  auto it = mult.find(unit);
+  if (it == mult.end()) return false;
+  *out = static_cast<uint64_t>(v * it->second);
+  return true;
+}
+
+CLI::Validator SizeValidator() {
+  return CLI::Validator(
+      [](std::string& s) {
+        uint64_t v;
+        return ParseSize(s, &v) ? std::string() : "not a size (e.g. 20G, 512M): " + s;
+      },
+      "SIZE");
+}
+
+// A mount point left behind by a daemon that died answers ENOTCONN: unmount it lazily first.
+void RecoverDeadMount(const std::string& mp) {
+  struct stat st {};
+  if (::stat(mp.c_str(), &st) == 0 || errno != ENOTCONN) return;
+  LOG_WARN("%s is a dead hubfs mount (ENOTCONN): unmounting it first", mp.c_str());
+  const pid_t pid = fork();
+  if (pid == 0) {
+    execlp("fusermount3", "fusermount3", "-u", "-z", mp.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  int status = 0;
+  if (pid > 0) waitpid(pid, &status, 0);
+}
+
+struct StatsWriter {
+  // Dumps the metrics registry to <cache>/stats every second, for `hubfs cache stats`.
+  explicit StatsWriter(std::string path) : path_(std::move(path)), thread_([this] { Run(); }) {}
+  ~StatsWriter() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  void Run() {
+    std::unique_lock lock(mu_);
+    do {
+      lock.unlock();
+      const std::string tmp = path_ + ".tmp";
+      {
+        std::ofstream f(tmp, std::ios::trunc);
+        f << metrics::RenderText();
+      }
+      ::chmod(tmp.c_str(), 0600);
+      std::rename(tmp.c_str(), path_.c_str());
+      lock.lock();
+    } while (!cv_.wait_for(lock, std::chrono::seconds(1), [&] { return stop_; }));
+  }
+  std::string path_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+int CacheStats(const std::string& dir) {
+  std::map<std::string, uint64_t> m;
+  {
+    std::ifstream f(dir + "/stats");
+    std::string k;
+    uint64_t v;
+    while (f >> k >> v) m[k] = v;
+  }
+  const auto report = cache::DiskStore::VerifyAll(dir, false);
+  auto ratio = [&](const char* hit, uint64_t total) {
+    return total == 0 ? 0.0 : 100.0 * static_cast<double>(m[hit]) / static_cast<double>(total);
+  };
+  const uint64_t lookups = m["cache.mem.hit"] + m["cache.disk.hit"] + m["cache.miss"];
+  std::printf("cache dir:        %s\n", dir.c_str());
+  std::printf("disk blocks:      %llu (%.1f MiB)\n", static_cast<unsigned long long>(report.blocks),
+              static_cast<double>(report.bytes) / 1048576.0);
+  std::printf("memory blocks:    %llu (%.1f MiB)\n", static_cast<unsigned long long>(m["cache.mem.blocks"]),
+              static_cast<double>(m["cache.mem.bytes"]) / 1048576.0);
+  std::printf("hit ratio:        memory %.1f%%, disk %.1f%% (of %llu block lookups)\n", ratio("cache.mem.hit", lookups),
+              ratio("cache.disk.hit", lookups), static_cast<unsigned long long>(lookups));
+  std::printf("origin bytes:     %llu\n", static_cast<unsigned long long>(m["cache.origin_bytes"]));
+  std::printf("corrupt dropped:  %llu\n", static_cast<unsigned long long>(m["cache.disk.corrupt"]));
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"hubfs: the Hugging Face Hub as a read-only filesystem.\n"
+               "Every repo appears under the mount point: /{org}/{name}[@rev]/, /datasets/{org}/{name}/,\n"
+               "/spaces/{org}/{name}/; file bytes are fetched on demand into a local block cache."};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "hubfs 0.1.0");
+
+  std::string endpoint = Env("HF_ENDPOINT").empty() ? "https://huggingface.co" : Env("HF_ENDPOINT");
+  std::string token_file, cache_dir = DefaultCacheDir(), cache_size = "20G", memory_cache = "1G", min_free = "1G";
+  std::string log_level = "info";
+  int revision_ttl = 60, request_timeout = 50;
+  unsigned block_mib = 4;
+  int loader_threads = 8;
+  fs::MountOptions mo;
+  std::vector<std::string> fuse_opts;
+
+  auto* mount = app.add_subcommand("mount", "Mount the Hub at MOUNTPOINT (daemonizes once the mount is ready)");
+  mount->add_option("mountpoint", mo.mountpoint, "Directory to mount on")->required();
+  mount->add_option("--endpoint", endpoint, "Hub endpoint (default $HF_ENDPOINT, else https://huggingface.co)");
+  mount->add_option("--token-file", token_file,
+                    "File holding the Hub token (default $HF_TOKEN, else $HF_HOME/token, "
+                    "i.e. ~/.cache/huggingface/token)");
+  mount->add_option("--cache-dir", cache_dir, "Block cache directory (default ~/.cache/hubfs)");
+  mount->add_option("--cache-size", cache_size, "Disk cache cap, e.g. 20G (default 20G)")->check(SizeValidator());
+  mount->add_option("--memory-cache", memory_cache, "Memory cache cap, e.g. 1G (default 1G)")->check(SizeValidator());
+  mount->add_option("--min-free", min_free, "Free space to leave on the cache filesystem (default 1G)")
+      ->check(SizeValidator());
+  mount->add_option("--revision-ttl", revision_ttl, "Seconds before a branch is re-resolved (default 60)")
+      ->check(CLI::Range(0, 86400));
+  mount->add_option("--request-timeout", request_timeout,
+                    "Seconds after which any FUSE request fails with EIO (default 50)")
+      ->check(CLI::Range(1, 600));
+  mount->add_option("--block-size-mib", block_mib, "Cache block size in MiB (default 4)")->check(CLI::Range(1, 64));
+  mount->add_option("--fetch-threads", loader_threads, "Parallel background range fetches (default 8)")
+      ->check(CLI::Range(1, 64));
+  mount->add_option("-o", fuse_opts, "FUSE mount options, e.g. allow_other")->allow_extra_args(false);
+  mount->add_flag("-f,--foreground", mo.foreground, "Stay in the foreground");
+  mount->add_flag("-d,--debug", mo.debug, "FUSE debug output (implies --foreground)");
+  mount->add_option("--log-level", log_level, "error, warn, info or debug (default info)")
+      ->check(CLI::IsMember({"error", "warn", "info", "debug"}));
+
+  std::string unmount_point;
+  auto* unmount = app.add_subcommand("unmount", "Unmount a hubfs mount");
+  unmount->add_option("mountpoint", unmount_point)->required();
+
+  auto* cache_cmd = app.add_subcommand("cache", "Inspect or clear the block cache");
+  cache_cmd->require_subcommand(1);
+  std::string cdir = DefaultCacheDir();
+  auto* stats = cache_cmd->add_subcommand("stats", "Size, blocks, per-tier hit ratio, bytes from the origin");
+  auto* verify = cache_cmd->add_subcommand("verify", "Check every block offline; exit 1 if any is bad");
+  bool remove_bad = false;
+  verify->add_flag("--remove-bad", remove_bad, "Delete blocks that fail the check");
+  auto* clear = cache_cmd->add_subcommand("clear", "Delete every cached block");
+  for (auto* c : {stats, verify, clear}) c->add_option("--cache-dir", cdir, "Cache directory (default ~/.cache/hubfs)");
+
+  CLI11_PARSE(app, argc, argv);
+
+  if (*unmount) {
+    execlp("fusermount3", "fusermount3", "-u", unmount_point.c_str(), static_cast<char*>(nullptr));
+    std::perror("fusermount3");
+    return 1;
+  }
+  if (*stats) return CacheStats(cdir);
+  if (*verify) {
+    const auto r = cache::DiskStore::VerifyAll(cdir, remove_bad);
+    std::printf("%llu blocks checked, %llu bad, %.1f MiB sound\n", static_cast<unsigned long long>(r.blocks),
+                static_cast<unsigned long long>(r.bad), static_cast<double>(r.bytes) / 1048576.0);
+    return r.bad == 0 ? 0 : 1;
+  }
+  if (*clear) {
+    auto st = cache::DiskStore::Clear(cdir);
+    if (!st.ok()) {
+      std::fprintf(stderr, "hubfs: %s\n", st.error().ToString().c_str());
+      return 1;
+    }
+    std::printf("cache cleared: %s\n", cdir.c_str());
+    return 0;
+  }
+
+  // mount
+  const std::map<std::string, log::Level> levels = {
+      {"error", log::Level::kError}, {"warn", log::Level::kWarn}, {"info", log::Level::kInfo}, {"debug", log::Level::kDebug}};
+  log::SetLevel(levels.at(log_level));
+  if (mo.debug) mo.foreground = true;
+  mo.fuse_options = fuse_opts;
+  uint64_t cache_bytes = 0, mem_bytes = 0, free_bytes = 0;
+  ParseSize(cache_size, &cache_bytes);
+  ParseSize(memory_cache, &mem_bytes);
+  ParseSize(min_free, &free_bytes);
+  while (!endpoint.empty() && endpoint.back() == '/') endpoint.pop_back();
+  const std::string token = LoadToken(token_file);
+  struct stat st {};
+  RecoverDeadMount(mo.mountpoint);
+  if (::stat(mo.mountpoint.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    std::fprintf(stderr, "hubfs: mount point %s is not a directory\n", mo.mountpoint.c_str());
+    return 1;
+  }
+  ::umask(077);  // cache files and directories are private to the mounting user
+  std::unique_ptr<StatsWriter> stats_writer;
+  const int rc = fs::RunMount(mo, [&]() -> std::unique_ptr<fs::Filesystem> {
+    fetch::HttpOptions http;
+    http.user_agent = "hubfs/0.1.0; fs/fuse";
+    auto client = std::make_shared<fetch::HttpClient>(http);
+    fetch::HubOptions ho;
+    ho.endpoint = endpoint;
+    ho.token = token;
+    auto hub = std::make_shared<fetch::HubClient>(ho, client);
+    cache::CacheOptions co;
+    co.block_size = static_cast<size_t>(block_mib) << 20;
+    co.memory_bytes = mem_bytes;
+    co.disk_dir = cache_dir;
+    co.disk_bytes = cache_bytes;
+    co.min_free_bytes = free_bytes;
+    co.loader_threads = loader_threads;
+    auto block_cache = std::make_shared<cache::BlockCache>(co);
+    fs::FsOptions fo;
+    fo.revision_ttl = std::chrono::seconds(revision_ttl);
+    fo.request_timeout = std::chrono::seconds(request_timeout);
+    fo.uid = getuid();
+    fo.gid = getgid();
+    if (block_cache->disk()) stats_writer = std::make_unique<StatsWriter>(cache_dir + "/stats");
+    LOG_INFO("endpoint %s, cache %s (%s disk, %s memory), token %s", endpoint.c_str(), cache_dir.c_str(),
+             cache_size.c_str(), memory_cache.c_str(), token.empty() ? "none" : "set");
+    return std::make_unique<fs::Filesystem>(fo, hub, block_cache);
+  });
+  stats_writer.reset();
+  return rc;
+}
