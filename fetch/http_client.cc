@@ -23,11 +23,21 @@ struct Transfer {
   const CancelToken* cancel;
   size_t max_string_body;
   bool overflow = false;
+  long status = 0;  // from the latest status line
 };
+
+constexpr size_t kMaxNonSuccessBody = 64 * 1024;  // redirect and error bodies: kept small, never in a sink
 
 size_t OnBody(char* data, size_t size, size_t nmemb, void* userp) {
   auto* t = static_cast<Transfer*>(userp);
   const size_t n = size * nmemb;
+  const bool success = t->status >= 200 && t->status < 300;
+  if (!success) {
+    // A redirect's or an error's body never lands in the caller's block buffer.
+    const size_t keep = std::min(n, kMaxNonSuccessBody - std::min(kMaxNonSuccessBody, t->resp->body.size()));
+    t->resp->body.append(data, keep);
+    return n;
+  }
   if (t->req->sink != nullptr) {
     if (t->resp->body_bytes + n > t->req->sink_capacity) {
       t->overflow = true;
@@ -51,6 +61,8 @@ size_t OnHeader(char* data, size_t size, size_t nmemb, void* userp) {
   std::string_view line(data, n);
   if (line.rfind("HTTP/", 0) == 0) {
     t->resp->headers.clear();  // a new status line (e.g. after 100 Continue)
+    const size_t sp = line.find(' ');
+    t->status = sp == std::string_view::npos ? 0 : std::strtol(std::string(line.substr(sp + 1, 3)).c_str(), nullptr, 10);
     return n;
   }
   const size_t colon = line.find(':');

@@ -1,0 +1,141 @@
+"""Test harness for integration tests: a generated fixture, the Hub emulator, and real hubfs mounts.
+
+Every mount runs `hubfs mount --foreground` as a child process in a fresh temp dir with its own
+cache dir; stop() unmounts with fusermount3 -u and then stops the daemon by PID, whatever happened.
+"""
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "tools", "hubemu"))
+
+HUBFS_BIN = os.environ.get("HUBFS_BIN", os.path.join(ROOT, "build", "tools", "hubfs"))
+PY = "/usr/bin/python3"
+
+
+def sha256_file(path, bufsize=1 << 20):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(bufsize)
+            if not b:
+                return h.hexdigest()
+            h.update(b)
+
+
+class Fixture:
+    """Read access to a generated fixture (tools/hubemu/gen_fixture.py)."""
+
+    def __init__(self, path):
+        self.path = path
+        with open(os.path.join(path, "repos.json")) as f:
+            self.doc = json.load(f)
+        self.repos = {(r["type"], r["id"]): r for r in self.doc["repos"]}
+
+    @staticmethod
+    def generate(out_dir, preset="test"):
+        subprocess.run([PY, os.path.join(ROOT, "tools", "hubemu", "gen_fixture.py"), out_dir, "--preset", preset],
+                       check=True, stdout=subprocess.DEVNULL)
+        return Fixture(out_dir)
+
+    def repo(self, rid, rtype="model"):
+        return self.repos[(rtype, rid)]
+
+    def commit_of(self, rid, rev=None, rtype="model"):
+        r = self.repo(rid, rtype)
+        refs = r["refs"]
+        rev = rev or r.get("default_branch", "main")
+        for kind in ("branches", "tags", "converts"):
+            if rev in refs.get(kind, {}):
+                return refs[kind][rev]
+        if rev.startswith("refs/pr/"):
+            return refs["pull_requests"][rev[len("refs/pr/"):]]
+        for c in r["commits"]:
+            if c["id"].startswith(rev.lower()):
+                return c["id"]
+        raise KeyError(rev)
+
+    def files(self, rid, rev=None, rtype="model"):
+        """{path: {size, sha256, oid, lfs}} at a revision."""
+        commit = self.commit_of(rid, rev, rtype)
+        for c in self.repo(rid, rtype)["commits"]:
+            if c["id"] == commit:
+                return c["files"]
+        raise KeyError(commit)
+
+    def object_path(self, sha256):
+        return os.path.join(self.path, "objects", sha256)
+
+    def read(self, meta):
+        with open(self.object_path(meta["sha256"]), "rb") as f:
+            return f.read()
+
+
+class Mount:
+    """One hubfs mount as a foreground child process."""
+
+    def __init__(self, endpoint, token=None, extra_args=(), cache_dir=None, env=None):
+        self.tmp = tempfile.mkdtemp(prefix="hubfs-it-")
+        self.mountpoint = os.path.join(self.tmp, "mnt")
+        os.mkdir(self.mountpoint)
+        self.cache_dir = cache_dir or os.path.join(self.tmp, "cache")
+        self.log_path = os.path.join(self.tmp, "hubfs.log")
+        args = [HUBFS_BIN, "mount", self.mountpoint, "--foreground", "--endpoint", endpoint,
+                "--cache-dir", self.cache_dir, *extra_args]
+        child_env = dict(os.environ)
+        child_env.pop("HF_TOKEN", None)
+        child_env["HF_HOME"] = os.path.join(self.tmp, "hf_home")  # no ambient token file
+        if token:
+            token_file = os.path.join(self.tmp, "token")
+            with open(token_file, "w") as f:
+                f.write(token + "\n")
+            args += ["--token-file", token_file]
+        child_env.update(env or {})
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=child_env)
+        deadline = time.time() + 20
+        while not os.path.ismount(self.mountpoint):
+            if self.proc.poll() is not None or time.time() > deadline:
+                self.stop()
+                raise RuntimeError("hubfs did not mount: " + self.read_log())
+            time.sleep(0.02)
+
+    def path(self, *parts):
+        return os.path.join(self.mountpoint, *parts)
+
+    def read_log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self, remove=True):
+        if os.path.ismount(self.mountpoint):
+            subprocess.run(["fusermount3", "-u", self.mountpoint], stderr=subprocess.DEVNULL)
+        if self.proc.poll() is None:
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        if os.path.ismount(self.mountpoint):
+            subprocess.run(["fusermount3", "-u", "-z", self.mountpoint], stderr=subprocess.DEVNULL)
+        self.log.close()
+        rc = self.proc.returncode
+        if remove:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        return rc
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()

@@ -1,0 +1,275 @@
+"""hubfs mounts the Hub: listings, bytes, revisions, errors and read-only semantics, checked through
+a real FUSE mount against the emulator, byte for byte against the fixture."""
+import errno
+import hashlib
+import mmap
+import os
+import random
+
+import pytest
+
+from harness import sha256_file
+
+MODEL = "hubfs-test/tiny-model"
+SEED = int(os.environ.get("HUBFS_TEST_SEED", random.randrange(1 << 30)))
+
+
+def walk(root):
+    """{relative file path: size} and the set of relative dirs under root."""
+    files, dirs = {}, set()
+    for d, subdirs, names in os.walk(root):
+        rel = os.path.relpath(d, root)
+        for s in subdirs:
+            dirs.add(os.path.normpath(os.path.join(rel, s)))
+        for n in names:
+            files[os.path.normpath(os.path.join(rel, n))] = os.stat(os.path.join(d, n)).st_size
+    return files, dirs
+
+
+def repo_dir(mnt, rid, rtype="model", rev=None):
+    prefix = {"model": (), "dataset": ("datasets",), "space": ("spaces",)}[rtype]
+    name = rid if rev is None else rid + "@" + rev.replace("/", "%2F")
+    return mnt.path(*prefix, *name.split("/"))
+
+
+PUBLIC = [("model", MODEL), ("model", "openai-community/gpt2"), ("dataset", "hubfs-test/big-dataset"),
+          ("space", "hubfs-test/demo-space"), ("model", "hubfs-test/another-model")]
+
+
+@pytest.mark.parametrize("rtype,rid", PUBLIC)
+def test_listing_equals_fixture(mnt, fixture, rtype, rid):
+    files, dirs = walk(repo_dir(mnt, rid, rtype))
+    expected = fixture.files(rid, rtype=rtype)
+    assert files == {p: m["size"] for p, m in expected.items()}
+    implied = {os.path.dirname(p) for p in expected} - {""}
+    closure = set()
+    for d in implied:
+        while d:
+            closure.add(d)
+            d = os.path.dirname(d)
+    assert dirs == closure
+
+
+@pytest.mark.parametrize("rtype,rid", PUBLIC)
+def test_sha256_of_every_file(mnt, fixture, rtype, rid):
+    root = repo_dir(mnt, rid, rtype)
+    for path, meta in fixture.files(rid, rtype=rtype).items():
+        assert sha256_file(os.path.join(root, path)) == meta["sha256"], path
+
+
+def test_modes_sizes_mtimes(mnt, fixture):
+    root = repo_dir(mnt, MODEL)
+    st = os.stat(os.path.join(root, "config.json"))
+    assert oct(st.st_mode & 0o7777) == "0o444"
+    assert st.st_size == fixture.files(MODEL)["config.json"]["size"]
+    assert st.st_mtime > 1.5e9  # the Hub's lastModified, not the epoch
+    assert oct(os.stat(root).st_mode & 0o7777) == "0o555"
+    assert oct(os.stat(mnt.mountpoint).st_mode & 0o7777) == "0o555"
+    sv = os.statvfs(mnt.mountpoint)
+    assert sv.f_namemax == 255 and sv.f_bsize > 0
+
+
+def test_random_preads(mnt, fixture):
+    print("seed", SEED)
+    rng = random.Random(SEED)
+    meta = fixture.files(MODEL)["model.safetensors"]
+    want = fixture.read(meta)
+    fd = os.open(os.path.join(repo_dir(mnt, MODEL), "model.safetensors"), os.O_RDONLY)
+    try:
+        for _ in range(500):
+            off = rng.randrange(0, len(want) + 100)
+            n = rng.choice([1, 7, 4096, 65536, 1 << 20, 3 << 20, rng.randrange(1, 5 << 20)])
+            assert os.pread(fd, n, off) == want[off:off + n], (off, n)
+    finally:
+        os.close(fd)
+
+
+def test_mmap_reads(mnt, fixture):
+    rng = random.Random(SEED + 1)
+    meta = fixture.files(MODEL)["model.safetensors"]
+    want = fixture.read(meta)
+    with open(os.path.join(repo_dir(mnt, MODEL), "model.safetensors"), "rb") as f:
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            assert len(m) == len(want)
+            for _ in range(200):
+                off = rng.randrange(0, len(want))
+                n = rng.randrange(1, 1 << 20)
+                assert m[off:off + n] == want[off:off + n]
+            assert hashlib.sha256(m).hexdigest() == meta["sha256"]
+
+
+def test_concurrent_readers_one_file(mnt, fixture):
+    import threading
+    meta = fixture.files("openai-community/gpt2")["model.safetensors"]
+    want = fixture.read(meta)
+    path = os.path.join(repo_dir(mnt, "openai-community/gpt2"), "model.safetensors")
+    errors = []
+
+    def reader(i):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            chunk = len(want) // 16 + 1
+            off = i * chunk
+            got = os.pread(fd, chunk, off)
+            if got != want[off:off + chunk]:
+                errors.append(i)
+        finally:
+            os.close(fd)
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+
+
+@pytest.mark.parametrize("rev", ["main", "dev", "v1.0", "refs/pr/1"])
+def test_revision_forms(mnt, fixture, rev):
+    files, _ = walk(repo_dir(mnt, MODEL, rev=rev))
+    expected = fixture.files(MODEL, rev)
+    assert files == {p: m["size"] for p, m in expected.items()}
+    for path, meta in expected.items():
+        assert sha256_file(os.path.join(repo_dir(mnt, MODEL, rev=rev), path)) == meta["sha256"]
+
+
+def test_commit_revisions(mnt, fixture):
+    commit = fixture.commit_of(MODEL, "v1.0")
+    expected = fixture.files(MODEL, "v1.0")
+    for rev in (commit, commit[:7], commit[:12]):
+        files, _ = walk(repo_dir(mnt, MODEL, rev=rev))
+        assert files == {p: m["size"] for p, m in expected.items()}, rev
+    # The tag's content differs from main's somewhere: the mount must show each as it is.
+    main = fixture.files(MODEL)
+    differing = [p for p in expected if p in main and main[p]["sha256"] != expected[p]["sha256"]]
+    assert differing, "fixture should change a file between v1.0 and main"
+    p = differing[0]
+    assert sha256_file(os.path.join(repo_dir(mnt, MODEL, rev=commit), p)) == expected[p]["sha256"]
+    assert sha256_file(os.path.join(repo_dir(mnt, MODEL), p)) == main[p]["sha256"]
+
+
+def test_legacy_id_is_symlink(mnt, fixture):
+    link = mnt.path("gpt2")
+    assert os.path.islink(link)
+    assert os.readlink(link) == "openai-community/gpt2"
+    assert sha256_file(os.path.join(link, "config.json")) == \
+        fixture.files("openai-community/gpt2")["config.json"]["sha256"]
+
+
+def test_org_listing(mnt, fixture):
+    names = set(os.listdir(mnt.path("hubfs-test")))
+    public_models = {r["id"].split("/")[1] for r in fixture.doc["repos"]
+                     if r["type"] == "model" and r["id"].startswith("hubfs-test/") and not r["private"]}
+    assert public_models <= names
+    ds = set(os.listdir(mnt.path("datasets", "hubfs-test")))
+    assert "big-dataset" in ds
+
+
+def test_root_lists_looked_up_names(mnt):
+    os.stat(repo_dir(mnt, MODEL))
+    names = os.listdir(mnt.mountpoint)
+    assert "datasets" in names and "spaces" in names and "hubfs-test" in names
+
+
+def test_large_directory_lists_completely(mnt, fixture):
+    expected = sorted(os.path.basename(p) for p in fixture.files("hubfs-test/big-dataset", rtype="dataset")
+                      if p.startswith("data/"))
+    assert len(expected) > 1000
+    got = sorted(os.listdir(os.path.join(repo_dir(mnt, "hubfs-test/big-dataset", "dataset"), "data")))
+    assert got == expected
+
+
+def expect_errno(code, fn, *args):
+    with pytest.raises(OSError) as e:
+        fn(*args)
+    assert e.value.errno == code, (e.value, os.strerror(code))
+
+
+def test_missing_things_are_enoent(mnt):
+    expect_errno(errno.ENOENT, os.stat, mnt.path("hubfs-test", "no-such-repo"))
+    expect_errno(errno.ENOENT, os.stat, mnt.path("hubfs-test", "tiny-model@no-such-branch"))
+    expect_errno(errno.ENOENT, os.stat, os.path.join(repo_dir(mnt, MODEL), "no-such-file"))
+    expect_errno(errno.ENOENT, os.stat, os.path.join(repo_dir(mnt, MODEL), "a", "nope", "deeper"))
+    expect_errno(errno.ENOENT, os.stat, mnt.path("bad--org"))
+    expect_errno(errno.ENOENT, os.stat, mnt.path("hubfs-test", "x@"))
+
+
+def test_private_repo(mnt, anon, fixture, emu):
+    rid = "hubfs-test/private-model"
+    # Alice can read it.
+    for path, meta in fixture.files(rid).items():
+        assert sha256_file(os.path.join(repo_dir(mnt, rid), path)) == meta["sha256"]
+    # Without a token the Hub says RepoNotFound: ENOENT, like a repo that does not exist.
+    expect_errno(errno.ENOENT, os.stat, repo_dir(anon, rid))
+
+
+def test_gated_repo(mnt, anon, fixture):
+    rid = "hubfs-test/gated-model"
+    # Metadata and listings are open to everyone...
+    files, _ = walk(repo_dir(anon, rid))
+    assert files == {p: m["size"] for p, m in fixture.files(rid).items()}
+    # ...content is not.
+    expect_errno(errno.EACCES, lambda p: open(p, "rb").read(), os.path.join(repo_dir(anon, rid), "model.safetensors"))
+    expect_errno(errno.EACCES, lambda p: open(p, "rb").read(), os.path.join(repo_dir(anon, rid), "config.json"))
+    # Alice is approved.
+    meta = fixture.files(rid)["model.safetensors"]
+    assert sha256_file(os.path.join(repo_dir(mnt, rid), "model.safetensors")) == meta["sha256"]
+
+
+def test_disabled_repo_is_eacces(mnt):
+    expect_errno(errno.EACCES, os.listdir, mnt.path("hubfs-test", "disabled-model"))
+
+
+WRITE_OPS = {
+    "open_write": lambda p: os.open(os.path.join(p, "config.json"), os.O_WRONLY),
+    "open_rdwr": lambda p: os.open(os.path.join(p, "config.json"), os.O_RDWR),
+    "create": lambda p: os.open(os.path.join(p, "new.txt"), os.O_WRONLY | os.O_CREAT, 0o644),
+    "truncate": lambda p: os.truncate(os.path.join(p, "config.json"), 0),
+    "mkdir": lambda p: os.mkdir(os.path.join(p, "newdir")),
+    "rmdir": lambda p: os.rmdir(os.path.join(p, "a")),
+    "unlink": lambda p: os.unlink(os.path.join(p, "config.json")),
+    "rename": lambda p: os.rename(os.path.join(p, "config.json"), os.path.join(p, "c2.json")),
+    "symlink": lambda p: os.symlink("config.json", os.path.join(p, "ln")),
+    "link": lambda p: os.link(os.path.join(p, "config.json"), os.path.join(p, "hard")),
+    "chmod": lambda p: os.chmod(os.path.join(p, "config.json"), 0o644),
+    "utime": lambda p: os.utime(os.path.join(p, "config.json"), (1, 1)),
+    "setxattr": lambda p: os.setxattr(os.path.join(p, "config.json"), "user.x", b"1"),
+    "mkdir_top": lambda p: os.mkdir(os.path.join(os.path.dirname(os.path.dirname(p)), "not--an-org")),
+}
+
+
+@pytest.mark.parametrize("op", sorted(WRITE_OPS))
+def test_writes_fail_with_erofs(mnt, fixture, op):
+    root = repo_dir(mnt, MODEL)
+    expect_errno(errno.EROFS, WRITE_OPS[op], root)
+    files, _ = walk(root)
+    assert files == {p: m["size"] for p, m in fixture.files(MODEL).items()}
+    assert sha256_file(os.path.join(root, "config.json")) == fixture.files(MODEL)["config.json"]["sha256"]
+
+
+def test_token_never_reaches_cdn(emu, fixture):
+    from harness import Mount
+    emu.clear_log()
+    with Mount(emu.hub_url, token="hf_alice") as m:
+        for rid in ("hubfs-test/private-model", MODEL):
+            meta = fixture.files(rid)["model.safetensors"]
+            assert sha256_file(os.path.join(repo_dir(m, rid), "model.safetensors")) == meta["sha256"]
+    log = emu.log()
+    cdn = [r for r in log if r["origin"] == "cdn"]
+    hub = [r for r in log if r["origin"] == "hub"]
+    assert cdn, "LFS bytes should come from the CDN origin"
+    assert not any(r["auth"] for r in cdn)
+    assert all(r["auth"] for r in hub)
+
+
+def test_listing_costs_one_paginated_tree_listing(emu, fixture):
+    from harness import Mount
+    emu.clear_log()
+    with Mount(emu.hub_url) as m:
+        files, _ = walk(repo_dir(m, "hubfs-test/big-dataset", "dataset"))
+        assert len(files) == len(fixture.files("hubfs-test/big-dataset", rtype="dataset"))
+    trees = [r for r in emu.log() if r["origin"] == "hub" and "/tree/" in r["path"]]
+    n = len(fixture.files("hubfs-test/big-dataset", rtype="dataset"))
+    assert 1 <= len(trees) <= 1 + (n + 10) // 1000 + 1
+    resolves = [r for r in emu.log() if "/resolve/" in r["path"]]
+    assert not resolves, "listing must not touch file contents"
