@@ -30,7 +30,8 @@ BlockCache::BlockCache(CacheOptions options)
                disk.error().ToString().c_str());
     }
   }
-  write_arena_ = std::make_unique<tbb::task_arena>(1);
+  // Background writers; no slot is reserved for an external thread, so TBB workers run the tasks.
+  write_arena_ = std::make_unique<tbb::task_arena>(options_.disk_writers, 0);
   writes_ = std::make_unique<tbb::task_group>();
   for (int i = 0; i < std::max(1, options_.loader_threads); ++i) loaders_.emplace_back([this] { LoaderMain(); });
 }
@@ -218,17 +219,31 @@ void BlockCache::Insert(Shard& s, const BlockKey& key, BlockRef block, std::vect
 void BlockCache::ScheduleWrite(const BlockKey& key, BlockRef block) {
   static auto& m_skipped = metrics::Get("cache.disk.write_skipped");
   static auto& m_errors = metrics::Get("cache.disk.write_errors");
+  static auto& m_stalls = metrics::Get("cache.disk.write_backpressure");
   if (!disk_) return;
   const uint64_t n = block->size;
-  if (pending_write_bytes_.fetch_add(n) + n > options_.max_pending_write_bytes) {
-    pending_write_bytes_ -= n;
-    m_skipped.Add();
-    return;
+  {
+    // Backpressure: a fetch faster than the disk waits for the writers rather than dropping
+    // blocks (a dropped block is a refetch after remount). A disk that stays stuck is skipped.
+    std::unique_lock lock(write_mu_);
+    if (pending_write_bytes_ + n > options_.max_pending_write_bytes) {
+      m_stalls.Add();
+      if (!write_cv_.wait_for(lock, options_.write_stall_limit,
+                              [&] { return pending_write_bytes_ + n <= options_.max_pending_write_bytes; })) {
+        m_skipped.Add();
+        return;
+      }
+    }
+    pending_write_bytes_ += n;
   }
   write_arena_->execute([&] {
     writes_->run([this, key, block = std::move(block), n] {
       auto st = disk_->Write(key, block->data.get(), block->size);
-      pending_write_bytes_ -= n;
+      {
+        std::lock_guard lock(write_mu_);
+        pending_write_bytes_ -= n;
+      }
+      write_cv_.notify_all();
       if (!st.ok()) {
         m_errors.Add();
         if (!logged_disk_error_.exchange(true))

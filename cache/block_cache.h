@@ -51,7 +51,9 @@ struct CacheOptions {
   uint64_t disk_bytes = 20ULL << 30;
   uint64_t min_free_bytes = 1ULL << 30;
   int loader_threads = 8;              // background (prefetch) fetches in parallel
-  uint64_t max_pending_write_bytes = 256u << 20;  // beyond this, disk writes are skipped
+  uint64_t max_pending_write_bytes = 512u << 20;  // beyond this, fetches wait for the disk writers
+  std::chrono::milliseconds write_stall_limit{10000};  // ...at most this long, then the write is skipped
+  int disk_writers = 2;
   std::chrono::seconds prefetch_timeout{60};
 };
 
@@ -127,7 +129,9 @@ class BlockCache {
   bool stopping_ = false;
   std::vector<std::thread> loaders_;
 
-  std::atomic<uint64_t> pending_write_bytes_{0};
+  std::mutex write_mu_;
+  std::condition_variable write_cv_;
+  uint64_t pending_write_bytes_ = 0;  // guarded by write_mu_
   std::unique_ptr<tbb::task_arena> write_arena_;
   std::unique_ptr<tbb::task_group> writes_;
   std::atomic<bool> logged_disk_error_{false};
