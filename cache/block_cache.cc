@@ -2,7 +2,12 @@
 #include "cache/block_cache.h"
 
 #include <tbb/task_arena.h>
+#include <openssl/evp.h>
+#include <sys/stat.h>
 #include <tbb/task_group.h>
+
+#include <cstring>
+#include <fstream>
 
 #include "common/log.h"
 #include "common/metrics.h"
@@ -31,6 +36,10 @@ BlockCache::BlockCache(CacheOptions options)
     }
   }
   // Background writers; no slot is reserved for an external thread, so TBB workers run the tasks.
+  if (disk_) {
+    verified_dir_ = options_.disk_dir + "/" + kDiskFormatDir + "/verified";
+    ::mkdir(verified_dir_.c_str(), 0700);
+  }
   write_arena_ = std::make_unique<tbb::task_arena>(options_.disk_writers, 0);
   writes_ = std::make_unique<tbb::task_group>();
   for (int i = 0; i < std::max(1, options_.loader_threads); ++i) loaders_.emplace_back([this] { LoaderMain(); });
@@ -67,23 +76,29 @@ Result<BlockRef> BlockCache::Get(const BlockKey& key, size_t len, const FetchFn&
   Shard& s = ShardFor(key);
   for (;;) {
     std::shared_ptr<Flight> flight;
+    BlockRef hit;
     bool owner = false;
     {
       std::lock_guard lock(s.mu);
       if (auto it = s.resident.find(key); it != s.resident.end()) {
         s.lru.erase(s.lru.iterator_to(*it->second));
         s.lru.push_back(*it->second);
-        MemHits().Add();
-        return it->second->block;
+        hit = it->second->block;
+      } else {
+        auto [fit, inserted] = s.flights.try_emplace(key);
+        if (inserted) {
+          fit->second = std::make_shared<Flight>();
+          fit->second->len = len;
+          fit->second->claimed = true;
+          owner = true;
+        }
+        flight = fit->second;
       }
-      auto [fit, inserted] = s.flights.try_emplace(key);
-      if (inserted) {
-        fit->second = std::make_shared<Flight>();
-        fit->second->len = len;
-        fit->second->claimed = true;
-        owner = true;
-      }
-      flight = fit->second;
+    }
+    if (hit) {
+      MemHits().Add();
+      NotePresent(key);
+      return hit;
     }
     // A queued prefetch nobody runs yet: the demand reader runs it now.
     if (!owner && !flight->claimed.exchange(true)) {
@@ -93,6 +108,7 @@ Result<BlockRef> BlockCache::Get(const BlockKey& key, size_t len, const FetchFn&
     if (owner) {
       auto r = Load(key, len, fetch, cancel);
       Complete(key, flight, r);
+      if (r.ok()) NotePresent(key);
       return r;
     }
     std::unique_lock lock(flight->mu);
@@ -108,6 +124,72 @@ Result<BlockRef> BlockCache::Get(const BlockKey& key, size_t len, const FetchFn&
       continue;
     return r;
   }
+}
+
+void BlockCache::TrackFile(const ContentId& id, uint64_t size) {
+  tracker_.Track(id, size, options_.block_size, verified_dir_);
+}
+
+void BlockCache::NotePresent(const BlockKey& key) {
+  auto complete = tracker_.NotePresent(key);
+  if (!complete) return;
+  const ContentId id = key.content;
+  const uint64_t size = *complete;
+  write_arena_->execute([&] { writes_->run([this, id, size] { VerifyFile(id, size); }); });
+}
+
+void BlockCache::VerifyFile(const ContentId& id, uint64_t size) {
+  static auto& m_ok = metrics::Get("cache.verify.ok");
+  static auto& m_bad = metrics::Get("cache.verify.mismatch");
+  static auto& m_incomplete = metrics::Get("cache.verify.incomplete");
+  const uint64_t bs = options_.block_size;
+  const uint64_t nblocks = (size + bs - 1) / bs;
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  const bool git = id.kind == IdKind::kGitSha1;
+  EVP_DigestInit_ex(ctx, git ? EVP_sha1() : EVP_sha256(), nullptr);
+  if (git) {
+    const std::string header = "blob " + std::to_string(size) + std::string(1, '\0');
+    EVP_DigestUpdate(ctx, header.data(), header.size());
+  }
+  bool complete = true;
+  for (uint64_t i = 0; i < nblocks && complete; ++i) {
+    const BlockKey key{id, i};
+    const size_t len = static_cast<size_t>(std::min<uint64_t>(bs, size - i * bs));
+    BlockRef block;
+    {
+      Shard& s = ShardFor(key);
+      std::lock_guard lock(s.mu);
+      if (auto it = s.resident.find(key); it != s.resident.end()) block = it->second->block;
+    }
+    if (!block && disk_) {
+      auto r = disk_->Read(key, len);
+      if (r.ok()) block = r.value();
+    }
+    if (!block || block->size != len) {
+      complete = false;
+      break;
+    }
+    EVP_DigestUpdate(ctx, block->data.get(), block->size);
+  }
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int dlen = 0;
+  EVP_DigestFinal_ex(ctx, digest, &dlen);
+  EVP_MD_CTX_free(ctx);
+  if (!complete) {
+    m_incomplete.Add();  // evicted before verification: it will be verified when complete again
+    tracker_.Forget(id);
+    return;
+  }
+  if (std::memcmp(digest, id.bytes.data(), dlen) == 0) {
+    m_ok.Add();
+    if (!verified_dir_.empty()) std::ofstream(FileTracker::MarkerPath(verified_dir_, id));
+    return;
+  }
+  m_bad.Add();
+  LOG_ERROR("content %s (%llu bytes) failed whole-file verification: the origin served wrong bytes; "
+            "its blocks are purged and will be refetched", id.Hex().c_str(), static_cast<unsigned long long>(size));
+  for (uint64_t i = 0; i < nblocks; ++i) Purge(BlockKey{id, i});
+  tracker_.Forget(id);
 }
 
 bool BlockCache::Prefetch(const BlockKey& key, size_t len, FetchFn fetch) {
@@ -147,7 +229,9 @@ void BlockCache::LoaderMain() {
     queued_bytes_ -= flight->len;
     CancelToken cancel(Clock::now() + options_.prefetch_timeout);
     auto r = Load(key, flight->len, flight->fetch, &cancel);
+    const bool ok = r.ok();
     Complete(key, flight, std::move(r));
+    if (ok) NotePresent(key);
   }
 }
 

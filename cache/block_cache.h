@@ -38,6 +38,7 @@
 #include "cache/block.h"
 #include "cache/block_key.h"
 #include "cache/disk_store.h"
+#include "cache/file_tracker.h"
 #include "common/cancel.h"
 #include "common/status.h"
 
@@ -79,8 +80,10 @@ class BlockCache {
   bool Prefetch(const BlockKey& key, size_t len, FetchFn fetch);
   // True if the block is in memory or on disk (no I/O).
   bool Contains(const BlockKey& key) const;
-  // Drops a block from both tiers (after a failed content verification).
+  // Drops a block from both tiers.
   void Purge(const BlockKey& key);
+  // Asks for whole-file verification of `id` (size bytes) once all its blocks have been cached.
+  void TrackFile(const ContentId& id, uint64_t size);
 
   size_t block_size() const { return options_.block_size; }
   CacheStats Stats() const;
@@ -117,6 +120,8 @@ class BlockCache {
   void Insert(Shard& shard, const BlockKey& key, BlockRef block, std::vector<BlockRef>* freed);
   void ScheduleWrite(const BlockKey& key, BlockRef block);
   void LoaderMain();
+  void NotePresent(const BlockKey& key);
+  void VerifyFile(const ContentId& id, uint64_t size);
 
   CacheOptions options_;
   std::unique_ptr<DiskStore> disk_;
@@ -135,6 +140,8 @@ class BlockCache {
   std::unique_ptr<tbb::task_arena> write_arena_;
   std::unique_ptr<tbb::task_group> writes_;
   std::atomic<bool> logged_disk_error_{false};
+  FileTracker tracker_;
+  std::string verified_dir_;  // markers of files verified in this cache directory
 };
 
 }  // namespace hubfs::cache

@@ -390,6 +390,7 @@ Result<uint64_t> Filesystem::Open(uint64_t ino, int flags) {
     fh = next_fh_++;
     handles_[fh] = f;
   }
+  cache_->TrackFile(f->content, f->size);
   // Most readers start at the beginning (a safetensors header, a config): start fetching it now.
   if (f->size > 0) {
     const size_t len = static_cast<size_t>(std::min<uint64_t>(cache_->block_size(), f->size));
