@@ -1,0 +1,157 @@
+"""The block cache through a real mount: persistence across remounts, corruption, kill -9 during
+filling, ENOSPC and unwritable cache dirs, privacy of cache files, the cap, and the cache tools."""
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from harness import HUBFS_BIN, Mount, sha256_file
+
+MODEL = "hubfs-test/tiny-model"
+GPT2 = "openai-community/gpt2"
+
+
+def model_path(m, rid, name):
+    return m.path(*rid.split("/"), name)
+
+
+def cdn_bytes(emu, sha=None):
+    emu.wait_log(lambda recs: True)
+    return sum(r.get("bytes", 0) for r in emu.log("cdn") if sha is None or sha in r.get("path", ""))
+
+
+def block_files(cache_dir):
+    out = []
+    for d, _, names in os.walk(os.path.join(cache_dir, "v1", "blocks")):
+        out += [os.path.join(d, n) for n in names]
+    return out
+
+
+def run_cli(*args):
+    return subprocess.run([HUBFS_BIN, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_remount_serves_from_disk(emu, fixture, tmp_path):
+    meta = fixture.files(MODEL)["model.safetensors"]
+    cache = str(tmp_path / "cache")
+    emu.clear_log()
+    with Mount(emu.hub_url, cache_dir=cache) as m:
+        assert sha256_file(model_path(m, MODEL, "model.safetensors")) == meta["sha256"]
+    first = cdn_bytes(emu, meta["sha256"])
+    assert meta["size"] <= first <= meta["size"] * 1.05
+    emu.clear_log()
+    with Mount(emu.hub_url, cache_dir=cache) as m:
+        assert sha256_file(model_path(m, MODEL, "model.safetensors")) == meta["sha256"]
+    assert cdn_bytes(emu, meta["sha256"]) < meta["size"] * 0.01
+
+
+def test_cache_files_are_private(emu, fixture, tmp_path):
+    cache = str(tmp_path / "cache")
+    with Mount(emu.hub_url, cache_dir=cache) as m:
+        sha256_file(model_path(m, MODEL, "model.safetensors"))
+        sha256_file(model_path(m, MODEL, "config.json"))
+    files = block_files(cache)
+    assert files
+    for d, dirs, names in os.walk(cache):
+        assert stat.S_IMODE(os.stat(d).st_mode) == 0o700, d
+        for n in names:
+            assert stat.S_IMODE(os.stat(os.path.join(d, n)).st_mode) == 0o600, n
+
+
+def test_corrupt_block_is_refetched_not_served(emu, fixture, tmp_path):
+    meta = fixture.files(MODEL)["model.safetensors"]
+    cache = str(tmp_path / "cache")
+    with Mount(emu.hub_url, cache_dir=cache) as m:
+        assert sha256_file(model_path(m, MODEL, "model.safetensors")) == meta["sha256"]
+    victims = [f for f in block_files(cache) if os.path.basename(f).startswith(meta["sha256"])]
+    assert victims
+    victim = sorted(victims)[0]
+    with open(victim, "r+b") as f:
+        f.seek(os.path.getsize(victim) // 2)
+        b = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([b[0] ^ 0xFF]))
+    r = run_cli("cache", "verify", "--cache-dir", cache)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "1 bad" in r.stdout
+    emu.clear_log()
+    with Mount(emu.hub_url, cache_dir=cache) as m:
+        assert sha256_file(model_path(m, MODEL, "model.safetensors")) == meta["sha256"]
+    refetched = cdn_bytes(emu, meta["sha256"])
+    assert 0 < refetched < meta["size"]  # just the bad block
+    assert run_cli("cache", "verify", "--cache-dir", cache).returncode == 0
+
+
+def test_kill9_during_filling_leaves_a_sound_cache(emu, fixture, tmp_path):
+    cache = str(tmp_path / "cache")
+    files = [(rid, name, meta) for rid in (MODEL, GPT2) for name, meta in fixture.files(rid).items()]
+    for round_ in range(3):
+        m = Mount(emu.hub_url, cache_dir=cache, extra_args=["--block-size-mib", "1"])
+        try:
+            reader = subprocess.Popen(["cat", model_path(m, MODEL, "model.safetensors"),
+                                       model_path(m, GPT2, "model.safetensors")],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.05 + 0.1 * round_)
+            m.proc.send_signal(signal.SIGKILL)
+            m.proc.wait(10)
+            reader.wait(30)  # a dead daemon gives readers an error, not a hang
+        finally:
+            m.stop()
+    r = run_cli("cache", "verify", "--cache-dir", cache)
+    assert r.returncode == 0, r.stdout + r.stderr
+    with Mount(emu.hub_url, cache_dir=cache, extra_args=["--block-size-mib", "1"]) as m:
+        for rid, name, meta in files:
+            assert sha256_file(model_path(m, rid, name)) == meta["sha256"], (rid, name)
+
+
+def test_enospc_cache_never_fails_a_read(emu, fixture, tmp_path):
+    meta = fixture.files(MODEL)["model.safetensors"]
+    tiny = str(tmp_path / "tiny")
+    os.mkdir(tiny)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m,mode=0700", "tmpfs", tiny], check=True)
+    try:
+        with Mount(emu.hub_url, cache_dir=os.path.join(tiny, "cache"), extra_args=["--min-free", "0"]) as m:
+            assert sha256_file(model_path(m, MODEL, "model.safetensors")) == meta["sha256"]
+            assert sha256_file(model_path(m, GPT2, "model.safetensors")) == fixture.files(GPT2)["model.safetensors"]["sha256"]
+    finally:
+        subprocess.run(["umount", "-l", tiny])
+
+
+def test_unwritable_cache_dir_never_fails_a_read(emu, fixture, tmp_path):
+    meta = fixture.files(MODEL)["model.safetensors"]
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with Mount(emu.hub_url, cache_dir=str(blocker / "cache")) as m:
+        assert sha256_file(model_path(m, MODEL, "model.safetensors")) == meta["sha256"]
+        log = m.read_log()
+    assert "disk cache disabled" in log
+
+
+def test_cache_cap_holds(emu, fixture, tmp_path):
+    cache = str(tmp_path / "cache")
+    cap = 8 << 20  # the working set below is about 3x this
+    with Mount(emu.hub_url, cache_dir=cache, extra_args=["--cache-size", "8M", "--block-size-mib", "1"]) as m:
+        for rid in (MODEL, GPT2):
+            for name, meta in fixture.files(rid).items():
+                assert sha256_file(model_path(m, rid, name)) == meta["sha256"]
+    used = sum(os.path.getsize(f) for f in block_files(cache))
+    assert 0 < used <= cap
+
+
+def test_cache_stats_and_clear(emu, fixture, tmp_path):
+    cache = str(tmp_path / "cache")
+    with Mount(emu.hub_url, cache_dir=cache) as m:
+        sha256_file(model_path(m, MODEL, "model.safetensors"))
+        time.sleep(1.2)  # the daemon refreshes its stats file every second
+        r = run_cli("cache", "stats", "--cache-dir", cache)
+    assert r.returncode == 0
+    assert "disk blocks:" in r.stdout and "hit ratio:" in r.stdout and "origin bytes:" in r.stdout
+    assert block_files(cache)
+    r = run_cli("cache", "clear", "--cache-dir", cache)
+    assert r.returncode == 0
+    assert not block_files(cache)
