@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <tbb/task_group.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 
@@ -24,7 +25,9 @@ metrics::Counter& MemBlocks() { static auto& c = metrics::Get("cache.mem.blocks"
 }  // namespace
 
 BlockCache::BlockCache(CacheOptions options)
-    : options_(std::move(options)), shards_(new Shard[kShards]) {
+    : options_(std::move(options)),
+      nshards_(std::clamp<size_t>(options_.memory_bytes / std::max<size_t>(options_.block_size, 1), 1, kShards)),
+      shards_(new Shard[kShards]) {
   if (!options_.disk_dir.empty()) {
     auto disk = DiskStore::Open({options_.disk_dir, options_.disk_bytes, options_.min_free_bytes});
     if (disk.ok()) {
@@ -56,7 +59,11 @@ BlockCache::~BlockCache() {
   for (auto& [key, flight] : queue_) Complete(key, flight, MakeError(ErrorKind::kCancelled, "cache shutting down"));
   queue_.clear();
   Flush();
-  for (size_t i = 0; i < kShards; ++i) shards_[i].lru.clear();
+  for (size_t i = 0; i < kShards; ++i) {
+    MemBytes().Sub(shards_[i].bytes);
+    MemBlocks().Sub(shards_[i].resident.size());
+    shards_[i].lru.clear();
+  }
 }
 
 void BlockCache::Flush() {
@@ -274,7 +281,7 @@ void BlockCache::Complete(const BlockKey& key, const std::shared_ptr<Flight>& fl
 }
 
 void BlockCache::Insert(Shard& s, const BlockKey& key, BlockRef block, std::vector<BlockRef>* freed) {
-  const uint64_t shard_cap = std::max<uint64_t>(options_.memory_bytes / kShards, options_.block_size);
+  const uint64_t shard_cap = options_.memory_bytes / nshards_;
   auto [it, inserted] = s.resident.try_emplace(key);
   if (!inserted) return;
   it->second = std::make_unique<Entry>();

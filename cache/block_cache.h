@@ -114,7 +114,7 @@ class BlockCache {
   };
   static constexpr size_t kShards = 16;
 
-  Shard& ShardFor(const BlockKey& key) const { return shards_[BlockKeyHash{}(key) % kShards]; }
+  Shard& ShardFor(const BlockKey& key) const { return shards_[BlockKeyHash{}(key) % nshards_]; }
   Result<BlockRef> Load(const BlockKey& key, size_t len, const FetchFn& fetch, const CancelToken* cancel);
   void Complete(const BlockKey& key, const std::shared_ptr<Flight>& flight, Result<BlockRef> result);
   void Insert(Shard& shard, const BlockKey& key, BlockRef block, std::vector<BlockRef>* freed);
@@ -125,6 +125,7 @@ class BlockCache {
 
   CacheOptions options_;
   std::unique_ptr<DiskStore> disk_;
+  size_t nshards_ = kShards;  // fewer when the cap holds fewer than kShards blocks
   mutable std::unique_ptr<Shard[]> shards_;
 
   std::mutex queue_mu_;

@@ -191,6 +191,7 @@ Result<std::unique_ptr<DiskStore>> DiskStore::Open(const DiskOptions& options) {
     }
     store->Index(*key, static_cast<uint64_t>(st.st_size));
   });
+  store->EvictIfNeeded();  // the cap may have been lowered since the last mount
   metrics::Get("cache.disk.bytes").Set(store->used_bytes());
   return store;
 }
@@ -277,7 +278,7 @@ Status DiskStore::Write(const BlockKey& key, const char* data, size_t len) {
     struct statvfs vfs {};
     if (::statvfs(root_.c_str(), &vfs) == 0 &&
         static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize < options_.min_free_bytes + len) {
-      EvictIfNeeded();
+      EvictIfNeeded(len);
       if (::statvfs(root_.c_str(), &vfs) == 0 &&
           static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize < options_.min_free_bytes + len)
         return MakeError(ErrorKind::kNoSpace, "free space below the floor");
@@ -344,7 +345,7 @@ Status DiskStore::Write(const BlockKey& key, const char* data, size_t len) {
   return OkStatus();
 }
 
-void DiskStore::EvictIfNeeded() {
+void DiskStore::EvictIfNeeded(uint64_t incoming) {
   static auto& m_evicted = metrics::Get("cache.disk.evictions");
   uint64_t free_bytes = UINT64_MAX;
   struct statvfs vfs {};
@@ -354,10 +355,11 @@ void DiskStore::EvictIfNeeded() {
   {
     std::lock_guard lock(mu_);
     const bool over_cap = used_ > options_.max_bytes;
-    const bool under_floor = free_bytes < options_.min_free_bytes;
+    const uint64_t floor = options_.min_free_bytes + incoming;
+    const bool under_floor = options_.min_free_bytes > 0 && free_bytes < floor;
     if (!over_cap && !under_floor) return;
     const uint64_t target = static_cast<uint64_t>(static_cast<double>(options_.max_bytes) * kLowWater);
-    uint64_t need_free = under_floor ? options_.min_free_bytes - free_bytes : 0;
+    uint64_t need_free = under_floor ? floor - free_bytes : 0;
     uint64_t used = used_;
     for (auto it = lru_.begin(); it != lru_.end() && (used > target || need_free > 0); ++it) {
       victims.push_back(it->key);

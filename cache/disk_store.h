@@ -71,7 +71,8 @@ class DiskStore {
   explicit DiskStore(DiskOptions options);
   std::string PathFor(const BlockKey& key) const;
   void Index(const BlockKey& key, uint64_t bytes);
-  void EvictIfNeeded();
+  // Evicts LRU blocks down to the low-water mark, and until `incoming` more bytes fit above the floor.
+  void EvictIfNeeded(uint64_t incoming = 0);
 
   DiskOptions options_;
   std::string root_;  // <dir>/v1

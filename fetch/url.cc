@@ -72,8 +72,18 @@ bool SameOrigin(std::string_view a, std::string_view b) {
   return !oa.empty() && oa == OriginOf(b);
 }
 
+static bool HasScheme(std::string_view s) {
+  const size_t colon = s.find("://");
+  if (colon == std::string_view::npos || colon == 0 || !std::isalpha(static_cast<unsigned char>(s[0]))) return false;
+  for (size_t i = 0; i < colon; ++i) {
+    const char c = s[i];
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '+' && c != '-' && c != '.') return false;
+  }
+  return true;
+}
+
 std::string ResolveLocation(std::string_view base, std::string_view location) {
-  if (location.find("://") != std::string_view::npos) return std::string(location);
+  if (HasScheme(location)) return std::string(location);
   const std::string origin = OriginOf(base);
   if (origin.empty()) return "";
   if (!location.empty() && location[0] == '/') {

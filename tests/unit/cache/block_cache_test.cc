@@ -1,0 +1,490 @@
+// The block cache: one fetch per block however many readers, errors shared, memory bounded, deadlines
+// honoured, and blocks that survive a restart through the disk tier.
+#include "cache/block_cache.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <latch>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/metrics.h"
+#include "../test_util.h"
+
+namespace hubfs::cache {
+namespace {
+
+namespace fsys = std::filesystem;
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+constexpr size_t kBlock = 64 * 1024;
+
+BlockKey Key(uint64_t index, int content = 1) {
+  char buf[65];
+  std::snprintf(buf, sizeof buf, "%02x%062x", content & 0xff, content);
+  return BlockKey{*ContentId::FromHex(IdKind::kSha256, buf), index};
+}
+
+// The bytes the "origin" holds for a block: a function of the key, different for every block.
+std::string Expected(const BlockKey& k, size_t len) {
+  std::string s(len, '\0');
+  uint64_t x = k.index * 0x9E3779B97F4A7C15ULL + k.content.bytes[0] + 1;
+  for (size_t i = 0; i < len; ++i) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    s[i] = static_cast<char>(x);
+  }
+  return s;
+}
+
+std::string AsString(const BlockRef& b) { return std::string(b->data.get(), b->size); }
+
+// A fetch function that serves Expected() bytes and counts its calls.
+struct Origin {
+  std::atomic<int> calls{0};
+  milliseconds delay{0};
+  FetchFn For(const BlockKey& k) {
+    return [this, k](char* buf, size_t len, const CancelToken*) -> Result<size_t> {
+      calls.fetch_add(1);
+      if (delay.count() > 0) std::this_thread::sleep_for(delay);
+      const std::string d = Expected(k, len);
+      std::memcpy(buf, d.data(), len);
+      return len;
+    };
+  }
+};
+
+FetchFn MustNotFetch(std::atomic<int>* calls) {
+  return [calls](char*, size_t, const CancelToken*) -> Result<size_t> {
+    calls->fetch_add(1);
+    return MakeError(ErrorKind::kIo, "this fetch must not be called");
+  };
+}
+
+CacheOptions MemOptions(uint64_t memory_bytes = 64ULL << 20) {
+  CacheOptions o;
+  o.block_size = kBlock;
+  o.memory_bytes = memory_bytes;
+  o.disk_dir = "";
+  o.loader_threads = 2;
+  return o;
+}
+
+uint64_t MemBytesNow() { return metrics::Get("cache.mem.bytes").Get(); }
+
+TEST(BlockCache, GetFetchesOnceThenHitsMemory) {
+  BlockCache cache(MemOptions());
+  EXPECT_EQ(cache.disk(), nullptr);
+  Origin origin;
+  const BlockKey k = Key(0);
+  EXPECT_FALSE(cache.Contains(k));
+  auto r = cache.Get(k, kBlock, origin.For(k), nullptr);
+  ASSERT_TRUE(r.ok()) << r.error().ToString();
+  EXPECT_EQ(origin.calls.load(), 1);
+  EXPECT_EQ((*r)->size, kBlock);
+  EXPECT_TRUE(AsString(*r) == Expected(k, kBlock));
+  EXPECT_TRUE(cache.Contains(k));
+
+  const uint64_t hits = cache.Stats().mem_hits;
+  std::atomic<int> unexpected{0};
+  auto again = cache.Get(k, kBlock, MustNotFetch(&unexpected), nullptr);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(unexpected.load(), 0);
+  EXPECT_EQ(again->get(), r->get());  // the very same block, no copy
+  EXPECT_EQ(cache.Stats().mem_hits, hits + 1);
+}
+
+TEST(BlockCache, ShortLastBlock) {
+  BlockCache cache(MemOptions());
+  Origin origin;
+  const BlockKey k = Key(7);
+  auto r = cache.Get(k, 1234, origin.For(k), nullptr);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ((*r)->size, 1234u);
+  EXPECT_TRUE(AsString(*r) == Expected(k, 1234));
+}
+
+TEST(BlockCache, ShortFetchIsAnErrorAndNotCached) {
+  BlockCache cache(MemOptions());
+  const BlockKey k = Key(1);
+  std::atomic<int> calls{0};
+  FetchFn short_fetch = [&](char* buf, size_t len, const CancelToken*) -> Result<size_t> {
+    calls.fetch_add(1);
+    std::memset(buf, 'x', len - 1);
+    return len - 1;
+  };
+  auto r = cache.Get(k, kBlock, short_fetch, nullptr);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().kind, ErrorKind::kIo);
+  EXPECT_FALSE(cache.Contains(k));
+  Origin origin;
+  auto ok = cache.Get(k, kBlock, origin.For(k), nullptr);
+  ASSERT_TRUE(ok.ok());
+  EXPECT_EQ(origin.calls.load(), 1);
+  EXPECT_TRUE(AsString(*ok) == Expected(k, kBlock));
+}
+
+TEST(BlockCache, SingleFlightUnderConcurrency) {
+  BlockCache cache(MemOptions());
+  Origin origin;
+  origin.delay = milliseconds(50);
+  const BlockKey k = Key(2);
+  constexpr int kThreads = 32;
+  std::latch start(kThreads);
+  std::vector<BlockRef> got(kThreads);
+  std::vector<std::string> errors(kThreads);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&, i] {
+      start.arrive_and_wait();
+      auto r = cache.Get(k, kBlock, origin.For(k), nullptr);
+      if (r.ok()) got[static_cast<size_t>(i)] = *r;
+      else errors[static_cast<size_t>(i)] = r.error().ToString();
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(origin.calls.load(), 1) << "the block was fetched more than once";
+  const std::string want = Expected(k, kBlock);
+  for (int i = 0; i < kThreads; ++i) {
+    ASSERT_NE(got[static_cast<size_t>(i)], nullptr) << "thread " << i << ": " << errors[static_cast<size_t>(i)];
+    EXPECT_TRUE(AsString(got[static_cast<size_t>(i)]) == want) << "thread " << i;
+  }
+}
+
+TEST(BlockCache, ErrorReachesEveryWaiterAndALaterGetRetries) {
+  BlockCache cache(MemOptions());
+  const BlockKey k = Key(3);
+  std::atomic<int> calls{0};
+  FetchFn failing = [&](char*, size_t, const CancelToken*) -> Result<size_t> {
+    calls.fetch_add(1);
+    std::this_thread::sleep_for(milliseconds(300));
+    return MakeError(ErrorKind::kAccessDenied, "gated", 403);
+  };
+  constexpr int kThreads = 8;
+  std::latch start(kThreads);
+  std::vector<std::optional<Error>> errs(kThreads);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&, i] {
+      start.arrive_and_wait();
+      auto r = cache.Get(k, kBlock, failing, nullptr);
+      if (!r.ok()) errs[static_cast<size_t>(i)] = r.error();
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(calls.load(), 1) << "waiters fetched on their own instead of sharing the error";
+  for (int i = 0; i < kThreads; ++i) {
+    ASSERT_TRUE(errs[static_cast<size_t>(i)].has_value()) << "thread " << i << " got bytes from a failed fetch";
+    EXPECT_EQ(errs[static_cast<size_t>(i)]->kind, ErrorKind::kAccessDenied);
+    EXPECT_EQ(errs[static_cast<size_t>(i)]->http_status, 403);
+  }
+  EXPECT_FALSE(cache.Contains(k));  // errors are not cached
+  Origin origin;
+  auto r = cache.Get(k, kBlock, origin.For(k), nullptr);
+  ASSERT_TRUE(r.ok()) << r.error().ToString();
+  EXPECT_EQ(origin.calls.load(), 1);
+  EXPECT_TRUE(AsString(*r) == Expected(k, kBlock));
+}
+
+TEST(BlockCache, LoaderCancelledWaiterLoadsItself) {
+  // The reader that owned the fetch was interrupted: a waiter with time left must not inherit that.
+  BlockCache cache(MemOptions());
+  const BlockKey k = Key(4);
+  std::atomic<bool> started{false};
+  FetchFn interrupted = [&](char*, size_t, const CancelToken*) -> Result<size_t> {
+    started = true;
+    std::this_thread::sleep_for(milliseconds(150));
+    return MakeError(ErrorKind::kCancelled, "interrupted");
+  };
+  std::thread owner([&] {
+    auto r = cache.Get(k, kBlock, interrupted, nullptr);
+    EXPECT_FALSE(r.ok());
+  });
+  while (!started) std::this_thread::sleep_for(milliseconds(1));
+  Origin origin;
+  auto r = cache.Get(k, kBlock, origin.For(k), nullptr);
+  owner.join();
+  ASSERT_TRUE(r.ok()) << r.error().ToString();
+  EXPECT_TRUE(AsString(*r) == Expected(k, kBlock));
+  EXPECT_EQ(origin.calls.load(), 1);
+}
+
+TEST(BlockCache, PrefetchThenGetFetchesOnce) {
+  BlockCache cache(MemOptions());
+  Origin origin;
+  const BlockKey k = Key(5);
+  EXPECT_TRUE(cache.Prefetch(k, kBlock, origin.For(k)));
+  auto r = cache.Get(k, kBlock, origin.For(k), nullptr);
+  ASSERT_TRUE(r.ok()) << r.error().ToString();
+  EXPECT_TRUE(AsString(*r) == Expected(k, kBlock));
+  EXPECT_EQ(origin.calls.load(), 1);
+  EXPECT_FALSE(cache.Prefetch(k, kBlock, origin.For(k)));  // resident: skipped
+  EXPECT_EQ(origin.calls.load(), 1);
+}
+
+TEST(BlockCache, PrefetchLoadsInTheBackground) {
+  BlockCache cache(MemOptions());
+  Origin origin;
+  std::vector<BlockKey> keys;
+  for (uint64_t i = 0; i < 8; ++i) {
+    keys.push_back(Key(100 + i));
+    EXPECT_TRUE(cache.Prefetch(keys.back(), kBlock, origin.For(keys.back())));
+  }
+  const auto deadline = Clock::now() + std::chrono::seconds(5);
+  for (const auto& k : keys)
+    while (!cache.Contains(k) && Clock::now() < deadline) std::this_thread::sleep_for(milliseconds(2));
+  EXPECT_EQ(origin.calls.load(), 8);
+  std::atomic<int> unexpected{0};
+  for (const auto& k : keys) {
+    auto r = cache.Get(k, kBlock, MustNotFetch(&unexpected), nullptr);
+    ASSERT_TRUE(r.ok());
+    EXPECT_TRUE(AsString(*r) == Expected(k, kBlock));
+  }
+  EXPECT_EQ(unexpected.load(), 0);
+  EXPECT_EQ(origin.calls.load(), 8);
+}
+
+TEST(BlockCache, DestroyWithQueuedPrefetchesDoesNotHang) {
+  const auto t0 = Clock::now();
+  {
+    CacheOptions o = MemOptions();
+    o.loader_threads = 1;
+    BlockCache cache(o);
+    Origin origin;
+    origin.delay = milliseconds(100);
+    for (uint64_t i = 0; i < 4; ++i) cache.Prefetch(Key(200 + i), kBlock, origin.For(Key(200 + i)));
+  }
+  EXPECT_LT(Clock::now() - t0, std::chrono::seconds(2));
+}
+
+TEST(BlockCache, MemoryCapHoldsUnderThreeTimesTheWorkingSet) {
+  std::mt19937_64 rng(hubfs::testing::TestSeed());
+  const uint64_t cap = 32 * kBlock;
+  const uint64_t base = MemBytesNow();  // the gauge is process-wide
+  BlockCache cache(MemOptions(cap));
+  Origin origin;
+  const uint64_t working_set = 3 * cap / kBlock;  // 96 blocks
+  uint64_t peak = 0;
+  for (int i = 0; i < 400; ++i) {
+    const BlockKey k = Key(i < static_cast<int>(working_set) ? static_cast<uint64_t>(i) : rng() % working_set);
+    auto r = cache.Get(k, kBlock, origin.For(k), nullptr);
+    ASSERT_TRUE(r.ok());
+    ASSERT_TRUE(AsString(*r) == Expected(k, kBlock)) << "wrong bytes for block " << k.index;
+    const uint64_t resident = cache.Stats().mem_bytes - base;
+    peak = std::max(peak, resident);
+    ASSERT_LE(resident, cap + kBlock) << "after " << i + 1 << " reads";
+  }
+  EXPECT_GT(peak, cap / 2);  // the cache is used, not just empty
+  EXPECT_GT(origin.calls.load(), static_cast<int>(working_set));  // evictions forced refetches
+}
+
+TEST(BlockCache, MemoryCapHoldsWhenSmallerThanSixteenBlocks) {
+  // --memory-cache 256M with --block-size-mib 64 is such a configuration: 4 blocks of cap.
+  const uint64_t cap = 4 * kBlock;
+  const uint64_t base = MemBytesNow();
+  uint64_t peak = 0;
+  {
+    BlockCache cache(MemOptions(cap));
+    Origin origin;
+    for (uint64_t i = 0; i < 3 * cap / kBlock; ++i) {
+      auto r = cache.Get(Key(i), kBlock, origin.For(Key(i)), nullptr);
+      ASSERT_TRUE(r.ok());
+      peak = std::max(peak, cache.Stats().mem_bytes - base);
+    }
+  }
+  EXPECT_LE(peak, cap + kBlock);
+}
+
+TEST(BlockCache, HeldBlockIsNotEvicted) {
+  const uint64_t cap = 16 * kBlock;
+  BlockCache cache(MemOptions(cap));
+  Origin origin;
+  const BlockKey held_key = Key(0);
+  auto held = cache.Get(held_key, kBlock, origin.For(held_key), nullptr);
+  ASSERT_TRUE(held.ok());
+  const BlockRef ref = *held;
+  for (uint64_t i = 1; i < 8 * cap / kBlock; ++i) {
+    auto r = cache.Get(Key(i), kBlock, origin.For(Key(i)), nullptr);
+    ASSERT_TRUE(r.ok());
+  }
+  EXPECT_TRUE(AsString(ref) == Expected(held_key, kBlock)) << "a held block's bytes changed";
+  std::atomic<int> unexpected{0};
+  auto again = cache.Get(held_key, kBlock, MustNotFetch(&unexpected), nullptr);
+  ASSERT_TRUE(again.ok()) << "the held block was evicted";
+  EXPECT_EQ(unexpected.load(), 0);
+  EXPECT_EQ(again->get(), ref.get());
+  // Eviction did happen to blocks nobody held.
+  const int before = origin.calls.load();
+  ASSERT_TRUE(cache.Get(Key(1), kBlock, origin.For(Key(1)), nullptr).ok());
+  EXPECT_EQ(origin.calls.load(), before + 1);
+}
+
+TEST(BlockCache, WaiterDeadlineIsHonouredWhileAnotherThreadFetches) {
+  BlockCache cache(MemOptions());
+  const BlockKey k = Key(6);
+  std::atomic<bool> started{false}, release{false};
+  FetchFn slow = [&](char* buf, size_t len, const CancelToken*) -> Result<size_t> {
+    started = true;
+    const auto until = Clock::now() + std::chrono::seconds(2);
+    while (!release && Clock::now() < until) std::this_thread::sleep_for(milliseconds(5));
+    std::memcpy(buf, Expected(k, len).data(), len);
+    return len;
+  };
+  std::atomic<bool> owner_ok{false};
+  std::thread owner([&] { owner_ok = cache.Get(k, kBlock, slow, nullptr).ok(); });
+  while (!started) std::this_thread::sleep_for(milliseconds(1));
+
+  std::atomic<int> unexpected{0};
+  CancelToken token(Clock::now() + milliseconds(100));
+  const auto t0 = Clock::now();
+  auto r = cache.Get(k, kBlock, MustNotFetch(&unexpected), &token);
+  const auto waited = Clock::now() - t0;
+  ASSERT_FALSE(r.ok()) << "got a block while its fetch was still running";
+  EXPECT_EQ(r.error().kind, ErrorKind::kTimeout);
+  EXPECT_LT(waited, milliseconds(500));
+  EXPECT_GE(waited, milliseconds(90));
+  EXPECT_EQ(unexpected.load(), 0);
+
+  // An explicit cancel (FUSE interrupt) is reported as such.
+  CancelToken cancel_token;
+  std::thread canceller([&] {
+    std::this_thread::sleep_for(milliseconds(100));
+    cancel_token.Cancel();
+  });
+  const auto t1 = Clock::now();
+  auto c = cache.Get(k, kBlock, MustNotFetch(&unexpected), &cancel_token);
+  canceller.join();
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.error().kind, ErrorKind::kCancelled);
+  EXPECT_LT(Clock::now() - t1, milliseconds(500));
+
+  release = true;
+  owner.join();
+  EXPECT_TRUE(owner_ok.load());
+  // The owner's fetch still completed and is cached for everyone.
+  auto later = cache.Get(k, kBlock, MustNotFetch(&unexpected), nullptr);
+  ASSERT_TRUE(later.ok());
+  EXPECT_TRUE(AsString(*later) == Expected(k, kBlock));
+  EXPECT_EQ(unexpected.load(), 0);
+}
+
+TEST(BlockCache, PurgeDropsTheBlock) {
+  BlockCache cache(MemOptions());
+  Origin origin;
+  const BlockKey k = Key(8);
+  ASSERT_TRUE(cache.Get(k, kBlock, origin.For(k), nullptr).ok());
+  cache.Purge(k);
+  EXPECT_FALSE(cache.Contains(k));
+  ASSERT_TRUE(cache.Get(k, kBlock, origin.For(k), nullptr).ok());
+  EXPECT_EQ(origin.calls.load(), 2);
+}
+
+TEST(BlockCache, MemoryGaugeReturnsToZeroWhenTheCacheIsDestroyed) {
+  const uint64_t base = MemBytesNow();
+  {
+    BlockCache cache(MemOptions());
+    Origin origin;
+    for (uint64_t i = 0; i < 3; ++i) ASSERT_TRUE(cache.Get(Key(i), kBlock, origin.For(Key(i)), nullptr).ok());
+    EXPECT_EQ(cache.Stats().mem_bytes - base, 3 * kBlock);
+  }
+  BlockCache fresh(MemOptions());
+  const uint64_t reported = fresh.Stats().mem_bytes;
+  EXPECT_EQ(reported, base);
+}
+
+class BlockCacheDiskTest : public ::testing::Test {
+ protected:
+  CacheOptions DiskOptions() const {
+    CacheOptions o = MemOptions();
+    o.disk_dir = tmp_.path() + "/cache";
+    o.disk_bytes = 64ULL << 20;
+    o.min_free_bytes = 0;
+    return o;
+  }
+  std::string BlockPath(const BlockKey& k) const {
+    const std::string hex = k.content.Hex();
+    return tmp_.path() + "/cache/v1/blocks/" + hex.substr(0, 2) + "/" + hex + "-" +
+           std::to_string(static_cast<int>(k.content.kind)) + "-" + std::to_string(k.index);
+  }
+  hubfs::testing::TempDir tmp_;
+};
+
+TEST_F(BlockCacheDiskTest, BlockSurvivesARestart) {
+  const BlockKey k = Key(9);
+  Origin origin;
+  {
+    BlockCache cache(DiskOptions());
+    ASSERT_NE(cache.disk(), nullptr);
+    auto r = cache.Get(k, kBlock, origin.For(k), nullptr);
+    ASSERT_TRUE(r.ok());
+    cache.Flush();
+    EXPECT_TRUE(cache.disk()->Contains(k));
+    EXPECT_TRUE(fsys::exists(BlockPath(k)));
+  }
+  EXPECT_EQ(origin.calls.load(), 1);
+  BlockCache cache(DiskOptions());
+  ASSERT_NE(cache.disk(), nullptr);
+  EXPECT_TRUE(cache.Contains(k));
+  const uint64_t disk_hits = cache.Stats().disk_hits;
+  std::atomic<int> unexpected{0};
+  auto r = cache.Get(k, kBlock, MustNotFetch(&unexpected), nullptr);
+  ASSERT_TRUE(r.ok()) << r.error().ToString();
+  EXPECT_EQ(unexpected.load(), 0);
+  EXPECT_TRUE(AsString(*r) == Expected(k, kBlock));
+  EXPECT_EQ(cache.Stats().disk_hits, disk_hits + 1);
+  EXPECT_EQ(cache.Stats().disk_blocks, 1u);
+}
+
+TEST_F(BlockCacheDiskTest, CorruptDiskBlockIsRefetched) {
+  const BlockKey k = Key(10);
+  {
+    Origin origin;
+    BlockCache cache(DiskOptions());
+    ASSERT_TRUE(cache.Get(k, kBlock, origin.For(k), nullptr).ok());
+    cache.Flush();
+  }
+  std::string bytes = hubfs::testing::ReadFileBytes(BlockPath(k));
+  ASSERT_FALSE(bytes.empty());
+  bytes[bytes.size() - 10] ^= 0x20;
+  hubfs::testing::WriteFileBytes(BlockPath(k), bytes);
+
+  Origin origin;
+  {
+    BlockCache cache(DiskOptions());
+    auto r = cache.Get(k, kBlock, origin.For(k), nullptr);
+    ASSERT_TRUE(r.ok()) << r.error().ToString();
+    EXPECT_EQ(origin.calls.load(), 1) << "corrupt disk bytes were served";
+    EXPECT_TRUE(AsString(*r) == Expected(k, kBlock));
+    cache.Flush();
+  }
+  // The refetched block replaced the bad file.
+  BlockCache cache(DiskOptions());
+  std::atomic<int> unexpected{0};
+  auto r = cache.Get(k, kBlock, MustNotFetch(&unexpected), nullptr);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(unexpected.load(), 0);
+  EXPECT_TRUE(AsString(*r) == Expected(k, kBlock));
+}
+
+TEST_F(BlockCacheDiskTest, UnusableDiskDirFallsBackToMemory) {
+  CacheOptions o = DiskOptions();
+  hubfs::testing::WriteFileBytes(tmp_.path() + "/file", "x");
+  o.disk_dir = tmp_.path() + "/file/cache";  // a path under a regular file can never be created
+  BlockCache cache(o);
+  EXPECT_EQ(cache.disk(), nullptr);
+  Origin origin;
+  auto r = cache.Get(Key(11), kBlock, origin.For(Key(11)), nullptr);
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(AsString(*r) == Expected(Key(11), kBlock));
+}
+
+}  // namespace
+}  // namespace hubfs::cache

@@ -1,0 +1,237 @@
+// Readahead policy, driven by read traces: what gets prefetched for sequential, random and mixed reads.
+#include "fs/readahead.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "../test_util.h"
+
+namespace hubfs::fs {
+namespace {
+
+constexpr uint64_t kMiB = 1ULL << 20;
+
+struct Issued {
+  uint64_t read_end;  // end of the read that triggered it
+  PrefetchRange r;
+};
+
+// Checks that no two prefetch ranges overlap and none passes the end of the file.
+void ExpectDisjointAndBounded(const std::vector<PrefetchRange>& ranges, uint64_t file_size) {
+  std::vector<PrefetchRange> sorted = ranges;
+  std::sort(sorted.begin(), sorted.end(), [](auto& a, auto& b) { return a.begin < b.begin; });
+  for (size_t i = 0; i < sorted.size(); ++i) {
+    EXPECT_LT(sorted[i].begin, sorted[i].end);
+    EXPECT_LE(sorted[i].end, file_size);
+    if (i > 0) {
+      EXPECT_LE(sorted[i - 1].end, sorted[i].begin) << "overlapping prefetch ranges";
+    }
+  }
+}
+
+// Reads the whole file sequentially in 1 MiB reads; returns the non-empty prefetch ranges.
+std::vector<Issued> SequentialTrace(Readahead& ra, uint64_t file_size, bool waited) {
+  std::vector<Issued> out;
+  for (uint64_t off = 0; off < file_size; off += kMiB) {
+    const uint64_t len = std::min(kMiB, file_size - off);
+    const PrefetchRange r = ra.OnRead(off, len, file_size, waited);
+    if (!r.empty()) out.push_back({off + len, r});
+  }
+  return out;
+}
+
+TEST(Readahead, SequentialFromZeroIsContiguousAndBounded) {
+  for (bool waited : {false, true}) {
+    const uint64_t file_size = 300 * kMiB + 12345;  // not a multiple of the read size
+    Readahead ra;
+    auto trace = SequentialTrace(ra, file_size, waited);
+    ASSERT_FALSE(trace.empty());
+    // The very first read of the file already prefetches, starting right after it.
+    EXPECT_EQ(trace[0].r.begin, kMiB);
+    EXPECT_EQ(trace[0].r.end, kMiB + ReadaheadConfig{}.initial_window);
+    std::vector<PrefetchRange> ranges;
+    for (size_t i = 0; i < trace.size(); ++i) {
+      ranges.push_back(trace[i].r);
+      EXPECT_GE(trace[i].r.begin, trace[i].read_end) << "prefetch of bytes already read";
+      if (i > 0) {
+        EXPECT_EQ(trace[i].r.begin, trace[i - 1].r.end) << "gap or overlap at range " << i;
+      }
+    }
+    ExpectDisjointAndBounded(ranges, file_size);
+    // Everything past the first read was prefetched exactly once.
+    EXPECT_EQ(ranges.back().end, file_size);
+    uint64_t total = 0;
+    for (auto& r : ranges) total += r.end - r.begin;
+    EXPECT_EQ(total, file_size - kMiB);
+  }
+}
+
+TEST(Readahead, WindowGrowsOnlyWhenTheReaderWaited) {
+  const ReadaheadConfig cfg;
+  const uint64_t file_size = 100ULL << 30;
+  // Lead = how far the prefetch reaches past the read that triggered it.
+  {
+    Readahead ra;
+    std::vector<uint64_t> leads;
+    for (uint64_t off = 0; off < 40 * kMiB; off += kMiB) {
+      const PrefetchRange r = ra.OnRead(off, kMiB, file_size, /*waited=*/true);
+      ASSERT_FALSE(r.empty()) << "offset " << off;
+      leads.push_back(r.end - (off + kMiB));
+    }
+    EXPECT_EQ(leads[0], cfg.initial_window);
+    EXPECT_EQ(leads[1], 2 * cfg.initial_window);
+    EXPECT_EQ(leads[2], 4 * cfg.initial_window);
+    EXPECT_EQ(leads[3], cfg.max_window);  // 64 MiB: capped
+    for (size_t i = 1; i < leads.size(); ++i) {
+      EXPECT_GE(leads[i], leads[i - 1]);
+      EXPECT_LE(leads[i], cfg.max_window);
+    }
+    EXPECT_EQ(leads.back(), cfg.max_window);
+  }
+  {
+    Readahead ra;
+    for (uint64_t off = 0; off < 40 * kMiB; off += kMiB) {
+      const PrefetchRange r = ra.OnRead(off, kMiB, file_size, /*waited=*/false);
+      ASSERT_FALSE(r.empty()) << "offset " << off;
+      EXPECT_EQ(r.end - (off + kMiB), cfg.initial_window) << "window grew without a wait at " << off;
+    }
+  }
+}
+
+TEST(Readahead, CustomMaxWindowIsHonoured) {
+  ReadaheadConfig cfg;
+  cfg.initial_window = 2 * kMiB;
+  cfg.max_window = 5 * kMiB;  // not a power-of-two multiple of the initial window
+  Readahead ra(cfg);
+  const uint64_t file_size = 1ULL << 30;
+  uint64_t max_lead = 0;
+  for (uint64_t off = 0; off < 30 * kMiB; off += kMiB) {
+    const PrefetchRange r = ra.OnRead(off, kMiB, file_size, true);
+    if (!r.empty()) max_lead = std::max(max_lead, r.end - (off + kMiB));
+  }
+  EXPECT_EQ(max_lead, cfg.max_window);
+}
+
+TEST(Readahead, RandomReadsPrefetchNothing) {
+  const uint64_t seed = hubfs::testing::TestSeed();
+  std::mt19937_64 rng(seed);
+  const ReadaheadConfig cfg;
+  const uint64_t stride = 64 * kMiB;  // far more than forward_tolerance between any two reads
+  ASSERT_GT(stride, cfg.forward_tolerance + kMiB);
+  std::vector<uint64_t> slots(2000);
+  std::iota(slots.begin(), slots.end(), 1);  // never offset 0: that one is a sequential start by design
+  std::shuffle(slots.begin(), slots.end(), rng);
+  const uint64_t file_size = (slots.size() + 2) * stride;
+  Readahead ra;
+  for (uint64_t slot : slots) {
+    const uint64_t off = slot * stride + (rng() % (stride / 2));
+    const uint64_t len = 4096 + rng() % kMiB;
+    const PrefetchRange r = ra.OnRead(off, len, file_size, rng() % 2 == 0);
+    EXPECT_TRUE(r.empty()) << "random read at " << off << " prefetched [" << r.begin << ", " << r.end << ")";
+  }
+}
+
+TEST(Readahead, TwoInterleavedStreamsAreBothTracked) {
+  const uint64_t file_size = 1ULL << 30;
+  const uint64_t b_start = 512 * kMiB;
+  Readahead ra;
+  std::vector<PrefetchRange> a_ranges, b_ranges;
+  for (int i = 0; i < 20; ++i) {
+    const uint64_t a = static_cast<uint64_t>(i) * kMiB;
+    const uint64_t b = b_start + static_cast<uint64_t>(i) * kMiB;
+    const PrefetchRange ra_a = ra.OnRead(a, kMiB, file_size, false);
+    const PrefetchRange ra_b = ra.OnRead(b, kMiB, file_size, false);
+    if (!ra_a.empty()) a_ranges.push_back(ra_a);
+    if (!ra_b.empty()) b_ranges.push_back(ra_b);
+    if (i >= 1) {
+      // From the second read of each stream on, each keeps its own window ahead of itself.
+      EXPECT_FALSE(ra_a.empty()) << "stream A lost at read " << i;
+      EXPECT_FALSE(ra_b.empty()) << "stream B lost at read " << i;
+    }
+  }
+  ASSERT_FALSE(a_ranges.empty());
+  ASSERT_FALSE(b_ranges.empty());
+  for (auto& r : a_ranges) EXPECT_LT(r.end, b_start) << "stream A prefetched into B's region";
+  for (auto& r : b_ranges) EXPECT_GT(r.begin, b_start);
+  std::vector<PrefetchRange> all = a_ranges;
+  all.insert(all.end(), b_ranges.begin(), b_ranges.end());
+  ExpectDisjointAndBounded(all, file_size);
+}
+
+TEST(Readahead, SmallBackwardStepContinuesTheStream) {
+  const uint64_t file_size = 1ULL << 30;
+  Readahead ra;
+  const PrefetchRange r0 = ra.OnRead(0, kMiB, file_size, false);
+  const PrefetchRange r1 = ra.OnRead(kMiB, kMiB, file_size, false);
+  ASSERT_FALSE(r1.empty());
+  EXPECT_EQ(r1.begin, r0.end);
+  // The kernel re-orders a little: 512 KiB back from where the stream stands.
+  const PrefetchRange r2 = ra.OnRead(2 * kMiB - kMiB / 2, kMiB, file_size, /*waited=*/true);
+  ASSERT_FALSE(r2.empty()) << "a small backward step was treated as a random read";
+  EXPECT_EQ(r2.begin, r1.end);  // continues where the stream's prefetch stopped: nothing twice
+  const PrefetchRange r3 = ra.OnRead(2 * kMiB + kMiB / 2, kMiB, file_size, true);
+  ASSERT_FALSE(r3.empty());
+  EXPECT_EQ(r3.begin, r2.end);
+  ExpectDisjointAndBounded({r0, r1, r2, r3}, file_size);
+}
+
+TEST(Readahead, LargeBackwardJumpStartsANewStream) {
+  const uint64_t file_size = 1ULL << 30;
+  Readahead ra;
+  for (uint64_t off = 0; off < 100 * kMiB; off += kMiB) (void)ra.OnRead(off, kMiB, file_size, false);
+  // 10 MiB back is beyond backward_tolerance (1 MiB): a new stream, which prefetches nothing yet.
+  EXPECT_TRUE(ra.OnRead(90 * kMiB, kMiB, file_size, true).empty());
+}
+
+TEST(Readahead, ForwardSkipWithinToleranceContinues) {
+  const uint64_t file_size = 1ULL << 30;
+  Readahead ra;
+  (void)ra.OnRead(0, kMiB, file_size, false);
+  (void)ra.OnRead(kMiB, kMiB, file_size, false);
+  // Skipping 10 MiB (a tensor nobody needs) is still the same stream.
+  const PrefetchRange r = ra.OnRead(12 * kMiB, kMiB, file_size, false);
+  EXPECT_FALSE(r.empty());
+  EXPECT_GE(r.begin, 13 * kMiB);
+  // Skipping 100 MiB is not.
+  EXPECT_TRUE(ra.OnRead(200 * kMiB, kMiB, file_size, false).empty());
+}
+
+TEST(Readahead, SixteenRegionsEachWithItsOwnHandle) {
+  const uint64_t file_size = 16ULL << 30;  // 16 regions of 1 GiB
+  const uint64_t region = file_size / 16;
+  std::vector<Readahead> handles(16);
+  std::vector<PrefetchRange> all;
+  // Round-robin, as 16 worker processes would.
+  for (int step = 0; step < 4; ++step) {
+    for (int h = 0; h < 16; ++h) {
+      const uint64_t off = static_cast<uint64_t>(h) * region + static_cast<uint64_t>(step) * kMiB;
+      const PrefetchRange r = handles[static_cast<size_t>(h)].OnRead(off, kMiB, file_size, true);
+      if (step >= 1) {
+        EXPECT_FALSE(r.empty()) << "region " << h << " got no prefetch at read " << step;
+        EXPECT_GE(r.begin, off + kMiB);
+        EXPECT_LE(r.end, static_cast<uint64_t>(h + 1) * region);
+      }
+      if (!r.empty()) all.push_back(r);
+    }
+  }
+  ExpectDisjointAndBounded(all, file_size);
+}
+
+TEST(Readahead, EndOfFile) {
+  const uint64_t file_size = 3 * kMiB;
+  Readahead ra;
+  const PrefetchRange r0 = ra.OnRead(0, kMiB, file_size, true);
+  EXPECT_EQ(r0.begin, kMiB);
+  EXPECT_EQ(r0.end, file_size);
+  EXPECT_TRUE(ra.OnRead(kMiB, kMiB, file_size, true).empty());
+  EXPECT_TRUE(ra.OnRead(2 * kMiB, kMiB, file_size, true).empty());
+  EXPECT_TRUE(ra.OnRead(3 * kMiB, kMiB, file_size, true).empty());  // at EOF
+  EXPECT_TRUE(ra.OnRead(0, 10, 0, true).empty());                   // empty file
+}
+
+}  // namespace
+}  // namespace hubfs::fs
