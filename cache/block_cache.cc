@@ -70,6 +70,12 @@ void BlockCache::Flush() {
   write_arena_->execute([this] { writes_->wait(); });
 }
 
+bool BlockCache::InMemory(const BlockKey& key) const {
+  Shard& s = ShardFor(key);
+  std::lock_guard lock(s.mu);
+  return s.resident.count(key) != 0;
+}
+
 bool BlockCache::Contains(const BlockKey& key) const {
   Shard& s = ShardFor(key);
   {

@@ -80,6 +80,8 @@ class BlockCache {
   bool Prefetch(const BlockKey& key, size_t len, FetchFn fetch);
   // True if the block is in memory or on disk (no I/O).
   bool Contains(const BlockKey& key) const;
+  // True if the block is in the memory tier: a Get would not wait.
+  bool InMemory(const BlockKey& key) const;
   // Drops a block from both tiers.
   void Purge(const BlockKey& key);
   // Asks for whole-file verification of `id` (size bytes) once all its blocks have been cached.

@@ -44,17 +44,6 @@ static_assert(sizeof(DiskHeader) == 88, "on-disk header layout");
 
 uint64_t HeaderHash(const DiskHeader& h) { return XXH3_64bits(&h, offsetof(DiskHeader, header_xxh3)); }
 
-bool ReadAll(int fd, char* buf, size_t n) {
-  size_t done = 0;
-  while (done < n) {
-    const ssize_t r = ::read(fd, buf + done, n - done);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    done += static_cast<size_t>(r);
-  }
-  return true;
-}
-
 int WriteAll(int fd, const char* buf, size_t n) {
   size_t done = 0;
   while (done < n) {
@@ -79,48 +68,54 @@ Status MakeDirs(const std::string& path) {
   return OkStatus();
 }
 
-// Validates and decodes one block file's bytes. expected_key may be null (offline verify).
-Result<BlockRef> Decode(const std::string& file_bytes, const BlockKey* expected_key, size_t expected_len) {
-  if (file_bytes.size() < sizeof(DiskHeader)) return MakeError(ErrorKind::kCorrupt, "short file");
-  DiskHeader h;
-  std::memcpy(&h, file_bytes.data(), sizeof h);
+bool PreadAll(int fd, char* buf, size_t n, off_t off) {
+  size_t done = 0;
+  while (done < n) {
+    const ssize_t r = ::pread(fd, buf + done, n - done, off + static_cast<off_t>(done));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    done += static_cast<size_t>(r);
+  }
+  return true;
+}
+
+// Reads and validates one block file. expected_key null: offline check (any key, any length).
+Result<BlockRef> ReadBlockFile(const std::string& path, const BlockKey* expected_key, size_t expected_len) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return MakeError(errno == ENOENT ? ErrorKind::kNotFound : ErrorKind::kCorrupt, std::strerror(errno));
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat st {};
+  DiskHeader h{};
+  if (::fstat(fd, &st) != 0 || !PreadAll(fd, reinterpret_cast<char*>(&h), sizeof h, 0))
+    return MakeError(ErrorKind::kCorrupt, "short file");
   if (std::memcmp(h.magic, kMagic, sizeof kMagic) != 0) return MakeError(ErrorKind::kCorrupt, "bad magic");
   if (h.version != kDiskFormatVersion) return MakeError(ErrorKind::kCorrupt, "format version");
   if (HeaderHash(h) != h.header_xxh3) return MakeError(ErrorKind::kCorrupt, "header checksum");
-  if (file_bytes.size() != sizeof(DiskHeader) + h.stored_len) return MakeError(ErrorKind::kCorrupt, "length");
+  if (static_cast<uint64_t>(st.st_size) != sizeof(DiskHeader) + h.stored_len)
+    return MakeError(ErrorKind::kCorrupt, "length");
   if (expected_key != nullptr) {
     if (h.index != expected_key->index || h.kind != static_cast<uint8_t>(expected_key->content.kind) ||
         std::memcmp(h.content, expected_key->content.bytes.data(), 32) != 0)
       return MakeError(ErrorKind::kCorrupt, "key mismatch");
-    if (h.raw_len != expected_len) return MakeError(ErrorKind::kCorrupt, "raw length mismatch");
+    if (expected_len != SIZE_MAX && h.raw_len != expected_len) return MakeError(ErrorKind::kCorrupt, "raw length mismatch");
   }
-  const char* stored = file_bytes.data() + sizeof(DiskHeader);
-  if (XXH3_64bits(stored, h.stored_len) != h.data_xxh3) return MakeError(ErrorKind::kCorrupt, "data checksum");
   auto block = std::make_shared<Block>(h.raw_len);
   if (h.flags & kFlagLz4) {
-    const int n = LZ4_decompress_safe(stored, block->data.get(), static_cast<int>(h.stored_len),
+    std::unique_ptr<char[]> stored(new char[h.stored_len]);
+    if (!PreadAll(fd, stored.get(), h.stored_len, sizeof h)) return MakeError(ErrorKind::kCorrupt, "short read");
+    if (XXH3_64bits(stored.get(), h.stored_len) != h.data_xxh3) return MakeError(ErrorKind::kCorrupt, "data checksum");
+    const int n = LZ4_decompress_safe(stored.get(), block->data.get(), static_cast<int>(h.stored_len),
                                       static_cast<int>(h.raw_len));
     if (n != static_cast<int>(h.raw_len)) return MakeError(ErrorKind::kCorrupt, "lz4 decode");
   } else {
     if (h.stored_len != h.raw_len) return MakeError(ErrorKind::kCorrupt, "raw length");
-    std::memcpy(block->data.get(), stored, h.raw_len);
+    if (!PreadAll(fd, block->data.get(), h.raw_len, sizeof h)) return MakeError(ErrorKind::kCorrupt, "short read");
+    if (XXH3_64bits(block->data.get(), h.raw_len) != h.data_xxh3) return MakeError(ErrorKind::kCorrupt, "data checksum");
   }
   return BlockRef(std::move(block));
-}
-
-Result<std::string> SlurpFile(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return MakeError(errno == ENOENT ? ErrorKind::kNotFound : ErrorKind::kIo, std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || st.st_size < 0 || st.st_size > (1LL << 30)) {
-    ::close(fd);
-    return MakeError(ErrorKind::kCorrupt, "unreadable block file");
-  }
-  std::string bytes(static_cast<size_t>(st.st_size), '\0');
-  const bool ok = ReadAll(fd, bytes.data(), bytes.size());
-  ::close(fd);
-  if (!ok) return MakeError(ErrorKind::kCorrupt, "short read");
-  return bytes;
 }
 
 template <typename F>
@@ -253,22 +248,18 @@ Result<BlockRef> DiskStore::Read(const BlockKey& key, size_t expected_len) {
     lru_.erase(lru_.iterator_to(*it->second));
     lru_.push_back(*it->second);
   }
-  auto bytes = SlurpFile(PathFor(key));
-  if (!bytes.ok()) {
-    if (bytes.error().kind == ErrorKind::kNotFound) {
-      Remove(key);  // deleted behind our back (cache clear): a plain miss
-      return bytes.error();
-    }
-    m_corrupt.Add();
-    Remove(key);
-    return MakeError(ErrorKind::kCorrupt, bytes.error().message);
-  }
-  auto block = Decode(*bytes, &key, expected_len);
+  // The hit path reads an uncompressed block straight into its final buffer: one copy, no temp.
+  auto block = ReadBlockFile(PathFor(key), &key, expected_len);
   if (!block.ok()) {
+    if (block.error().kind == ErrorKind::kNotFound) {
+      Remove(key);  // deleted behind our back (cache clear): a plain miss
+      return block.error();
+    }
     m_corrupt.Add();
     LOG_WARN("cache block %s-%llu failed validation (%s): dropped, will refetch", key.content.Hex().c_str(),
              static_cast<unsigned long long>(key.index), block.error().message.c_str());
     Remove(key);
+    return MakeError(ErrorKind::kCorrupt, block.error().message);
   }
   return block;
 }
@@ -377,16 +368,11 @@ VerifyReport DiskStore::VerifyAll(const std::string& dir, bool remove_bad) {
   ForEachBlockFile(dir + "/" + kDiskFormatDir + "/blocks", [&](const std::string& path, const std::string& name) {
     ++report.blocks;
     auto key = ParseBlockFileName(name);
-    auto bytes = SlurpFile(path);
-    bool ok = key.has_value() && bytes.ok();
-    if (ok) {
-      DiskHeader h{};
-      if (bytes->size() >= sizeof h) std::memcpy(&h, bytes->data(), sizeof h);
-      ok = Decode(*bytes, &*key, h.raw_len).ok();
-    }
-    if (ok) {
-      report.bytes += bytes->size();
-    } else {
+    const bool ok = key.has_value() && ReadBlockFile(path, &*key, SIZE_MAX).ok();
+    struct stat st {};
+    if (ok && ::stat(path.c_str(), &st) == 0) {
+      report.bytes += static_cast<uint64_t>(st.st_size);
+    } else if (!ok) {
       ++report.bad;
       if (remove_bad) ::unlink(path.c_str());
     }

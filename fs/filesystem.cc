@@ -384,6 +384,7 @@ Result<uint64_t> Filesystem::Open(uint64_t ino, int flags) {
   f->content = *n.content;
   f->size = n.size;
   f->ra = Readahead(options_.readahead);
+  f->safetensors = n.name.size() > 12 && n.name.compare(n.name.size() - 12, 12, ".safetensors") == 0;
   uint64_t fh;
   {
     std::lock_guard lock(handles_mu_);
@@ -394,10 +395,7 @@ Result<uint64_t> Filesystem::Open(uint64_t ino, int flags) {
   // Most readers start at the beginning (a safetensors header, a config): start fetching it now.
   if (f->size > 0) {
     const size_t len = static_cast<size_t>(std::min<uint64_t>(cache_->block_size(), f->size));
-    auto hub = hub_;
-    auto loc = f->loc;
-    cache_->Prefetch(cache::BlockKey{f->content, 0}, len,
-                     [hub, loc](char* buf, size_t count, const CancelToken* c) { return hub->ReadRange(loc, 0, buf, count, c); });
+    cache_->Prefetch(cache::BlockKey{f->content, 0}, len, Fetcher(*f, 0));
   }
   return fh;
 }
@@ -409,6 +407,55 @@ void Filesystem::Release(uint64_t fh) {
   if (it == handles_.end()) return;
   f = std::move(it->second);
   handles_.erase(it);
+}
+
+size_t Filesystem::BlockLen(const OpenFile& f, uint64_t block) const {
+  const uint64_t bs = cache_->block_size();
+  return static_cast<size_t>(std::min<uint64_t>(bs, f.size - block * bs));
+}
+
+cache::FetchFn Filesystem::Fetcher(const OpenFile& f, uint64_t block) const {
+  return [hub = hub_, loc = f.loc, off = block * cache_->block_size()](char* buf, size_t n, const CancelToken* c) {
+    return hub->ReadRange(loc, off, buf, n, c);
+  };
+}
+
+std::shared_ptr<const SafetensorsPlan> Filesystem::LoadPlan(const OpenFile& f, const CancelToken* cancel) {
+  static auto& m_plans = metrics::Get("fs.safetensors_plans");
+  const std::string key = f.content.Hex();
+  {
+    std::lock_guard lock(plans_mu_);
+    if (auto it = plans_.find(key); it != plans_.end()) return it->second;
+  }
+  // Read the 8-byte length and the header through the cache (usually block 0 alone).
+  const uint64_t bs = cache_->block_size();
+  auto read = [&](uint64_t off, uint64_t len, std::string* out) -> bool {
+    for (uint64_t b = off / bs; b * bs < off + len; ++b) {
+      auto block = cache_->Get(cache::BlockKey{f.content, b}, BlockLen(f, b), Fetcher(f, b), cancel);
+      if (!block.ok()) return false;
+      const uint64_t s = std::max(off, b * bs), e = std::min(off + len, b * bs + block.value()->size);
+      out->append(block.value()->data.get() + (s - b * bs), e - s);
+    }
+    return true;
+  };
+  std::shared_ptr<const SafetensorsPlan> plan;
+  std::string prefix, header;
+  if (f.size >= 8 && read(0, 8, &prefix)) {
+    auto n = SafetensorsPlan::HeaderLength(prefix, f.size);
+    if (n.ok() && read(8, *n, &header)) {
+      auto p = SafetensorsPlan::Parse(header, f.size);
+      if (p.ok()) {
+        plan = std::make_shared<const SafetensorsPlan>(std::move(p.value()));
+        m_plans.Add();
+      } else {
+        LOG_INFO("%s: safetensors header not usable for prefetch (%s)", f.loc.path.c_str(), p.error().message.c_str());
+      }
+    }
+  }
+  std::lock_guard lock(plans_mu_);
+  if (plans_.size() >= 1024) plans_.clear();
+  plans_[key] = plan;
+  return plan;
 }
 
 Result<std::vector<ReadSlice>> Filesystem::Read(uint64_t fh, uint64_t offset, size_t len, const CancelToken* cancel) {
@@ -427,28 +474,40 @@ Result<std::vector<ReadSlice>> Filesystem::Read(uint64_t fh, uint64_t offset, si
   const uint64_t end = std::min<uint64_t>(offset + len, f->size);
   const uint64_t bs = cache_->block_size();
   const uint64_t first = offset / bs, last = (end - 1) / bs;
-  auto block_len = [&](uint64_t b) { return static_cast<size_t>(std::min<uint64_t>(bs, f->size - b * bs)); };
-  auto fetcher = [hub = hub_, loc = f->loc, bs](uint64_t b) {
-    return [hub, loc, off = b * bs](char* buf, size_t n, const CancelToken* c) {
-      return hub->ReadRange(loc, off, buf, n, c);
-    };
-  };
 
   // Readahead first, so prefetches overlap the wait for the demand blocks.
   bool waited = false;
-  for (uint64_t b = first; b <= last && !waited; ++b) waited = !cache_->Contains(cache::BlockKey{f->content, b});
+  for (uint64_t b = first; b <= last && !waited; ++b) waited = !cache_->InMemory(cache::BlockKey{f->content, b});
   PrefetchRange ra;
+  bool want_plan = false;
+  std::shared_ptr<const SafetensorsPlan> plan;
   {
     std::lock_guard lock(f->mu);
     ra = f->ra.OnRead(offset, end - offset, f->size, waited);
+    if (ra.jump && f->safetensors) f->plan_mode = true;
+    want_plan = f->plan_mode && !f->plan_tried;
+    if (want_plan) f->plan_tried = true;
+    if (f->plan_mode) plan = f->plan;
   }
-  if (!ra.empty()) {
-    for (uint64_t b = std::max(ra.begin / bs, last + 1); b * bs < ra.end; ++b)
-      cache_->Prefetch(cache::BlockKey{f->content, b}, block_len(b), fetcher(b));
+  if (want_plan) {
+    plan = LoadPlan(*f, cancel);
+    std::lock_guard lock(f->mu);
+    f->plan = plan;
+  }
+  auto prefetch = [&](uint64_t from, uint64_t to) {
+    for (uint64_t b = from / bs; b * bs < to; ++b) {
+      if (b >= first && b <= last) continue;
+      cache_->Prefetch(cache::BlockKey{f->content, b}, BlockLen(*f, b), Fetcher(*f, b));
+    }
+  };
+  if (!ra.empty()) prefetch(ra.begin, ra.end);
+  if (plan) {
+    // A loader walking tensors in key order: fetch what it will read next, wherever it lies.
+    for (const ByteRange& r : plan->Following(end, options_.readahead.max_window / 2)) prefetch(r.begin, r.end);
   }
 
   for (uint64_t b = first; b <= last; ++b) {
-    auto block = cache_->Get(cache::BlockKey{f->content, b}, block_len(b), fetcher(b), cancel);
+    auto block = cache_->Get(cache::BlockKey{f->content, b}, BlockLen(*f, b), Fetcher(*f, b), cancel);
     if (!block.ok()) return block.error();
     const uint64_t bstart = b * bs;
     const uint64_t s = std::max(offset, bstart), e = std::min(end, bstart + block.value()->size);

@@ -35,6 +35,7 @@
 #include "common/status.h"
 #include "fetch/hub_client.h"
 #include "fs/readahead.h"
+#include "fs/safetensors_plan.h"
 #include "fs/snapshot.h"
 
 namespace hubfs::fs {
@@ -124,8 +125,12 @@ class Filesystem {
     fetch::FileLocation loc;
     cache::ContentId content;
     uint64_t size = 0;
-    std::mutex mu;  // guards ra only
+    bool safetensors = false;
+    std::mutex mu;  // guards the fields below; never held across a wait
     Readahead ra;
+    bool plan_tried = false;
+    bool plan_mode = false;  // the reader jumps around: follow the tensor plan
+    std::shared_ptr<const SafetensorsPlan> plan;
   };
   struct RevEntry {
     fetch::RepoInfo info;
@@ -141,6 +146,10 @@ class Filesystem {
   Result<fetch::RepoInfo> ResolveRevision(fetch::RepoType type, const std::string& id, const std::string& rev);
   Result<std::shared_ptr<const Snapshot>> GetSnapshot(fetch::RepoType type, const fetch::RepoInfo& info);
   CancelToken Token() const { return CancelToken(Deadline()); }
+  // The tensor plan of a .safetensors file (header parsed once per content), or null.
+  std::shared_ptr<const SafetensorsPlan> LoadPlan(const OpenFile& f, const CancelToken* cancel);
+  cache::FetchFn Fetcher(const OpenFile& f, uint64_t block) const;
+  size_t BlockLen(const OpenFile& f, uint64_t block) const;
 
   FsOptions options_;
   std::shared_ptr<fetch::HubClient> hub_;
@@ -159,6 +168,9 @@ class Filesystem {
 
   std::mutex snap_mu_;
   std::unordered_map<std::string, std::shared_future<Result<std::shared_ptr<const Snapshot>>>> snapshots_;
+
+  std::mutex plans_mu_;
+  std::unordered_map<std::string, std::shared_ptr<const SafetensorsPlan>> plans_;
 
   std::mutex handles_mu_;
   std::unordered_map<uint64_t, std::shared_ptr<OpenFile>> handles_;

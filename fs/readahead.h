@@ -25,6 +25,7 @@ struct ReadaheadConfig {
 struct PrefetchRange {
   uint64_t begin = 0;
   uint64_t end = 0;  // exclusive; begin == end means nothing to prefetch
+  bool jump = false;  // the read started a new stream away from the file's start
   bool empty() const { return begin >= end; }
 };
 
