@@ -1,10 +1,8 @@
 // The block cache (see block_cache.h).
 #include "cache/block_cache.h"
 
-#include <tbb/task_arena.h>
 #include <openssl/evp.h>
 #include <sys/stat.h>
-#include <tbb/task_group.h>
 
 #include <algorithm>
 #include <cstring>
@@ -38,13 +36,11 @@ BlockCache::BlockCache(CacheOptions options)
                disk.error().ToString().c_str());
     }
   }
-  // Background writers; no slot is reserved for an external thread, so TBB workers run the tasks.
   if (disk_) {
     verified_dir_ = options_.disk_dir + "/" + kDiskFormatDir + "/verified";
     ::mkdir(verified_dir_.c_str(), 0700);
   }
-  write_arena_ = std::make_unique<tbb::task_arena>(options_.disk_writers, 0);
-  writes_ = std::make_unique<tbb::task_group>();
+  writers_ = std::make_unique<WorkerPool>(options_.disk_writers);
   for (int i = 0; i < std::max(1, options_.loader_threads); ++i) loaders_.emplace_back([this] { LoaderMain(); });
 }
 
@@ -67,7 +63,7 @@ BlockCache::~BlockCache() {
 }
 
 void BlockCache::Flush() {
-  write_arena_->execute([this] { writes_->wait(); });
+  writers_->Wait();
 }
 
 bool BlockCache::InMemory(const BlockKey& key) const {
@@ -148,7 +144,7 @@ void BlockCache::NotePresent(const BlockKey& key) {
   if (!complete) return;
   const ContentId id = key.content;
   const uint64_t size = *complete;
-  write_arena_->execute([&] { writes_->run([this, id, size] { VerifyFile(id, size); }); });
+  writers_->Run([this, id, size] { VerifyFile(id, size); });
 }
 
 void BlockCache::VerifyFile(const ContentId& id, uint64_t size) {
@@ -333,21 +329,19 @@ void BlockCache::ScheduleWrite(const BlockKey& key, BlockRef block) {
     }
     pending_write_bytes_ += n;
   }
-  write_arena_->execute([&] {
-    writes_->run([this, key, block = std::move(block), n] {
-      auto st = disk_->Write(key, block->data.get(), block->size);
-      {
-        std::lock_guard lock(write_mu_);
-        pending_write_bytes_ -= n;
-      }
-      write_cv_.notify_all();
-      if (!st.ok()) {
-        m_errors.Add();
-        if (!logged_disk_error_.exchange(true))
-          LOG_WARN("disk cache write failed: %s (serving from memory and the origin; logged once)",
-                   st.error().ToString().c_str());
-      }
-    });
+  writers_->Run([this, key, block = std::move(block), n] {
+    auto st = disk_->Write(key, block->data.get(), block->size);
+    {
+      std::lock_guard lock(write_mu_);
+      pending_write_bytes_ -= n;
+    }
+    write_cv_.notify_all();
+    if (!st.ok()) {
+      m_errors.Add();
+      if (!logged_disk_error_.exchange(true))
+        LOG_WARN("disk cache write failed: %s (serving from memory and the origin; logged once)",
+                 st.error().ToString().c_str());
+    }
   });
 }
 

@@ -12,8 +12,8 @@
 // the same Flight and gets the same bytes or the same error. Prefetch() creates a queued Flight
 // that a loader thread runs later; a demand reader that finds a queued Flight claims it and runs it
 // itself, so demand reads never wait behind prefetch. A completed block is inserted into memory
-// and written to disk in the background (a oneTBB task_group in its own arena), so the caller never
-// waits for compression or disk writes.
+// and written to disk in the background (WorkerPool), so the caller never waits for compression or
+// disk writes.
 //
 // Entry states: absent -> loading (Flight) -> resident (memory LRU) -> evicted; a resident block
 // held by a reader (BlockRef use_count > 1) is skipped by eviction. Disk residency is independent.
@@ -24,8 +24,6 @@
 
 #include <atomic>
 #include <boost/intrusive/list.hpp>
-#include <tbb/task_arena.h>
-#include <tbb/task_group.h>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -39,6 +37,7 @@
 #include "cache/block_key.h"
 #include "cache/disk_store.h"
 #include "cache/file_tracker.h"
+#include "cache/worker_pool.h"
 #include "common/cancel.h"
 #include "common/status.h"
 
@@ -140,8 +139,7 @@ class BlockCache {
   std::mutex write_mu_;
   std::condition_variable write_cv_;
   uint64_t pending_write_bytes_ = 0;  // guarded by write_mu_
-  std::unique_ptr<tbb::task_arena> write_arena_;
-  std::unique_ptr<tbb::task_group> writes_;
+  std::unique_ptr<WorkerPool> writers_;  // disk writes and whole-file verification
   std::atomic<bool> logged_disk_error_{false};
   FileTracker tracker_;
   std::string verified_dir_;  // markers of files verified in this cache directory

@@ -385,12 +385,8 @@ Result<uint64_t> Filesystem::Open(uint64_t ino, int flags) {
   f->size = n.size;
   f->ra = Readahead(options_.readahead);
   f->safetensors = n.name.size() > 12 && n.name.compare(n.name.size() - 12, 12, ".safetensors") == 0;
-  uint64_t fh;
-  {
-    std::lock_guard lock(handles_mu_);
-    fh = next_fh_++;
-    handles_[fh] = f;
-  }
+  const uint64_t fh = next_fh_++;
+  handles_.insert({fh, f});
   cache_->TrackFile(f->content, f->size);
   // Most readers start at the beginning (a safetensors header, a config): start fetching it now.
   if (f->size > 0) {
@@ -401,12 +397,13 @@ Result<uint64_t> Filesystem::Open(uint64_t ino, int flags) {
 }
 
 void Filesystem::Release(uint64_t fh) {
-  std::shared_ptr<OpenFile> f;  // destroyed outside the lock
-  std::lock_guard lock(handles_mu_);
-  auto it = handles_.find(fh);
-  if (it == handles_.end()) return;
-  f = std::move(it->second);
-  handles_.erase(it);
+  std::shared_ptr<OpenFile> f;  // destroyed outside the accessor
+  {
+    decltype(handles_)::accessor a;
+    if (!handles_.find(a, fh)) return;
+    f = std::move(a->second);
+    handles_.erase(a);
+  }
 }
 
 size_t Filesystem::BlockLen(const OpenFile& f, uint64_t block) const {
@@ -463,10 +460,9 @@ Result<std::vector<ReadSlice>> Filesystem::Read(uint64_t fh, uint64_t offset, si
   static auto& m_bytes = metrics::Get("fs.read_bytes");
   std::shared_ptr<OpenFile> f;
   {
-    std::lock_guard lock(handles_mu_);
-    auto it = handles_.find(fh);
-    if (it == handles_.end()) return MakeError(ErrorKind::kInvalidArgument, "bad file handle");
-    f = it->second;
+    decltype(handles_)::const_accessor a;
+    if (!handles_.find(a, fh)) return MakeError(ErrorKind::kInvalidArgument, "bad file handle");
+    f = a->second;
   }
   m_reads.Add();
   std::vector<ReadSlice> out;

@@ -18,6 +18,7 @@
 #pragma once
 
 #include <sys/types.h>
+#include <tbb/concurrent_hash_map.h>
 
 #include <chrono>
 #include <cstdint>
@@ -156,7 +157,7 @@ class Filesystem {
   std::shared_ptr<cache::BlockCache> cache_;
   int64_t mount_time_ = 0;
 
-  // Lock order: mu_ before nothing (leaf); rev_mu_, snap_mu_, handles_mu_ are leaves too.
+  // Lock order: mu_ before nothing (leaf); rev_mu_, snap_mu_, plans_mu_ are leaves too.
   mutable std::mutex mu_;
   std::unordered_map<uint64_t, std::shared_ptr<Inode>> inodes_;
   std::map<std::pair<uint64_t, std::string>, uint64_t> children_;
@@ -172,9 +173,10 @@ class Filesystem {
   std::mutex plans_mu_;
   std::unordered_map<std::string, std::shared_ptr<const SafetensorsPlan>> plans_;
 
-  std::mutex handles_mu_;
-  std::unordered_map<uint64_t, std::shared_ptr<OpenFile>> handles_;
-  uint64_t next_fh_ = 1;
+  // Looked up on every READ: a oneTBB concurrent map, so readers of different files never share a
+  // lock. Accessors are held only to copy the shared_ptr out.
+  tbb::concurrent_hash_map<uint64_t, std::shared_ptr<OpenFile>> handles_;
+  std::atomic<uint64_t> next_fh_{1};
 };
 
 }  // namespace hubfs::fs

@@ -130,8 +130,13 @@ class Mount:
             subprocess.run(["fusermount3", "-u", "-z", self.mountpoint], stderr=subprocess.DEVNULL)
         self.log.close()
         rc = self.proc.returncode
+        log = self.read_log()
         if remove:
             shutil.rmtree(self.tmp, ignore_errors=True)
+        # A sanitizer report anywhere in the daemon's life fails the test that ran it.
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:", "WARNING: ThreadSanitizer"):
+            if marker in log:
+                raise AssertionError("hubfs daemon reported a sanitizer error:\n" + log[-6000:])
         return rc
 
     def __enter__(self):

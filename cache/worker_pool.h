@@ -1,0 +1,72 @@
+// A fixed set of threads running queued jobs in FIFO order: the cache's background disk writers and
+// whole-file verifiers. Plain std::thread + mutex + condition variable on purpose: every handoff is
+// visible to ThreadSanitizer (oneTBB's scheduler lives in an uninstrumented libtbb, where TSan
+// reports its task handoffs as races), and Wait() gives tests and shutdown a clean barrier.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace hubfs::cache {
+
+class WorkerPool {
+ public:
+  explicit WorkerPool(int threads) {
+    for (int i = 0; i < std::max(1, threads); ++i) threads_.emplace_back([this] { Main(); });
+  }
+  ~WorkerPool() {
+    Wait();
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+  WorkerPool(const WorkerPool&) = delete;
+  WorkerPool& operator=(const WorkerPool&) = delete;
+
+  void Run(std::function<void()> job) {
+    {
+      std::lock_guard lock(mu_);
+      jobs_.push_back(std::move(job));
+      ++pending_;
+    }
+    cv_.notify_one();
+  }
+
+  // Returns once every job queued so far (and any they queued) has finished.
+  void Wait() {
+    std::unique_lock lock(mu_);
+    idle_cv_.wait(lock, [&] { return pending_ == 0; });
+  }
+
+ private:
+  void Main() {
+    std::unique_lock lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [&] { return stopping_ || !jobs_.empty(); });
+      if (jobs_.empty()) return;  // stopping
+      auto job = std::move(jobs_.front());
+      jobs_.pop_front();
+      lock.unlock();
+      job();
+      job = nullptr;  // release captures outside the lock
+      lock.lock();
+      if (--pending_ == 0) idle_cv_.notify_all();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_, idle_cv_;
+  std::deque<std::function<void()>> jobs_;
+  size_t pending_ = 0;
+  bool stopping_ = false;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace hubfs::cache
