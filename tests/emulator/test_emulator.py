@@ -811,6 +811,8 @@ def test_malformed_requests_do_not_crash(emu, hub):
               "/api/models/hubfs-test/tiny-model/commits/main?p=-1&limit=x"):
         r = hub.get(p)
         assert r.status < 500, (p, r)
+    r = hub.get("/api/models/%s/revision/x%%0d%%0aInjected:%%20yes" % TINY)
+    assert r.status == 404 and "injected" not in r.h
     r = hub.request("DELETE", "/api/models/" + TINY)
     assert r.status in (404, 405)
     r = hub.request("POST", "/api/models/%s/paths-info/main" % TINY, {"Content-Type": "application/json"},
