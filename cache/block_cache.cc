@@ -27,7 +27,8 @@ BlockCache::BlockCache(CacheOptions options)
       nshards_(std::clamp<size_t>(options_.memory_bytes / std::max<size_t>(options_.block_size, 1), 1, kShards)),
       shards_(new Shard[kShards]) {
   if (!options_.disk_dir.empty()) {
-    auto disk = DiskStore::Open({options_.disk_dir, options_.disk_bytes, options_.min_free_bytes});
+    auto disk = DiskStore::Open(
+        {options_.disk_dir, options_.disk_bytes, options_.min_free_bytes, options_.block_size});
     if (disk.ok()) {
       disk_ = std::move(disk.value());
     } else {

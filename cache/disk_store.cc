@@ -170,6 +170,28 @@ Result<std::unique_ptr<DiskStore>> DiskStore::Open(const DiskOptions& options) {
   std::unique_ptr<DiskStore> store(new DiskStore(options));
   if (auto st = MakeDirs(store->root_ + "/blocks"); !st.ok()) return st.error();
   if (auto st = MakeDirs(store->root_ + "/tmp"); !st.ok()) return st.error();
+  if (options.block_size != 0) {
+    const std::string path = store->root_ + "/block_size";
+    const std::string want = std::to_string(options.block_size);
+    char buf[32] = {};
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+      ::close(fd);
+      std::string have(buf, n > 0 ? static_cast<size_t>(n) : 0);
+      while (!have.empty() && (have.back() == '\n' || have.back() == ' ')) have.pop_back();
+      if (have != want)
+        return MakeError(ErrorKind::kInvalidArgument,
+                         "cache directory holds blocks of " + have + " bytes, not " + want + " (use another --cache-dir)");
+    } else {
+      const int w = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+      if (w < 0 || WriteAll(w, (want + "\n").data(), want.size() + 1) != 0) {
+        if (w >= 0) ::close(w);
+        return MakeError(ErrorKind::kIo, "cannot write " + path);
+      }
+      ::close(w);
+    }
+  }
   ::chmod(options.dir.c_str(), 0700);
   // Leftover temp files are from a daemon that died mid-write: they never became blocks.
   if (DIR* tmp = ::opendir((store->root_ + "/tmp").c_str())) {

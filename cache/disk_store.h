@@ -34,6 +34,9 @@ struct DiskOptions {
   std::string dir;
   uint64_t max_bytes = 20ULL << 30;
   uint64_t min_free_bytes = 1ULL << 30;
+  // Block keys are (content, index): the index only means something for one block size, so a
+  // cache directory is bound to the block size that first used it. 0 = do not check (tools).
+  uint64_t block_size = 0;
 };
 
 struct VerifyReport {

@@ -25,6 +25,7 @@ const char* ErrorKindName(ErrorKind kind) {
     case ErrorKind::kReadOnly: return "read-only";
     case ErrorKind::kNotDirectory: return "not-a-directory";
     case ErrorKind::kIsDirectory: return "is-a-directory";
+    case ErrorKind::kNoAttribute: return "no-attribute";
   }
   return "unknown";
 }

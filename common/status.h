@@ -22,6 +22,7 @@ enum class ErrorKind : uint8_t {
   kReadOnly,        // a write on a read-only filesystem
   kNotDirectory,
   kIsDirectory,
+  kNoAttribute,     // getxattr of a name the inode does not have
 };
 
 const char* ErrorKindName(ErrorKind kind);

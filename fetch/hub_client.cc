@@ -252,6 +252,8 @@ Result<size_t> HubClient::ReadRange(const FileLocation& loc, uint64_t offset, ch
   static auto& m_bytes = metrics::Get("fetch.bytes");
   static auto& m_bad = metrics::Get("fetch.bad_responses");
   static auto& m_reresolve = metrics::Get("fetch.cdn_reresolve");
+  static auto& h_latency = metrics::GetHistogram("fetch.range.latency_us");
+  metrics::LatencyTimer timer(h_latency);
   if (offset >= loc.size || len == 0) return size_t{0};
   const size_t want = static_cast<size_t>(std::min<uint64_t>(len, loc.size - offset));
   const std::string resolve_url = ResolveUrl(loc);

@@ -20,6 +20,7 @@ inline int ErrnoFor(ErrorKind kind) {
     case ErrorKind::kReadOnly: return EROFS;
     case ErrorKind::kNotDirectory: return ENOTDIR;
     case ErrorKind::kIsDirectory: return EISDIR;
+    case ErrorKind::kNoAttribute: return ENODATA;
   }
   return EIO;
 }

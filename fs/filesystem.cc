@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstring>
 #include <ctime>
 
 #include "common/log.h"
@@ -17,6 +18,7 @@ namespace hubfs::fs {
 namespace {
 constexpr uint64_t kDatasetsIno = 2;
 constexpr uint64_t kSpacesIno = 3;
+constexpr uint64_t kStatsIno = 4;
 constexpr size_t kMaxSnapshots = 256;
 
 std::string TypeKey(fetch::RepoType t) { return fetch::ApiCollection(t); }
@@ -47,6 +49,12 @@ Filesystem::Filesystem(FsOptions options, std::shared_ptr<fetch::HubClient> hub,
   spaces->ino = kSpacesIno;
   spaces->type = fetch::RepoType::kSpace;
   spaces->name = "spaces";
+  auto stats = std::make_shared<Inode>();
+  stats->ino = kStatsIno;
+  stats->kind = Kind::kStats;
+  stats->parent = kRootIno;
+  stats->name = kStatsFileName;
+  inodes_[kStatsIno] = stats;
   inodes_[kRootIno] = root;
   inodes_[kDatasetsIno] = datasets;
   inodes_[kSpacesIno] = spaces;
@@ -76,6 +84,10 @@ Attr Filesystem::AttrOf(const Inode& in) const {
     case Kind::kSymlink:
       a.mode = S_IFLNK | 0777;
       a.size = in.target.size();
+      break;
+    case Kind::kStats:
+      a.mode = S_IFREG | 0444;
+      a.mtime = static_cast<int64_t>(std::time(nullptr));
       break;
     case Kind::kRepo: {
       const SnapshotNode& n = in.snap->node(in.node);
@@ -125,7 +137,7 @@ EntryOut Filesystem::Publish(const std::shared_ptr<Inode>& parent, const std::st
 }
 
 void Filesystem::Forget(uint64_t ino, uint64_t nlookup) {
-  if (ino <= kSpacesIno) return;
+  if (ino <= kStatsIno) return;
   std::shared_ptr<Inode> dead;  // freed outside the lock
   std::lock_guard lock(mu_);
   auto it = inodes_.find(ino);
@@ -227,6 +239,7 @@ Result<EntryOut> Filesystem::Lookup(uint64_t parent_ino, const std::string& name
     case Kind::kOrgDir:
       return LookupRepo(parent, name);
     case Kind::kSymlink:
+    case Kind::kStats:
       return MakeError(ErrorKind::kNotDirectory, name);
     case Kind::kRepo:
       break;
@@ -249,12 +262,12 @@ Result<EntryOut> Filesystem::Lookup(uint64_t parent_ino, const std::string& name
 }
 
 Result<EntryOut> Filesystem::LookupTop(const std::shared_ptr<Inode>& parent, const std::string& name) {
-  if (parent->kind == Kind::kRoot && (name == "datasets" || name == "spaces")) {
-    auto in = Get(name == "datasets" ? kDatasetsIno : kSpacesIno);
+  if (parent->kind == Kind::kRoot && (name == "datasets" || name == "spaces" || name == kStatsFileName)) {
+    auto in = Get(name == "datasets" ? kDatasetsIno : name == "spaces" ? kSpacesIno : kStatsIno);
     EntryOut out;
     out.ino = in->ino;
     out.attr = AttrOf(*in);
-    out.entry_timeout = out.attr_timeout = options_.pinned_timeout_s;
+    out.entry_timeout = out.attr_timeout = in->kind == Kind::kStats ? 0 : options_.pinned_timeout_s;
     return out;
   }
   const fetch::RepoType type = parent->kind == Kind::kRoot ? fetch::RepoType::kModel : parent->type;
@@ -337,7 +350,8 @@ Result<std::vector<DirEntryOut>> Filesystem::ReadDir(uint64_t ino) {
       add_seen(in->ino);
       return out;
     case Kind::kSymlink:
-      return MakeError(ErrorKind::kNotDirectory, "symlink");
+    case Kind::kStats:
+      return MakeError(ErrorKind::kNotDirectory, "not a directory");
     case Kind::kOrgDir: {
       auto token = Token();
       auto ids = hub_->ListRepos(in->type, in->org, &token);
@@ -372,10 +386,22 @@ Result<std::string> Filesystem::ReadLink(uint64_t ino) {
   return in->target;
 }
 
-Result<uint64_t> Filesystem::Open(uint64_t ino, int flags) {
+Result<OpenOut> Filesystem::Open(uint64_t ino, int flags) {
   auto in = Get(ino);
   if (!in) return MakeError(ErrorKind::kNotFound, "stale inode");
   if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC)) return MakeError(ErrorKind::kReadOnly, "read-only");
+  if (in->kind == Kind::kStats) {
+    const std::string text = options_.status_header + metrics::RenderText();
+    auto f = std::make_shared<OpenFile>();
+    f->inode = in;
+    auto block = std::make_shared<cache::Block>(text.size());
+    std::memcpy(block->data.get(), text.data(), text.size());
+    f->generated = std::move(block);
+    f->size = text.size();
+    const uint64_t fh = next_fh_++;
+    handles_.insert({fh, f});
+    return OpenOut{fh, true};
+  }
   if (in->kind != Kind::kRepo || in->snap->node(in->node).is_dir) return MakeError(ErrorKind::kIsDirectory, "dir");
   const SnapshotNode& n = in->snap->node(in->node);
   auto f = std::make_shared<OpenFile>();
@@ -393,7 +419,7 @@ Result<uint64_t> Filesystem::Open(uint64_t ino, int flags) {
     const size_t len = static_cast<size_t>(std::min<uint64_t>(cache_->block_size(), f->size));
     cache_->Prefetch(cache::BlockKey{f->content, 0}, len, Fetcher(*f, 0));
   }
-  return fh;
+  return OpenOut{fh, false};
 }
 
 void Filesystem::Release(uint64_t fh) {
@@ -467,6 +493,11 @@ Result<std::vector<ReadSlice>> Filesystem::Read(uint64_t fh, uint64_t offset, si
   m_reads.Add();
   std::vector<ReadSlice> out;
   if (offset >= f->size || len == 0) return out;
+  if (f->generated) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(len, f->size - offset));
+    out.push_back(ReadSlice{f->generated, static_cast<size_t>(offset), n});
+    return out;
+  }
   const uint64_t end = std::min<uint64_t>(offset + len, f->size);
   const uint64_t bs = cache_->block_size();
   const uint64_t first = offset / bs, last = (end - 1) / bs;
@@ -511,6 +542,36 @@ Result<std::vector<ReadSlice>> Filesystem::Read(uint64_t fh, uint64_t offset, si
   }
   m_bytes.Add(end - offset);
   return out;
+}
+
+Result<std::string> Filesystem::GetXattr(uint64_t ino, const std::string& name) {
+  auto in = Get(ino);
+  if (!in) return MakeError(ErrorKind::kNotFound, "stale inode");
+  if (in->kind != Kind::kRepo) return MakeError(ErrorKind::kNoAttribute, name);
+  const SnapshotNode& n = in->snap->node(in->node);
+  if (name == "user.hf.commit") return in->snap->commit();
+  if (name == "user.hf.repo")
+    return std::string(fetch::ApiCollection(in->snap->type())) + "/" + in->snap->repo_id();
+  if (n.is_dir) return MakeError(ErrorKind::kNoAttribute, name);
+  if (name == "user.hf.etag") return n.lfs ? n.lfs_sha256 : n.oid;
+  if (name == "user.hf.size") return std::to_string(n.size);
+  if (name == "user.hf.lfs") return std::string(n.lfs ? "1" : "0");
+  if (name == "user.hf.sha256" && n.lfs) return n.lfs_sha256;
+  if (name == "user.hf.oid") return n.oid;
+  return MakeError(ErrorKind::kNoAttribute, name);
+}
+
+Result<std::vector<std::string>> Filesystem::ListXattr(uint64_t ino) {
+  auto in = Get(ino);
+  if (!in) return MakeError(ErrorKind::kNotFound, "stale inode");
+  std::vector<std::string> names;
+  if (in->kind != Kind::kRepo) return names;
+  names = {"user.hf.commit", "user.hf.repo"};
+  const SnapshotNode& n = in->snap->node(in->node);
+  if (n.is_dir) return names;
+  for (const char* x : {"user.hf.etag", "user.hf.size", "user.hf.lfs", "user.hf.oid"}) names.emplace_back(x);
+  if (n.lfs) names.emplace_back("user.hf.sha256");
+  return names;
 }
 
 StatFsOut Filesystem::StatFs() const {

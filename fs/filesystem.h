@@ -41,6 +41,14 @@
 
 namespace hubfs::fs {
 
+struct OpenOut {
+  uint64_t fh = 0;
+  bool direct_io = false;  // generated content (the stats file): no page cache
+};
+
+// The hidden live-statistics file at the root of the mount.
+inline constexpr const char* kStatsFileName = ".hubfs-stats";
+
 struct FsOptions {
   std::chrono::seconds revision_ttl{60};
   std::chrono::seconds request_timeout{50};  // every FUSE request ends within this
@@ -48,6 +56,7 @@ struct FsOptions {
   uid_t uid = 0;
   gid_t gid = 0;
   ReadaheadConfig readahead;
+  std::string status_header;  // first lines of the stats file (endpoint, cache dir, version)
 };
 
 struct Attr {
@@ -95,7 +104,10 @@ class Filesystem {
   Result<Attr> GetAttr(uint64_t ino, double* attr_timeout);
   Result<std::vector<DirEntryOut>> ReadDir(uint64_t ino);
   Result<std::string> ReadLink(uint64_t ino);
-  Result<uint64_t> Open(uint64_t ino, int flags);  // returns a file handle
+  Result<OpenOut> Open(uint64_t ino, int flags);
+  // Hub metadata as extended attributes: user.hf.{commit,etag,sha256,size,lfs,repo}.
+  Result<std::string> GetXattr(uint64_t ino, const std::string& name);
+  Result<std::vector<std::string>> ListXattr(uint64_t ino);
   Result<std::vector<ReadSlice>> Read(uint64_t fh, uint64_t offset, size_t len, const CancelToken* cancel);
   void Release(uint64_t fh);
   StatFsOut StatFs() const;
@@ -106,7 +118,7 @@ class Filesystem {
   }
 
  private:
-  enum class Kind { kRoot, kTypeDir, kOrgDir, kRepo, kSymlink };
+  enum class Kind { kRoot, kTypeDir, kOrgDir, kRepo, kSymlink, kStats };
   struct Inode {
     uint64_t ino = 0;
     Kind kind = Kind::kRoot;
@@ -127,6 +139,7 @@ class Filesystem {
     cache::ContentId content;
     uint64_t size = 0;
     bool safetensors = false;
+    cache::BlockRef generated;  // the stats file's content, frozen at open
     std::mutex mu;  // guards the fields below; never held across a wait
     Readahead ra;
     bool plan_tried = false;

@@ -100,13 +100,16 @@ void ReadLink(fuse_req_t req, fuse_ino_t ino) {
 void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto r = FsOf(req)->Open(ino, fi->flags);
   if (!r.ok()) return ReplyError(req, r.error());
-  fi->fh = r.value();
-  fi->keep_cache = 1;  // every inode's content is immutable: keep the page cache across opens
+  fi->fh = r->fh;
+  fi->direct_io = r->direct_io ? 1 : 0;
+  fi->keep_cache = r->direct_io ? 0 : 1;  // every inode's content is immutable: keep its page cache
   fi->noflush = 1;
   if (fuse_reply_open(req, fi) == -ENOENT) FsOf(req)->Release(fi->fh);  // interrupted open
 }
 
 void Read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
+  static auto& h_latency = metrics::GetHistogram("fuse.read.latency_us");
+  metrics::LatencyTimer timer(h_latency);
   Filesystem* fs = FsOf(req);
   CancelToken cancel(fs->Deadline());
   fuse_req_interrupt_func(req, OnInterrupt, &cancel);
@@ -198,6 +201,24 @@ void Rename(fuse_req_t req, fuse_ino_t, const char*, fuse_ino_t, const char*, un
 void Link(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) { Rofs(req); }
 void Write(fuse_req_t req, fuse_ino_t, const char*, size_t, off_t, fuse_file_info*) { Rofs(req); }
 void Create(fuse_req_t req, fuse_ino_t, const char*, mode_t, fuse_file_info*) { Rofs(req); }
+void GetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  auto r = FsOf(req)->GetXattr(ino, name);
+  if (!r.ok()) return ReplyError(req, r.error());
+  if (size == 0) return (void)fuse_reply_xattr(req, r->size());
+  if (size < r->size()) return (void)fuse_reply_err(req, ERANGE);
+  fuse_reply_buf(req, r->data(), r->size());
+}
+
+void ListXattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  auto r = FsOf(req)->ListXattr(ino);
+  if (!r.ok()) return ReplyError(req, r.error());
+  std::string buf;
+  for (const auto& n : r.value()) buf.append(n).push_back('\0');
+  if (size == 0) return (void)fuse_reply_xattr(req, buf.size());
+  if (size < buf.size()) return (void)fuse_reply_err(req, ERANGE);
+  fuse_reply_buf(req, buf.data(), buf.size());
+}
+
 void SetXattr(fuse_req_t req, fuse_ino_t, const char*, const char*, size_t, int) { Rofs(req); }
 void RemoveXattr(fuse_req_t req, fuse_ino_t, const char*) { Rofs(req); }
 void Fallocate(fuse_req_t req, fuse_ino_t, int, off_t, off_t, fuse_file_info*) { Rofs(req); }
@@ -229,6 +250,8 @@ fuse_lowlevel_ops MakeOps() {
   ops.write = Write;
   ops.create = Create;
   ops.setxattr = SetXattr;
+  ops.getxattr = GetXattr;
+  ops.listxattr = ListXattr;
   ops.removexattr = RemoveXattr;
   ops.fallocate = Fallocate;
   return ops;

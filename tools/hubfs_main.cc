@@ -27,6 +27,7 @@
 #include "fetch/hub_client.h"
 #include "fs/filesystem.h"
 #include "fs/fuse_adapter.h"
+#include "tools/commands.h"
 
 namespace {
 
@@ -118,8 +119,10 @@ void RecoverDeadMount(const std::string& mp) {
 }
 
 struct StatsWriter {
-  // Dumps the metrics registry to <cache>/stats every second, for `hubfs cache stats`.
-  explicit StatsWriter(std::string path) : path_(std::move(path)), thread_([this] { Run(); }) {}
+  // Dumps the metrics registry every second: as text to <cache>/stats (for `hubfs cache stats`),
+  // and in Prometheus text format to --metrics FILE (for node exporters' textfile collector).
+  StatsWriter(std::string path, std::string prom_path)
+      : path_(std::move(path)), prom_path_(std::move(prom_path)), thread_([this] { Run(); }) {}
   ~StatsWriter() {
     {
       std::lock_guard lock(mu_);
@@ -132,17 +135,21 @@ struct StatsWriter {
     std::unique_lock lock(mu_);
     do {
       lock.unlock();
-      const std::string tmp = path_ + ".tmp";
-      {
-        std::ofstream f(tmp, std::ios::trunc);
-        f << metrics::RenderText();
-      }
-      ::chmod(tmp.c_str(), 0600);
-      std::rename(tmp.c_str(), path_.c_str());
+      if (!path_.empty()) WriteAtomically(path_, metrics::RenderText(), 0600);
+      if (!prom_path_.empty()) WriteAtomically(prom_path_, metrics::RenderPrometheus(), 0644);
       lock.lock();
     } while (!cv_.wait_for(lock, std::chrono::seconds(1), [&] { return stop_; }));
   }
-  std::string path_;
+  static void WriteAtomically(const std::string& path, const std::string& text, mode_t mode) {
+    const std::string tmp = path + ".tmp";
+    {
+      std::ofstream f(tmp, std::ios::trunc);
+      f << text;
+    }
+    ::chmod(tmp.c_str(), mode);
+    std::rename(tmp.c_str(), path.c_str());
+  }
+  std::string path_, prom_path_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;
@@ -182,6 +189,10 @@ int main(int argc, char** argv) {
                "/spaces/{org}/{name}/; file bytes are fetched on demand into a local block cache."};
   app.require_subcommand(1);
   app.set_version_flag("--version", "hubfs 0.1.0");
+  // Options may also come from a config file: [mount] section, same names as the flags; flags on
+  // the command line win. Default: $HUBFS_CONFIG, else /etc/hubfs/hubfs.conf when it exists.
+  app.set_config("--config", Env("HUBFS_CONFIG").empty() ? "/etc/hubfs/hubfs.conf" : Env("HUBFS_CONFIG"),
+                 "Config file (TOML-style [mount] section; default /etc/hubfs/hubfs.conf if present)");
 
   std::string endpoint = Env("HF_ENDPOINT").empty() ? "https://huggingface.co" : Env("HF_ENDPOINT");
   std::string token_file, cache_dir = DefaultCacheDir(), cache_size = "20G", memory_cache = "1G", min_free = "1G";
@@ -212,10 +223,27 @@ int main(int argc, char** argv) {
   mount->add_option("--fetch-threads", loader_threads, "Parallel background range fetches (default 8)")
       ->check(CLI::Range(1, 64));
   mount->add_option("-o", fuse_opts, "FUSE mount options, e.g. allow_other")->allow_extra_args(false);
+  std::string metrics_file;
+  mount->add_option("--metrics", metrics_file, "Write Prometheus text metrics to FILE every second");
   mount->add_flag("-f,--foreground", mo.foreground, "Stay in the foreground");
   mount->add_flag("-d,--debug", mo.debug, "FUSE debug output (implies --foreground)");
   mount->add_option("--log-level", log_level, "error, warn, info or debug (default info)")
       ->check(CLI::IsMember({"error", "warn", "info", "debug"}));
+
+  app.add_subcommand("status", "Show every hubfs mount: endpoint, cache use, hit ratio, throughput, errors");
+
+  tools::WarmOptions wo;
+  auto* warm = app.add_subcommand("warm", "Fetch a repo's files into the cache ahead of use (idempotent)");
+  warm->add_option("repo", wo.repo, "org/name[@revision], datasets/org/name[@revision] or spaces/...")->required();
+  warm->add_option("paths", wo.globs, "Paths or globs inside the repo (default: every file)");
+  std::string warm_cache_dir = DefaultCacheDir(), warm_token_file, warm_cache_size = "20G";
+  warm->add_option("--endpoint", endpoint, "Hub endpoint (default $HF_ENDPOINT, else https://huggingface.co)");
+  warm->add_option("--token-file", warm_token_file, "File holding the Hub token (default as for mount)");
+  warm->add_option("--cache-dir", warm_cache_dir, "Block cache directory (default ~/.cache/hubfs)");
+  warm->add_option("--cache-size", warm_cache_size, "Disk cache cap (default 20G)")->check(SizeValidator());
+  warm->add_option("--block-size-mib", block_mib, "Cache block size in MiB; must match the mount's (default 4)")
+      ->check(CLI::Range(1, 64));
+  warm->add_option("-j,--jobs", wo.threads, "Parallel range fetches (default 8)")->check(CLI::Range(1, 64));
 
   std::string unmount_point;
   auto* unmount = app.add_subcommand("unmount", "Unmount a hubfs mount");
@@ -239,6 +267,18 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (*stats) return CacheStats(cdir);
+  if (app.got_subcommand("status")) return tools::RunStatus();
+  if (*warm) {
+    while (!endpoint.empty() && endpoint.back() == '/') endpoint.pop_back();
+    wo.endpoint = endpoint;
+    wo.token = LoadToken(warm_token_file);
+    wo.cache_dir = warm_cache_dir;
+    ParseSize(warm_cache_size, &wo.cache_bytes);
+    wo.min_free_bytes = 1ULL << 30;
+    wo.block_size = static_cast<size_t>(block_mib) << 20;
+    ::umask(077);
+    return tools::RunWarm(wo);
+  }
   if (*verify) {
     const auto r = cache::DiskStore::VerifyAll(cdir, remove_bad);
     std::printf("%llu blocks checked, %llu bad, %.1f MiB sound\n", static_cast<unsigned long long>(r.blocks),
@@ -296,7 +336,10 @@ int main(int argc, char** argv) {
     fo.request_timeout = std::chrono::seconds(request_timeout);
     fo.uid = getuid();
     fo.gid = getgid();
-    if (block_cache->disk()) stats_writer = std::make_unique<StatsWriter>(cache_dir + "/stats");
+    fo.status_header = "endpoint: " + endpoint + "\ncache: " + cache_dir + " (cap " + cache_size + ", memory " +
+                       memory_cache + ")\nversion: 0.1.0\n";
+    if (block_cache->disk() || !metrics_file.empty())
+      stats_writer = std::make_unique<StatsWriter>(block_cache->disk() ? cache_dir + "/stats" : "", metrics_file);
     LOG_INFO("endpoint %s, cache %s (%s disk, %s memory), token %s", endpoint.c_str(), cache_dir.c_str(),
              cache_size.c_str(), memory_cache.c_str(), token.empty() ? "none" : "set");
     return std::make_unique<fs::Filesystem>(fo, hub, block_cache);

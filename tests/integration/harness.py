@@ -92,6 +92,7 @@ class Mount:
         child_env = dict(os.environ)
         child_env.pop("HF_TOKEN", None)
         child_env["HF_HOME"] = os.path.join(self.tmp, "hf_home")  # no ambient token file
+        child_env["HUBFS_CONFIG"] = os.path.join(self.tmp, "no-config")  # no ambient /etc/hubfs config
         if token:
             token_file = os.path.join(self.tmp, "token")
             with open(token_file, "w") as f:

@@ -5,6 +5,7 @@ import hashlib
 import mmap
 import os
 import random
+import time
 
 import pytest
 
@@ -273,3 +274,58 @@ def test_listing_costs_one_paginated_tree_listing(emu, fixture):
     assert 1 <= len(trees) <= 1 + (n + 10) // 1000 + 1
     resolves = [r for r in emu.log() if "/resolve/" in r["path"]]
     assert not resolves, "listing must not touch file contents"
+
+
+def test_default_branch_is_reresolved_and_open_files_keep_their_commit(emu, fixture):
+    from harness import Mount
+    head = fixture.commit_of(MODEL, "main")
+    old = fixture.commit_of(MODEL, "v1.0")
+    main_files, old_files = fixture.files(MODEL, "main"), fixture.files(MODEL, "v1.0")
+    changed = next(p for p in old_files if p in main_files and old_files[p]["sha256"] != main_files[p]["sha256"])
+    only_old = next(p for p in old_files if p not in main_files)
+    try:
+        with Mount(emu.hub_url, extra_args=["--revision-ttl", "1"]) as m:
+            root = repo_dir(m, MODEL)
+            assert os.getxattr(root, "user.hf.commit").decode() == head
+            assert not os.path.exists(os.path.join(root, only_old))
+            held = open(os.path.join(root, changed), "rb")  # opened at the head commit
+            emu.move_branch(MODEL, "main", old)             # a push lands
+            time.sleep(2.2)
+            # After the TTL the name resolves to the new commit...
+            assert os.getxattr(root, "user.hf.commit").decode() == old
+            assert sha256_file(os.path.join(root, changed)) == old_files[changed]["sha256"]
+            assert sha256_file(os.path.join(root, only_old)) == old_files[only_old]["sha256"]
+            # ...while the file opened before keeps reading the commit it was opened at.
+            assert hashlib.sha256(held.read()).hexdigest() == main_files[changed]["sha256"]
+            held.close()
+            # Commit-pinned names never move.
+            assert os.getxattr(repo_dir(m, MODEL, rev=head), "user.hf.commit").decode() == head
+    finally:
+        emu.move_branch(MODEL, "main", head)
+
+
+def test_xattrs_carry_hub_metadata(mnt, fixture):
+    root = repo_dir(mnt, MODEL)
+    meta = fixture.files(MODEL)["model.safetensors"]
+    f = os.path.join(root, "model.safetensors")
+    assert os.getxattr(f, "user.hf.sha256").decode() == meta["sha256"]
+    assert os.getxattr(f, "user.hf.etag").decode() == meta["sha256"]
+    assert os.getxattr(f, "user.hf.size").decode() == str(meta["size"])
+    assert os.getxattr(f, "user.hf.lfs").decode() == "1"
+    assert os.getxattr(f, "user.hf.commit").decode() == fixture.commit_of(MODEL)
+    small = os.path.join(root, "config.json")
+    assert os.getxattr(small, "user.hf.lfs").decode() == "0"
+    assert os.getxattr(small, "user.hf.etag").decode() == fixture.files(MODEL)["config.json"]["oid"]
+    expect_errno(errno.ENODATA, os.getxattr, small, "user.hf.sha256")
+    assert "user.hf.sha256" in os.listxattr(f) and "user.hf.sha256" not in os.listxattr(small)
+
+
+def test_stats_file_is_live(mnt):
+    with open(mnt.path(".hubfs-stats")) as f:
+        before = f.read()
+    assert "endpoint: " in before and "fs.reads " in before
+    sha256_file(os.path.join(repo_dir(mnt, MODEL), "README.md"))
+    with open(mnt.path(".hubfs-stats")) as f:
+        after = f.read()
+    count = lambda text, key: int(next(l.split()[1] for l in text.splitlines() if l.startswith(key + " ")))
+    assert count(after, "fs.reads") > count(before, "fs.reads")

@@ -615,6 +615,18 @@ class HubHandler(BaseHandler):
         if p == "/_emu/log/clear" and m == "POST":
             ctx.log.clear()
             return json_resp({"ok": True})
+        if p == "/_emu/refs" and m == "POST":
+            # Simulates a push: move a branch of a repo to one of its existing commits.
+            try:
+                body = json.loads(self.body.decode("utf-8") or "{}")
+                repo, _ = ctx.store.lookup(body.get("type", "model"), body["id"])
+                branch, commit = body["branch"], body["commit"]
+            except (ValueError, KeyError, TypeError):
+                return error_resp(400, "refs: need JSON {type, id, branch, commit}")
+            if repo is None or commit not in repo.commits:
+                return error_resp(404, "refs: unknown repo or commit")
+            repo.branches[branch] = commit
+            return json_resp({"ok": True})
         if p == "/_emu/faults":
             if m == "GET":
                 return json_resp(ctx.faults.to_json())

@@ -358,6 +358,10 @@ class Emulator:
     def faults(self):
         return self._control("GET", "/_emu/faults")
 
+    def move_branch(self, repo_id, branch, commit, rtype="model"):
+        """Simulates a push: `branch` of the repo now points at `commit` (an existing commit)."""
+        return self._control("POST", "/_emu/refs", {"type": rtype, "id": repo_id, "branch": branch, "commit": commit})
+
     def clear_faults(self):
         self._control("DELETE", "/_emu/faults")
 

@@ -1,0 +1,96 @@
+"""The operator commands: warm (pre-fetch into the cache), status, the Prometheus metrics file,
+the config file, and --help documenting every mount option."""
+import os
+import subprocess
+import time
+
+from harness import HUBFS_BIN, Mount, sha256_file
+
+MODEL = "hubfs-test/tiny-model"
+
+
+def hubfs(*args, env=None, timeout=120):
+    e = dict(os.environ)
+    e.pop("HF_TOKEN", None)
+    e.update(env or {})
+    return subprocess.run([HUBFS_BIN, *args], capture_output=True, text=True, timeout=timeout, env=e)
+
+
+def test_help_documents_every_mount_option():
+    r = hubfs("mount", "--help")
+    assert r.returncode == 0
+    for opt in ("--endpoint", "--token-file", "--cache-dir", "--cache-size", "--memory-cache", "--revision-ttl",
+                "--request-timeout", "--foreground", "-o", "--metrics", "--min-free"):
+        assert opt in r.stdout, opt
+    assert "20G" in r.stdout
+
+
+def test_bad_size_is_a_clear_error(tmp_path):
+    r = hubfs("mount", str(tmp_path), "--cache-size", "lots")
+    assert r.returncode != 0 and "not a size" in r.stderr
+
+
+def test_warm_then_mount_reads_nothing_from_the_origin(emu, fixture, tmp_path):
+    cache = str(tmp_path / "cache")
+    r = hubfs("warm", MODEL, "*.safetensors", "config.json", "--endpoint", emu.hub_url, "--cache-dir", cache)
+    assert r.returncode == 0, r.stderr
+    assert "warmed 2 files" in r.stdout
+    # Idempotent: a second run fetches nothing.
+    emu.clear_log()
+    r = hubfs("warm", MODEL, "*.safetensors", "config.json", "--endpoint", emu.hub_url, "--cache-dir", cache)
+    assert r.returncode == 0 and "0.0 MiB fetched" in r.stdout, r.stdout
+    assert not [x for x in emu.log() if "/resolve/" in x["path"] or x["origin"] == "cdn"]
+    with Mount(emu.hub_url, cache_dir=cache) as m:
+        for name in ("model.safetensors", "config.json"):
+            assert sha256_file(m.path(*MODEL.split("/"), name)) == fixture.files(MODEL)[name]["sha256"]
+    assert not [x for x in emu.log() if "/resolve/" in x["path"] or x["origin"] == "cdn"]
+
+
+def test_warm_missing_repo_fails_clearly(emu, tmp_path):
+    r = hubfs("warm", "hubfs-test/nope", "--endpoint", emu.hub_url, "--cache-dir", str(tmp_path / "c"))
+    assert r.returncode == 1 and "not-found" in r.stderr
+
+
+def test_status_and_metrics_file(emu, fixture, tmp_path):
+    prom = str(tmp_path / "hubfs.prom")
+    with Mount(emu.hub_url, extra_args=["--metrics", prom]) as m:
+        sha256_file(m.path(*MODEL.split("/"), "model.safetensors"))
+        r = hubfs("status")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert m.mountpoint in r.stdout and emu.hub_url in r.stdout and "hit ratio" in r.stdout
+        time.sleep(1.5)
+        text = open(prom).read()
+    assert "# TYPE hubfs_fuse_read_latency_us histogram" in text
+    reads = next(int(l.split()[1]) for l in text.splitlines() if l.startswith("hubfs_fs_reads "))
+    assert reads > 0
+
+
+def test_config_file_sets_options_and_flags_win(emu, fixture, tmp_path):
+    conf = tmp_path / "hubfs.conf"
+    conf.write_text('[mount]\nendpoint = "http://127.0.0.1:9"\nrevision-ttl = 5\n')
+    # The config's endpoint is unreachable; the flag must win over it.
+    with Mount(emu.hub_url, env={"HUBFS_CONFIG": str(conf)}) as m:
+        assert sha256_file(m.path(*MODEL.split("/"), "config.json")) == fixture.files(MODEL)["config.json"]["sha256"]
+    # Without the flag, the config's endpoint and cache dir are used.
+    cache = tmp_path / "cfg-cache"
+    conf.write_text('[mount]\nendpoint = "%s"\ncache-dir = "%s"\n' % (emu.hub_url, cache))
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    env = dict(os.environ, HUBFS_CONFIG=str(conf), HF_HOME=str(tmp_path / "hf"))
+    env.pop("HF_TOKEN", None)
+    proc = subprocess.Popen([HUBFS_BIN, "mount", str(mp), "--foreground"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 20
+        while not os.path.ismount(mp) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        path = os.path.join(mp, *MODEL.split("/"), "config.json")
+        assert sha256_file(path) == fixture.files(MODEL)["config.json"]["sha256"]
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mp)])
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert os.path.isdir(cache / "v1")

@@ -1,0 +1,30 @@
+// The hubfs subcommands that are more than option plumbing: `status` and `warm`.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace hubfs::tools {
+
+// Lists every hubfs mount with its endpoint, cache use, hit ratio, bytes fetched, throughput and
+// errors (read from each mount's hidden stats file). Returns the exit code.
+int RunStatus();
+
+struct WarmOptions {
+  std::string endpoint;
+  std::string token;
+  std::string cache_dir;
+  uint64_t cache_bytes = 0;
+  uint64_t min_free_bytes = 0;
+  size_t block_size = 4u << 20;
+  int threads = 8;
+  std::string repo;                 // "org/name[@rev]", "datasets/org/name[@rev]", "spaces/..."
+  std::vector<std::string> globs;   // paths or fnmatch globs; empty = every file
+};
+
+// Fetches the selected files of a repo into the block cache, in parallel, with progress; already
+// cached blocks are skipped (idempotent); SIGINT/SIGTERM stop cleanly. Returns the exit code.
+int RunWarm(const WarmOptions& options);
+
+}  // namespace hubfs::tools
