@@ -1,0 +1,202 @@
+// hubfs_stub_fuse: the FUSE-path ceiling for tools/bench.
+//
+//   hubfs_stub_fuse MOUNTPOINT SIZE_BYTES [NAME]     (foreground; unmount with fusermount3 -u)
+//
+// A minimal libfuse low-level filesystem with one regular file, NAME (default "shard.bin"), of
+// SIZE_BYTES bytes whose READs are answered from memory: byte i of the file is
+// PatternByte(i % 1 MiB), a 1 MiB repeating pattern, so a READ is one or two iovecs into a static buffer and costs no copy
+// in the daemon. Everything the kernel sees is what hubfs negotiates (fs/fuse_adapter.cc):
+// ro,default_permissions; max_write 1 MiB (so max_pages 256: 1 MiB READs); max_readahead 1 MiB;
+// max_background 64 (congestion 48); async reads; keep_cache on open; the multithreaded loop; and,
+// as root, /sys/class/bdi/<maj:min>/read_ahead_kb raised to 16384 after the mount. The benchmark
+// reads it with the same access patterns as hubfs, so (stub time) is what the kernel FUSE path
+// alone costs on this machine.
+#ifndef FUSE_USE_VERSION
+#define FUSE_USE_VERSION 312
+#endif
+#include <fuse_lowlevel.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+constexpr uint64_t kPatternSize = 1u << 20;
+constexpr fuse_ino_t kFileIno = 2;
+
+std::vector<char> g_pattern;  // 2 x kPatternSize so any window < 1 MiB is contiguous
+uint64_t g_size = 0;
+std::string g_name = "shard.bin";
+
+inline char PatternByte(uint64_t i) {  // i < kPatternSize
+  const uint64_t x = i * 2654435761u;
+  return static_cast<char>((x >> 13) ^ (x >> 5) ^ i % 251);
+}
+
+struct stat FileStat() {
+  struct stat st {};
+  st.st_ino = kFileIno;
+  st.st_mode = S_IFREG | 0444;
+  st.st_nlink = 1;
+  st.st_size = static_cast<off_t>(g_size);
+  st.st_blocks = static_cast<blkcnt_t>((g_size + 511) / 512);
+  st.st_blksize = 1 << 20;
+  return st;
+}
+
+struct stat RootStat() {
+  struct stat st {};
+  st.st_ino = FUSE_ROOT_ID;
+  st.st_mode = S_IFDIR | 0555;
+  st.st_nlink = 2;
+  return st;
+}
+
+void Init(void*, fuse_conn_info* conn) {
+  // Same negotiation as hubfs (fs/fuse_adapter.cc Init).
+  conn->max_write = 1u << 20;
+  conn->max_readahead = 1u << 20;
+  conn->max_background = 64;
+  conn->congestion_threshold = 48;
+  if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
+  if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+  conn->want &= ~static_cast<unsigned>(FUSE_CAP_AUTO_INVAL_DATA);
+}
+
+void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  if (parent != FUSE_ROOT_ID || g_name != name) return (void)fuse_reply_err(req, ENOENT);
+  fuse_entry_param e{};
+  e.ino = kFileIno;
+  e.attr = FileStat();
+  e.attr_timeout = 3600;
+  e.entry_timeout = 3600;
+  e.generation = 1;
+  fuse_reply_entry(req, &e);
+}
+
+void GetAttr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  if (ino != FUSE_ROOT_ID && ino != kFileIno) return (void)fuse_reply_err(req, ENOENT);
+  struct stat st = ino == FUSE_ROOT_ID ? RootStat() : FileStat();
+  fuse_reply_attr(req, &st, 3600);
+}
+
+void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  if (ino != kFileIno) return (void)fuse_reply_err(req, EISDIR);
+  if ((fi->flags & O_ACCMODE) != O_RDONLY) return (void)fuse_reply_err(req, EROFS);
+  fi->keep_cache = 1;
+  fi->noflush = 1;
+  fuse_reply_open(req, fi);
+}
+
+void Read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*) {
+  const uint64_t o = static_cast<uint64_t>(off);
+  if (o >= g_size) return (void)fuse_reply_buf(req, nullptr, 0);
+  if (size > g_size - o) size = static_cast<size_t>(g_size - o);
+  // size <= 1 MiB (max_pages 256), so one window into the doubled pattern covers it; larger
+  // requests (never negotiated) are split into 1 MiB iovecs.
+  std::vector<iovec> iov;
+  uint64_t done = 0;
+  while (done < size) {
+    const uint64_t p = (o + done) % kPatternSize;
+    const uint64_t n = std::min<uint64_t>(size - done, kPatternSize);
+    iov.push_back({g_pattern.data() + p, static_cast<size_t>(n)});
+    done += n;
+  }
+  fuse_reply_iov(req, iov.data(), static_cast<int>(iov.size()));
+}
+
+void Release(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
+
+void OpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  if (ino != FUSE_ROOT_ID) return (void)fuse_reply_err(req, ENOTDIR);
+  fuse_reply_open(req, fi);
+}
+
+void ReadDir(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*) {
+  std::vector<char> buf(size);
+  size_t used = 0;
+  struct Ent {
+    const char* name;
+    struct stat st;
+  };
+  const Ent ents[] = {{".", RootStat()}, {"..", RootStat()}, {g_name.c_str(), FileStat()}};
+  for (off_t i = off; i < 3; ++i) {
+    const size_t n = fuse_add_direntry(req, buf.data() + used, size - used, ents[i].name, &ents[i].st, i + 1);
+    if (n > size - used) break;
+    used += n;
+  }
+  fuse_reply_buf(req, buf.data(), used);
+}
+
+void RaiseReadahead(const char* mountpoint, unsigned kb) {
+  struct stat st {};
+  if (::stat(mountpoint, &st) != 0) return;
+  const std::string path = "/sys/class/bdi/" + std::to_string(major(st.st_dev)) + ":" +
+                           std::to_string(minor(st.st_dev)) + "/read_ahead_kb";
+  std::ofstream f(path);
+  if (f) f << kb << "\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 3) {
+    std::fprintf(stderr, "usage: %s MOUNTPOINT SIZE_BYTES [NAME]\n", argv[0]);
+    return 2;
+  }
+  const char* mountpoint = argv[1];
+  g_size = std::strtoull(argv[2], nullptr, 10);
+  if (argc > 3) g_name = argv[3];
+  g_pattern.resize(2 * kPatternSize);
+  for (uint64_t i = 0; i < 2 * kPatternSize; ++i) g_pattern[i] = PatternByte(i % kPatternSize);
+
+  fuse_lowlevel_ops ops{};
+  ops.init = Init;
+  ops.lookup = Lookup;
+  ops.getattr = GetAttr;
+  ops.open = Open;
+  ops.read = Read;
+  ops.release = Release;
+  ops.opendir = OpenDir;
+  ops.readdir = ReadDir;
+
+  std::vector<std::string> argv_s = {"hubfs_stub_fuse", "-o", "ro,default_permissions,fsname=hubfs-stub,subtype=hubfs-stub"};
+  std::vector<char*> fargv;
+  for (auto& s : argv_s) fargv.push_back(s.data());
+  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(fargv.size()), fargv.data());
+  fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, nullptr);
+  fuse_opt_free_args(&args);
+  if (se == nullptr) return 2;
+  if (fuse_set_signal_handlers(se) != 0) {
+    fuse_session_destroy(se);
+    return 1;
+  }
+  if (fuse_session_mount(se, mountpoint) != 0) {
+    fuse_remove_signal_handlers(se);
+    fuse_session_destroy(se);
+    return 1;
+  }
+  std::thread tune;
+  if (::geteuid() == 0) tune = std::thread([&] { RaiseReadahead(mountpoint, 16384); });
+  fuse_loop_config* cfg = fuse_loop_cfg_create();
+  fuse_loop_cfg_set_max_threads(cfg, 64);
+  fuse_loop_cfg_set_idle_threads(cfg, 16);
+  const int rc = fuse_session_loop_mt(se, cfg) == 0 ? 0 : 1;
+  fuse_loop_cfg_destroy(cfg);
+  if (tune.joinable()) tune.join();
+  fuse_session_unmount(se);
+  fuse_remove_signal_handlers(se);
+  fuse_session_destroy(se);
+  return rc;
+}
