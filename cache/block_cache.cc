@@ -1,7 +1,6 @@
 // The block cache (see block_cache.h).
 #include "cache/block_cache.h"
 
-#include <openssl/evp.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -154,13 +153,7 @@ void BlockCache::VerifyFile(const ContentId& id, uint64_t size) {
   static auto& m_incomplete = metrics::Get("cache.verify.incomplete");
   const uint64_t bs = options_.block_size;
   const uint64_t nblocks = (size + bs - 1) / bs;
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  const bool git = id.kind == IdKind::kGitSha1;
-  EVP_DigestInit_ex(ctx, git ? EVP_sha1() : EVP_sha256(), nullptr);
-  if (git) {
-    const std::string header = "blob " + std::to_string(size) + std::string(1, '\0');
-    EVP_DigestUpdate(ctx, header.data(), header.size());
-  }
+  ContentHasher hasher(id, size);
   bool complete = true;
   for (uint64_t i = 0; i < nblocks && complete; ++i) {
     const BlockKey key{id, i};
@@ -179,18 +172,14 @@ void BlockCache::VerifyFile(const ContentId& id, uint64_t size) {
       complete = false;
       break;
     }
-    EVP_DigestUpdate(ctx, block->data.get(), block->size);
+    hasher.Update(block->data.get(), block->size);
   }
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int dlen = 0;
-  EVP_DigestFinal_ex(ctx, digest, &dlen);
-  EVP_MD_CTX_free(ctx);
   if (!complete) {
     m_incomplete.Add();  // evicted before verification: it will be verified when complete again
     tracker_.Forget(id);
     return;
   }
-  if (std::memcmp(digest, id.bytes.data(), dlen) == 0) {
+  if (hasher.Matches()) {
     m_ok.Add();
     if (!verified_dir_.empty()) std::ofstream(FileTracker::MarkerPath(verified_dir_, id));
     return;

@@ -1,6 +1,10 @@
 // ContentId hex conversions (see block_key.h).
 #include "cache/block_key.h"
 
+#include <openssl/evp.h>
+
+#include <cstring>
+
 namespace hubfs::cache {
 
 std::optional<ContentId> ContentId::FromHex(IdKind kind, std::string_view hex) {
@@ -34,6 +38,33 @@ std::string ContentId::Hex() const {
     s.push_back(kHex[bytes[i] & 15]);
   }
   return s;
+}
+
+ContentHasher::ContentHasher(const ContentId& id, uint64_t size) : id_(id), ctx_(EVP_MD_CTX_new()) {
+  auto* ctx = static_cast<EVP_MD_CTX*>(ctx_);
+  const bool git = id.kind == IdKind::kGitSha1;
+  EVP_DigestInit_ex(ctx, git ? EVP_sha1() : EVP_sha256(), nullptr);
+  if (git) {
+    const std::string header = "blob " + std::to_string(size) + std::string(1, '\0');
+    EVP_DigestUpdate(ctx, header.data(), header.size());
+  }
+}
+
+ContentHasher::~ContentHasher() { EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_)); }
+
+void ContentHasher::Update(const char* data, size_t len) { EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), data, len); }
+
+bool ContentHasher::Matches() {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  EVP_DigestFinal_ex(static_cast<EVP_MD_CTX*>(ctx_), digest, &n);
+  return n > 0 && std::memcmp(digest, id_.bytes.data(), n) == 0;
+}
+
+bool MatchesContentId(const ContentId& id, const char* data, size_t len) {
+  ContentHasher h(id, len);
+  h.Update(data, len);
+  return h.Matches();
 }
 
 }  // namespace hubfs::cache

@@ -39,4 +39,22 @@ struct BlockKeyHash {
   }
 };
 
+// Streams a file's bytes and tells whether they hash to its content identity.
+class ContentHasher {
+ public:
+  ContentHasher(const ContentId& id, uint64_t size);
+  ~ContentHasher();
+  ContentHasher(const ContentHasher&) = delete;
+  ContentHasher& operator=(const ContentHasher&) = delete;
+  void Update(const char* data, size_t len);
+  bool Matches();  // call once, after all bytes
+
+ private:
+  ContentId id_;
+  void* ctx_;  // EVP_MD_CTX
+};
+
+// True if `data` hashes to `id`: sha256(data) for LFS ids, sha1("blob <n>\0" + data) for git ids.
+bool MatchesContentId(const ContentId& id, const char* data, size_t len);
+
 }  // namespace hubfs::cache

@@ -146,6 +146,24 @@ bool HubClient::WaitBeforeRetry(int attempt, long hint_ms, const CancelToken* ca
   return true;
 }
 
+void HubClient::PauseFor(long ms) const {
+  const int64_t until = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                            (Clock::now() + std::chrono::milliseconds(ms)).time_since_epoch()).count();
+  int64_t cur = pause_until_ns_.load();
+  while (cur < until && !pause_until_ns_.compare_exchange_weak(cur, until)) {
+  }
+}
+
+bool HubClient::WaitForPause(const CancelToken* cancel) const {
+  for (;;) {
+    const auto until = Clock::time_point(std::chrono::nanoseconds(pause_until_ns_.load()));
+    const auto now = Clock::now();
+    if (now >= until) return true;
+    if (cancel != nullptr && (cancel->cancelled() || until >= cancel->deadline())) return false;
+    std::this_thread::sleep_for(std::min<Clock::duration>(until - now, std::chrono::milliseconds(50)));
+  }
+}
+
 Result<HttpResponse> HubClient::GetJson(const std::string& start_url, const CancelToken* cancel) const {
   std::string url = start_url;
   int redirects = 0;
@@ -154,6 +172,7 @@ Result<HttpResponse> HubClient::GetJson(const std::string& start_url, const Canc
     req.url = url;
     req.authorization = Authorization(url);
     req.headers = {"Accept: application/json"};
+    if (!WaitForPause(cancel)) return MakeError(ErrorKind::kIo, "rate limited by the Hub past the deadline", 429);
     auto r = http_->Perform(req, cancel);
     if (!r.ok()) {
       if (IsRetryableCurlCode(r.error().curl_code) && WaitBeforeRetry(attempt, -1, cancel)) continue;
@@ -168,9 +187,9 @@ Result<HttpResponse> HubClient::GetJson(const std::string& start_url, const Canc
       --attempt;
       continue;
     }
-    if (IsRetryableStatus(resp.status) &&
-        WaitBeforeRetry(attempt, ServerRetryHintMs(resp.Header("retry-after"), resp.Header("ratelimit")), cancel))
-      continue;
+    const long hint = ServerRetryHintMs(resp.Header("retry-after"), resp.Header("ratelimit"));
+    if (resp.status == 429 && hint > 0) PauseFor(hint);
+    if (IsRetryableStatus(resp.status) && WaitBeforeRetry(attempt, hint, cancel)) continue;
     if (resp.status != 200) return ErrorFromResponse(resp, "GET " + RedactUrl(url));
     return std::move(r.value());
   }
@@ -281,6 +300,7 @@ Result<size_t> HubClient::ReadRange(const FileLocation& loc, uint64_t offset, ch
       req.sink = buf;
       req.sink_capacity = want;
       req.headers = {"Accept-Encoding: identity"};
+      if (!WaitForPause(cancel)) return MakeError(ErrorKind::kIo, "rate limited by the Hub past the deadline", 429);
       auto r = http_->Perform(req, cancel);
       if (!r.ok()) {
         failure = r.error();
@@ -316,6 +336,7 @@ Result<size_t> HubClient::ReadRange(const FileLocation& loc, uint64_t offset, ch
       if (IsRetryableStatus(resp.status)) {
         failure = ErrorFromResponse(resp, "GET " + RedactUrl(url));
         hint_ms = ServerRetryHintMs(resp.Header("retry-after"), resp.Header("ratelimit"));
+        if (resp.status == 429 && hint_ms > 0) PauseFor(hint_ms);
         retry = true;
         break;
       }

@@ -7,6 +7,7 @@
 // pagination link that points elsewhere, never into a log line.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -91,9 +92,14 @@ class HubClient {
   // Sleeps for the backoff before retry `attempt`; false when the deadline or cancel forbids it.
   bool WaitBeforeRetry(int attempt, long hint_ms, const CancelToken* cancel) const;
   std::string ResolveUrl(const FileLocation& loc) const;
+  // A 429 pauses every request to the origin until its reset time, not just the one that got it:
+  // the mount slows down as a whole instead of hammering a rate limit with parallel fetches.
+  void PauseFor(long ms) const;
+  bool WaitForPause(const CancelToken* cancel) const;
 
   HubOptions options_;
   std::shared_ptr<HttpClient> http_;
+  mutable std::atomic<int64_t> pause_until_ns_{0};  // steady clock
   mutable std::mutex targets_mu_;
   mutable std::unordered_map<std::string, Target> targets_;  // resolve URL -> final (CDN) URL
 };

@@ -274,6 +274,19 @@ Result<EntryOut> Filesystem::LookupTop(const std::shared_ptr<Inode>& parent, con
   if (!IsValidIdPart(name)) return MakeError(ErrorKind::kNotFound, "not a valid org or repo name");
   auto in = std::make_shared<Inode>();
   in->type = type;
+  bool known_org;
+  {
+    std::lock_guard lock(mu_);
+    known_org = known_orgs_.count({parent->ino, name}) != 0;
+  }
+  if (known_org) {
+    // An org directory, once known, stays: the kernel may forget its inode, but a second lookup
+    // needs no network (and works offline).
+    in->kind = Kind::kOrgDir;
+    in->org = name;
+    in->entry_timeout = options_.pinned_timeout_s;
+    return Publish(parent, name, std::move(in));
+  }
   // A legacy id (no org) resolves to a repo whose canonical id has one: show it as a symlink.
   auto info = ResolveRevision(type, name, "");
   if (info.ok() && info->id != name && info->id.find('/') != std::string::npos) {
@@ -290,6 +303,7 @@ Result<EntryOut> Filesystem::LookupTop(const std::shared_ptr<Inode>& parent, con
   {
     std::lock_guard lock(mu_);
     seen_[parent->ino].insert(name);
+    if (in->kind == Kind::kOrgDir) known_orgs_.insert({parent->ino, name});
   }
   return Publish(parent, name, std::move(in));
 }
@@ -438,7 +452,22 @@ size_t Filesystem::BlockLen(const OpenFile& f, uint64_t block) const {
 }
 
 cache::FetchFn Filesystem::Fetcher(const OpenFile& f, uint64_t block) const {
-  return [hub = hub_, loc = f.loc, off = block * cache_->block_size()](char* buf, size_t n, const CancelToken* c) {
+  const uint64_t off = block * cache_->block_size();
+  if (off == 0 && f.size <= cache_->block_size()) {
+    // A file that fits in one block is checked against its content identity before anyone sees
+    // it: wrong bytes with the right length (a corrupting CDN or proxy) are refetched, never served.
+    return [hub = hub_, loc = f.loc, id = f.content](char* buf, size_t n, const CancelToken* c) -> Result<size_t> {
+      static auto& m_mismatch = metrics::Get("fetch.content_mismatch");
+      for (int attempt = 0;; ++attempt) {
+        auto r = hub->ReadRange(loc, 0, buf, n, c);
+        if (!r.ok() || cache::MatchesContentId(id, buf, *r)) return r;
+        m_mismatch.Add();
+        LOG_WARN("%s: bytes from the origin do not match %s; refetching", loc.path.c_str(), id.Hex().c_str());
+        if (attempt >= 2) return MakeError(ErrorKind::kIo, "origin keeps serving bytes that fail their hash");
+      }
+    };
+  }
+  return [hub = hub_, loc = f.loc, off](char* buf, size_t n, const CancelToken* c) {
     return hub->ReadRange(loc, off, buf, n, c);
   };
 }

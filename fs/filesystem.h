@@ -175,6 +175,7 @@ class Filesystem {
   std::unordered_map<uint64_t, std::shared_ptr<Inode>> inodes_;
   std::map<std::pair<uint64_t, std::string>, uint64_t> children_;
   std::map<uint64_t, std::set<std::string>> seen_;  // names looked up under /, datasets/, spaces/
+  std::set<std::pair<uint64_t, std::string>> known_orgs_;  // (parent, name) resolved as org dirs
   uint64_t next_ino_ = 16;
 
   std::mutex rev_mu_;

@@ -8,6 +8,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstring>
 #include <fstream>
 #include <thread>
@@ -25,9 +26,10 @@ struct Context {
 
 Filesystem* FsOf(fuse_req_t req) { return static_cast<Context*>(fuse_req_userdata(req))->fs.get(); }
 
-void ReplyError(fuse_req_t req, const Error& e) {
+void ReplyError(fuse_req_t req, const Error& e, const char* op) {
   static auto& m_errors = metrics::Get("fuse.errors");
   m_errors.Add();
+  LOG_DEBUG("%s from pid %d -> %s", op, static_cast<int>(fuse_req_ctx(req)->pid), e.ToString().c_str());
   fuse_reply_err(req, ErrnoFor(e.kind));
 }
 
@@ -62,7 +64,7 @@ void Init(void*, fuse_conn_info* conn) {
 
 void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   auto r = FsOf(req)->Lookup(parent, name);
-  if (!r.ok()) return ReplyError(req, r.error());
+  if (!r.ok()) return ReplyError(req, r.error(), "lookup");
   fuse_entry_param e{};
   e.ino = r->ino;
   e.attr = ToStat(r->attr);
@@ -86,20 +88,20 @@ void ForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
 void GetAttr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
   double timeout = 0;
   auto r = FsOf(req)->GetAttr(ino, &timeout);
-  if (!r.ok()) return ReplyError(req, r.error());
+  if (!r.ok()) return ReplyError(req, r.error(), "getattr");
   struct stat st = ToStat(r.value());
   fuse_reply_attr(req, &st, timeout);
 }
 
 void ReadLink(fuse_req_t req, fuse_ino_t ino) {
   auto r = FsOf(req)->ReadLink(ino);
-  if (!r.ok()) return ReplyError(req, r.error());
+  if (!r.ok()) return ReplyError(req, r.error(), "readlink");
   fuse_reply_readlink(req, r->c_str());
 }
 
 void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto r = FsOf(req)->Open(ino, fi->flags);
-  if (!r.ok()) return ReplyError(req, r.error());
+  if (!r.ok()) return ReplyError(req, r.error(), "open");
   fi->fh = r->fh;
   fi->direct_io = r->direct_io ? 1 : 0;
   fi->keep_cache = r->direct_io ? 0 : 1;  // every inode's content is immutable: keep its page cache
@@ -115,7 +117,7 @@ void Read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi
   fuse_req_interrupt_func(req, OnInterrupt, &cancel);
   auto r = fs->Read(fi->fh, static_cast<uint64_t>(off), size, &cancel);
   fuse_req_interrupt_func(req, nullptr, nullptr);
-  if (!r.ok()) return ReplyError(req, r.error());
+  if (!r.ok()) return ReplyError(req, r.error(), "read");
   iovec iov[8];
   std::vector<iovec> big;
   iovec* v = iov;
@@ -142,7 +144,7 @@ struct DirHandle {
 
 void OpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto r = FsOf(req)->ReadDir(ino);
-  if (!r.ok()) return ReplyError(req, r.error());
+  if (!r.ok()) return ReplyError(req, r.error(), "opendir");
   auto* h = new DirHandle{std::move(r.value())};
   fi->fh = reinterpret_cast<uint64_t>(h);
   fi->cache_readdir = 0;
@@ -203,7 +205,7 @@ void Write(fuse_req_t req, fuse_ino_t, const char*, size_t, off_t, fuse_file_inf
 void Create(fuse_req_t req, fuse_ino_t, const char*, mode_t, fuse_file_info*) { Rofs(req); }
 void GetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   auto r = FsOf(req)->GetXattr(ino, name);
-  if (!r.ok()) return ReplyError(req, r.error());
+  if (!r.ok()) return ReplyError(req, r.error(), "getxattr");
   if (size == 0) return (void)fuse_reply_xattr(req, r->size());
   if (size < r->size()) return (void)fuse_reply_err(req, ERANGE);
   fuse_reply_buf(req, r->data(), r->size());
@@ -211,7 +213,7 @@ void GetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
 
 void ListXattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   auto r = FsOf(req)->ListXattr(ino);
-  if (!r.ok()) return ReplyError(req, r.error());
+  if (!r.ok()) return ReplyError(req, r.error(), "listxattr");
   std::string buf;
   for (const auto& n : r.value()) buf.append(n).push_back('\0');
   if (size == 0) return (void)fuse_reply_xattr(req, buf.size());
@@ -315,7 +317,9 @@ int RunMount(const MountOptions& options, const std::function<std::unique_ptr<Fi
     fuse_loop_cfg_set_max_threads(cfg, options.max_threads);
     fuse_loop_cfg_set_idle_threads(cfg, 16);
     LOG_INFO("serving %s", options.mountpoint.c_str());
-    rc = fuse_session_loop_mt(se, cfg) == 0 ? 0 : 1;
+    // A signal (SIGTERM, SIGINT, SIGHUP) ends the loop with the signal number: a clean exit.
+    const int loop = fuse_session_loop_mt(se, cfg);
+    rc = (loop == 0 || loop == SIGTERM || loop == SIGINT || loop == SIGHUP) ? 0 : 1;
     fuse_loop_cfg_destroy(cfg);
     if (tune.joinable()) tune.join();
     LOG_INFO("unmounting %s", options.mountpoint.c_str());

@@ -2,6 +2,7 @@
 // fetch client, the block cache and the filesystem core, and hands them to the FUSE adapter.
 #include <pwd.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -104,11 +105,25 @@ CLI::Validator SizeValidator() {
       "SIZE");
 }
 
-// A mount point left behind by a daemon that died answers ENOTCONN: unmount it lazily first.
-void RecoverDeadMount(const std::string& mp) {
-  struct stat st {};
-  if (::stat(mp.c_str(), &st) == 0 || errno != ENOTCONN) return;
-  LOG_WARN("%s is a dead hubfs mount (ENOTCONN): unmounting it first", mp.c_str());
+// A mount point left behind by a daemon that died answers ENOTCONN: unmount it lazily first. A
+// live hubfs mount there is an error. (stat() may still succeed on a dead mount from cached
+// attributes; statfs always asks the daemon.)
+bool RecoverDeadMount(const std::string& mp) {
+  bool mounted = false;
+  {
+    std::ifstream m("/proc/self/mounts");
+    std::string dev, point, type, rest;
+    while (m >> dev >> point >> type && std::getline(m, rest))
+      if (point == mp && type.rfind("fuse", 0) == 0) mounted = true;
+  }
+  if (!mounted) return true;
+  struct statvfs sv {};
+  if (::statvfs(mp.c_str(), &sv) == 0) {
+    std::fprintf(stderr, "hubfs: %s is already mounted (hubfs unmount %s first)\n", mp.c_str(), mp.c_str());
+    return false;
+  }
+  if (errno != ENOTCONN) return true;
+  LOG_WARN("%s is a dead FUSE mount (ENOTCONN): unmounting it first", mp.c_str());
   const pid_t pid = fork();
   if (pid == 0) {
     execlp("fusermount3", "fusermount3", "-u", "-z", mp.c_str(), static_cast<char*>(nullptr));
@@ -116,6 +131,7 @@ void RecoverDeadMount(const std::string& mp) {
   }
   int status = 0;
   if (pid > 0) waitpid(pid, &status, 0);
+  return true;
 }
 
 struct StatsWriter {
@@ -197,7 +213,7 @@ int main(int argc, char** argv) {
   std::string endpoint = Env("HF_ENDPOINT").empty() ? "https://huggingface.co" : Env("HF_ENDPOINT");
   std::string token_file, cache_dir = DefaultCacheDir(), cache_size = "20G", memory_cache = "1G", min_free = "1G";
   std::string log_level = "info";
-  int revision_ttl = 60, request_timeout = 50;
+  int revision_ttl = 60, request_timeout = 50, stall_timeout = 15;
   unsigned block_mib = 4;
   int loader_threads = 8;
   fs::MountOptions mo;
@@ -219,6 +235,9 @@ int main(int argc, char** argv) {
   mount->add_option("--request-timeout", request_timeout,
                     "Seconds after which any FUSE request fails with EIO (default 50)")
       ->check(CLI::Range(1, 600));
+  mount->add_option("--stall-timeout", stall_timeout,
+                    "Seconds without a byte before a connection is replaced (default 15)")
+      ->check(CLI::Range(1, 300));
   mount->add_option("--block-size-mib", block_mib, "Cache block size in MiB (default 4)")->check(CLI::Range(1, 64));
   mount->add_option("--fetch-threads", loader_threads, "Parallel background range fetches (default 8)")
       ->check(CLI::Range(1, 64));
@@ -308,7 +327,7 @@ int main(int argc, char** argv) {
   while (!endpoint.empty() && endpoint.back() == '/') endpoint.pop_back();
   const std::string token = LoadToken(token_file);
   struct stat st {};
-  RecoverDeadMount(mo.mountpoint);
+  if (!RecoverDeadMount(mo.mountpoint)) return 1;
   if (::stat(mo.mountpoint.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     std::fprintf(stderr, "hubfs: mount point %s is not a directory\n", mo.mountpoint.c_str());
     return 1;
@@ -318,6 +337,8 @@ int main(int argc, char** argv) {
   const int rc = fs::RunMount(mo, [&]() -> std::unique_ptr<fs::Filesystem> {
     fetch::HttpOptions http;
     http.user_agent = "hubfs/0.1.0; fs/fuse";
+    http.stall_timeout_s = stall_timeout;
+    http.total_timeout_ms = static_cast<long>(request_timeout) * 1000;
     auto client = std::make_shared<fetch::HttpClient>(http);
     fetch::HubOptions ho;
     ho.endpoint = endpoint;

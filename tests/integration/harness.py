@@ -81,10 +81,11 @@ class Fixture:
 class Mount:
     """One hubfs mount as a foreground child process."""
 
-    def __init__(self, endpoint, token=None, extra_args=(), cache_dir=None, env=None):
+    def __init__(self, endpoint, token=None, extra_args=(), cache_dir=None, env=None, mountpoint=None):
         self.tmp = tempfile.mkdtemp(prefix="hubfs-it-")
-        self.mountpoint = os.path.join(self.tmp, "mnt")
-        os.mkdir(self.mountpoint)
+        self.mountpoint = mountpoint or os.path.join(self.tmp, "mnt")
+        if mountpoint is None:
+            os.mkdir(self.mountpoint)
         self.cache_dir = cache_dir or os.path.join(self.tmp, "cache")
         self.log_path = os.path.join(self.tmp, "hubfs.log")
         args = [HUBFS_BIN, "mount", self.mountpoint, "--foreground", "--endpoint", endpoint,
@@ -102,11 +103,23 @@ class Mount:
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=child_env)
         deadline = time.time() + 20
-        while not os.path.ismount(self.mountpoint):
+        while not self._mounted():
             if self.proc.poll() is not None or time.time() > deadline:
                 self.stop()
                 raise RuntimeError("hubfs did not mount: " + self.read_log())
             time.sleep(0.02)
+
+    def _mounted(self):
+        # Our own daemon's mount: /proc/mounts lists it (ismount() cannot tell a dead mount point).
+        with open("/proc/self/mounts") as f:
+            live = any(l.split()[1] == self.mountpoint and l.split()[2] == "fuse.hubfs" for l in f)
+        if not live or self.proc.poll() is not None:
+            return False
+        try:
+            os.statvfs(self.mountpoint)  # a dead mount point left at the same path answers ENOTCONN
+            return True
+        except OSError:
+            return False
 
     def path(self, *parts):
         return os.path.join(self.mountpoint, *parts)

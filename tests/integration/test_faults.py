@@ -1,0 +1,211 @@
+"""The fault matrix: every way the Hub and its CDN fail, checked by SHA-256 and errno, always in
+bounded time. Each test sets its faults before the mount resolves the file (CDN faults are served
+by the emulator's Python CDN, chosen when the hub answers the resolve)."""
+import errno
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from harness import Mount, sha256_file
+from hubemu import Emulator
+
+MODEL = "hubfs-test/tiny-model"
+FAST = ["--request-timeout", "10", "--stall-timeout", "2"]
+
+
+@pytest.fixture
+def faults(emu):
+    emu.clear_faults()
+    emu.clear_log()
+    yield emu
+    emu.clear_faults()
+
+
+def shard(m):
+    return m.path(*MODEL.split("/"), "model.safetensors")
+
+
+def expect_errno(code, fn, *args):
+    with pytest.raises(OSError) as e:
+        fn(*args)
+    assert e.value.errno == code, e.value
+
+
+def read_all(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504, 408])
+def test_transient_hub_errors_are_retried(faults, fixture, status):
+    faults.set_faults([{"match": "/resolve/", "status": status, "count": 2}])
+    with Mount(faults.hub_url, extra_args=FAST) as m:
+        assert sha256_file(shard(m)) == fixture.files(MODEL)["model.safetensors"]["sha256"]
+    served = [r for r in faults.log("hub") if "/resolve/" in r["path"]]
+    assert [r["status"] for r in served][:2] == [status, status]
+
+
+def test_persistent_origin_failure_is_eio_in_bounded_time(faults):
+    faults.set_faults([{"match": "/resolve/", "status": 503}])
+    with Mount(faults.hub_url, extra_args=FAST) as m:
+        t0 = time.time()
+        expect_errno(errno.EIO, read_all, shard(m))
+        assert time.time() - t0 < 15
+
+
+def test_connection_refused_is_eio_in_bounded_time(fixture):
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    with Mount("http://127.0.0.1:%d" % port, extra_args=FAST) as m:
+        t0 = time.time()
+        expect_errno(errno.EIO, os.stat, m.path(*MODEL.split("/")))
+        assert time.time() - t0 < 15
+
+
+def test_429_retry_after_is_honoured(faults, fixture):
+    faults.set_faults([{"match": "/resolve/", "status": 429, "retry_after": 1, "count": 1}])
+    with Mount(faults.hub_url, extra_args=FAST) as m:
+        t0 = time.time()
+        assert sha256_file(shard(m)) == fixture.files(MODEL)["model.safetensors"]["sha256"]
+        assert time.time() - t0 >= 1.8  # Retry-After + 1 s, as the official client waits
+    statuses = [r["status"] for r in faults.log("hub") if "/resolve/" in r["path"]]
+    assert statuses.count(429) == 1 and 206 in statuses + [r["status"] for r in faults.log("cdn")]
+
+
+@pytest.mark.parametrize("fault", [
+    {"reset_after_bytes": 100000, "count": 3},
+    {"truncate": True, "count": 3},
+    {"wrong_content_length": True, "count": 3},
+    {"range_as_200": True, "count": 3},
+    {"wrong_range": True, "count": 3},
+    {"refuse": True, "count": 3},
+], ids=lambda f: next(iter(f)))
+def test_broken_cdn_answers_are_refetched_never_served(faults, fixture, fault):
+    faults.set_faults([dict(fault, origin="cdn", match="^/lfs/")])
+    with Mount(faults.hub_url, extra_args=FAST) as m:
+        assert sha256_file(shard(m)) == fixture.files(MODEL)["model.safetensors"]["sha256"]
+    applied = faults.faults()["rules"][0]["applied"] if isinstance(faults.faults(), dict) else None
+    assert applied is None or applied >= 1
+
+
+def test_corrupt_small_file_is_never_served(faults, fixture):
+    # tokenizer.json is LFS but fits in one block: it is hashed before anyone sees it.
+    faults.set_faults([{"origin": "cdn", "match": "^/lfs/", "corrupt": True, "count": 1}])
+    with Mount(faults.hub_url, extra_args=FAST) as m:
+        path = m.path(*MODEL.split("/"), "tokenizer.json")
+        assert sha256_file(path) == fixture.files(MODEL)["tokenizer.json"]["sha256"]
+        assert "do not match" in m.read_log()
+
+
+def test_corrupt_large_file_is_detected_and_purged(faults, fixture):
+    meta = fixture.files(MODEL)["model.safetensors"]
+    faults.set_faults([{"origin": "cdn", "match": "^/lfs/", "corrupt": True, "count": 1}])
+    with Mount(faults.hub_url, extra_args=FAST + ["--block-size-mib", "1"]) as m:
+        first = sha256_file(shard(m))  # one block came back corrupted: documented in SEMANTICS.md
+        deadline = time.time() + 10
+        while "failed whole-file verification" not in m.read_log() and time.time() < deadline:
+            time.sleep(0.1)
+        assert "failed whole-file verification" in m.read_log()
+        subprocess.run(["sh", "-c", "echo 3 > /proc/sys/vm/drop_caches"], check=True)
+        assert sha256_file(shard(m)) == meta["sha256"]
+    assert first != meta["sha256"]
+
+
+def test_stalled_connection_is_replaced(faults, fixture):
+    faults.set_faults([{"origin": "cdn", "match": "^/lfs/", "stall_after_bytes": 1000, "stall_s": 20, "count": 1}])
+    with Mount(faults.hub_url, extra_args=FAST) as m:
+        t0 = time.time()
+        assert sha256_file(shard(m)) == fixture.files(MODEL)["model.safetensors"]["sha256"]
+        assert time.time() - t0 < 15
+
+
+def test_every_request_ends_in_bounded_time(faults):
+    faults.set_faults([{"match": "/resolve/", "delay_s": 30}])
+    with Mount(faults.hub_url, extra_args=["--request-timeout", "3"]) as m:
+        t0 = time.time()
+        expect_errno(errno.EIO, read_all, shard(m))
+        assert time.time() - t0 < 8
+
+
+def test_interrupted_reader_returns_promptly(faults):
+    faults.set_faults([{"origin": "cdn", "match": "^/lfs/", "delay_s": 30}])
+    with Mount(faults.hub_url, extra_args=["--request-timeout", "60"]) as m:
+        reader = subprocess.Popen(["cat", shard(m)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)
+        t0 = time.time()
+        reader.send_signal(signal.SIGINT)
+        reader.wait(10)
+        assert time.time() - t0 < 3
+
+
+def test_expired_cdn_url_is_reresolved(fixture):
+    with Emulator(fixture.path, cdn_expiry_s=2) as e:
+        with Mount(e.hub_url, extra_args=FAST + ["--block-size-mib", "1"]) as m:
+            with open(shard(m), "rb") as f:
+                head = f.read(1 << 20)
+                time.sleep(3)  # the signed URL the mount holds has expired
+                rest = f.read()
+        import hashlib
+        assert hashlib.sha256(head + rest).hexdigest() == fixture.files(MODEL)["model.safetensors"]["sha256"]
+        resolves = [r for r in e.log("hub") if r["path"].endswith("/model.safetensors") and "/resolve/" in r["path"]]
+        assert len(resolves) >= 2
+
+
+def test_hub_unreachable_keeps_what_is_known(faults, fixture):
+    with Mount(faults.hub_url, extra_args=FAST + ["--revision-ttl", "1"]) as m:
+        cfg = m.path(*MODEL.split("/"), "config.json")
+        assert sha256_file(cfg) == fixture.files(MODEL)["config.json"]["sha256"]
+        assert sha256_file(shard(m)) == fixture.files(MODEL)["model.safetensors"]["sha256"]
+        faults.set_faults([{"origin": "hub", "refuse": True}, {"origin": "cdn", "refuse": True}])
+        time.sleep(1.5)  # past the revision TTL: re-resolution fails, the known commit stays
+        subprocess.run(["sh", "-c", "echo 3 > /proc/sys/vm/drop_caches"], check=True)
+        assert sha256_file(cfg) == fixture.files(MODEL)["config.json"]["sha256"]
+        assert sha256_file(shard(m)) == fixture.files(MODEL)["model.safetensors"]["sha256"]
+        t0 = time.time()
+        expect_errno(errno.EIO, os.stat, m.path("hubfs-test", "another-model"))
+        assert time.time() - t0 < 15
+
+
+def test_kill9_then_mount_recovers_the_mount_point(emu, fixture):
+    m = Mount(emu.hub_url)
+    mp = m.mountpoint
+    try:
+        m.proc.send_signal(signal.SIGKILL)
+        m.proc.wait(10)
+        expect_errno(errno.ENOTCONN, os.listdir, mp)
+        with Mount(emu.hub_url, mountpoint=mp) as m2:
+            assert sha256_file(m2.path(*MODEL.split("/"), "config.json")) == fixture.files(MODEL)["config.json"]["sha256"]
+    finally:
+        m.stop()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signals_exit_cleanly_with_files_open(emu, fixture, sig):
+    m = Mount(emu.hub_url)
+    try:
+        f = open(m.path(*MODEL.split("/"), "config.json"), "rb")
+        f.read(10)
+        m.proc.send_signal(sig)
+        rc = m.proc.wait(10)
+        assert rc == 0
+        with open("/proc/self/mounts") as mounts:
+            assert m.mountpoint not in mounts.read()
+        f.close()
+    finally:
+        m.stop()
+
+
+def test_token_never_in_logs(emu, fixture):
+    with Mount(emu.hub_url, token="hf_alice", extra_args=["--log-level", "debug"]) as m:
+        sha256_file(m.path("hubfs-test", "private-model", "model.safetensors"))
+        expect_errno(errno.ENOENT, os.stat, m.path("hubfs-test", "nope"))
+        log = m.read_log()
+        with open("/proc/%d/cmdline" % m.proc.pid, "rb") as f:
+            cmdline = f.read()
+    assert "hf_alice" not in log and b"hf_alice" not in cmdline
