@@ -32,6 +32,7 @@ std::optional<std::string> PercentDecode(std::string_view s) {
   std::string out;
   out.reserve(s.size());
   for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\0') return std::nullopt;  // NUL never belongs in a name or revision
     if (s[i] != '%') {
       out.push_back(s[i]);
       continue;

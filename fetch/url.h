@@ -11,7 +11,7 @@ namespace hubfs::fetch {
 
 // Encodes every byte outside RFC 3986 unreserved; keeps '/' when keep_slash.
 std::string PercentEncode(std::string_view s, bool keep_slash);
-// Decodes %XX escapes; returns nullopt on a malformed escape or a decoded NUL.
+// Decodes %XX escapes; returns nullopt on a malformed escape or any NUL (raw or decoded).
 std::optional<std::string> PercentDecode(std::string_view s);
 
 // "scheme://host[:port]" lowercased with the default port made explicit, or "" if unparsable.
