@@ -155,3 +155,37 @@ def test_cache_stats_and_clear(emu, fixture, tmp_path):
     r = run_cli("cache", "clear", "--cache-dir", cache)
     assert r.returncode == 0
     assert not block_files(cache)
+
+
+@pytest.mark.slow
+def test_remount_1gib_file_fetches_under_1_percent(tmp_path):
+    """The issue's figure: after a remount on the same cache dir, a second read of a 1 GiB file
+    fetches under 1% of it from the origin (counted in the emulator's request log)."""
+    from harness import Fixture
+    from hubemu import Emulator
+    env_before = os.environ.get("HUBEMU_BENCH_SHARD_MB")
+    os.environ["HUBEMU_BENCH_SHARD_MB"] = "1024"
+    try:
+        fx = Fixture.generate(str(tmp_path / "fx"), "bench")
+    finally:
+        if env_before is None:
+            del os.environ["HUBEMU_BENCH_SHARD_MB"]
+        else:
+            os.environ["HUBEMU_BENCH_SHARD_MB"] = env_before
+    rid = "hubfs-bench/llama-2shard"
+    name = sorted(p for p in fx.files(rid) if p.endswith(".safetensors"))[0]
+    meta = fx.files(rid)[name]
+    assert meta["size"] >= 1 << 30
+    cache = str(tmp_path / "cache")
+    with Emulator(fx.path) as e:
+        with Mount(e.hub_url, cache_dir=cache) as m:
+            assert sha256_file(m.path(*rid.split("/"), name)) == meta["sha256"]
+        first = cdn_bytes(e, meta["sha256"])
+        e.clear_log()
+        subprocess.run(["sh", "-c", "echo 3 > /proc/sys/vm/drop_caches"], check=True)
+        with Mount(e.hub_url, cache_dir=cache) as m:
+            assert sha256_file(m.path(*rid.split("/"), name)) == meta["sha256"]
+        second = cdn_bytes(e, meta["sha256"])
+    print("1 GiB file: first read %d bytes from the origin, second %d" % (first, second))
+    assert first <= meta["size"] * 1.05
+    assert second < meta["size"] * 0.01
