@@ -1,0 +1,263 @@
+#!/usr/bin/python3
+"""The access patterns of tools/bench, one per subcommand; each prints one JSON line
+{"bytes": N, "seconds": S, ...} timed with time.perf_counter around the work only (interpreter
+start-up and imports are outside the timed region).
+
+    loaders.py st-load FILE... [--header-from LOCAL...] [--deadline S]
+        safetensors eager load: read 8 bytes, the JSON header, then every tensor in key
+        (alphabetical) order with os.pread, wrapped as numpy arrays.
+    loaders.py mmap-load FILE [--header-from LOCAL] [--deadline S]
+        safe_open-style: read 8 bytes and the header, numpy.memmap the file, copy every tensor out
+        in key order.
+    loaders.py threads FILE [--threads 16] [--chunk-mib 2]
+        N threads, each with its own fd, reading a contiguous 1/N of the file in CHUNK reads.
+    loaders.py seq FILE [--deadline S] [--chunk-mib 1]
+        one sequential stream of CHUNK reads (used for the time-capped peers; dd elsewhere).
+    loaders.py small-files DIR [--expect repos-file-map.json] [--deadline S]
+        `find DIR -type f`, then read every file it lists (checks SHA-256 against --expect).
+
+--header-from takes the safetensors header (tensor offsets) from a local copy of the same file:
+the stub FUSE filesystem serves pattern bytes, and replaying the real file's exact reads on it
+measures the FUSE path alone for the same access pattern. --deadline stops after S seconds
+(the slow peers) and reports what was read; "complete" says whether the pattern finished.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+
+DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16, "I64": np.int64,
+          "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
+          "F8_E4M3": np.uint8, "F8_E5M2": np.uint8}
+
+
+def read_header(path):
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        return n, json.loads(f.read(n))
+
+
+def tensor_plan(header):
+    """[(name, dtype, shape, start, end)] in key order (relative to the data section)."""
+    out = []
+    for name in sorted(k for k in header if k != "__metadata__"):
+        info = header[name]
+        a, b = info["data_offsets"]
+        out.append((name, info["dtype"], info["shape"], a, b))
+    return out
+
+
+def emit(**kw):
+    print(json.dumps(kw), flush=True)
+
+
+def st_load(files, header_from, deadline):
+    headers = []
+    for i, path in enumerate(files):
+        src = header_from[i] if header_from else None
+        headers.append(read_header(src) if src else None)
+    total = 0
+    tensors = 0
+    complete = True
+    t0 = time.perf_counter()
+    for i, path in enumerate(files):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            raw = os.pread(fd, 8, 0)
+            (n,) = struct.unpack("<Q", raw)
+            if headers[i] is not None:
+                n = headers[i][0]
+            hbytes = os.pread(fd, n, 8)
+            header = headers[i][1] if headers[i] is not None else json.loads(hbytes)
+            total += 8 + len(hbytes)
+            base = 8 + n
+            for name, dtype, shape, a, b in tensor_plan(header):
+                buf = os.pread(fd, b - a, base + a)
+                if len(buf) != b - a:
+                    raise SystemExit("short read of %s in %s: %d of %d" % (name, path, len(buf), b - a))
+                np.frombuffer(buf, dtype=DTYPES.get(dtype, np.uint8)).reshape(shape)
+                total += len(buf)
+                tensors += 1
+                if deadline and time.perf_counter() - t0 > deadline:
+                    complete = False
+                    break
+        finally:
+            os.close(fd)
+        if not complete:
+            break
+    dt = time.perf_counter() - t0
+    emit(bytes=total, seconds=dt, tensors=tensors, complete=complete)
+
+
+def mmap_load(path, header_from, deadline):
+    pre = read_header(header_from) if header_from else None
+    t0 = time.perf_counter()
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        (n,) = struct.unpack("<Q", raw)
+        if pre is not None:
+            n = pre[0]
+        hbytes = f.read(n)
+        header = pre[1] if pre is not None else json.loads(hbytes)
+    base = 8 + n
+    mm = np.memmap(path, dtype=np.uint8, mode="r")
+    total = 8 + len(hbytes)
+    tensors = 0
+    complete = True
+    for name, dtype, shape, a, b in tensor_plan(header):
+        view = mm[base + a:base + b]
+        t = np.array(view)  # copy out, as safe_open(...).get_tensor() does
+        if t.nbytes != b - a:
+            raise SystemExit("short tensor %s" % name)
+        total += t.nbytes
+        tensors += 1
+        del t
+        if deadline and time.perf_counter() - t0 > deadline:
+            complete = False
+            break
+    del mm
+    dt = time.perf_counter() - t0
+    emit(bytes=total, seconds=dt, tensors=tensors, complete=complete)
+
+
+def threads_load(path, nthreads, chunk):
+    size = os.stat(path).st_size
+    per = (size + nthreads - 1) // nthreads
+    counts = [0] * nthreads
+    errors = []
+    start = threading.Barrier(nthreads + 1)
+
+    def worker(k):
+        lo, hi = k * per, min(size, (k + 1) * per)
+        buf = bytearray(chunk)
+        mv = memoryview(buf)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            start.wait()
+            off = lo
+            while off < hi:
+                want = min(chunk, hi - off)
+                got = os.preadv(fd, [mv[:want]], off)
+                if got <= 0:
+                    errors.append("short read at %d" % off)
+                    return
+                off += got
+                counts[k] += got
+        except Exception as e:  # noqa: BLE001
+            errors.append(repr(e))
+        finally:
+            os.close(fd)
+
+    ts = [threading.Thread(target=worker, args=(k,)) for k in range(nthreads)]
+    for t in ts:
+        t.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for t in ts:
+        t.join()
+    dt = time.perf_counter() - t0
+    if errors:
+        raise SystemExit("; ".join(errors[:3]))
+    emit(bytes=sum(counts), seconds=dt, complete=True)
+
+
+def seq_load(path, chunk, deadline):
+    buf = bytearray(chunk)
+    total = 0
+    complete = True
+    t0 = time.perf_counter()
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                break
+            total += n
+            if deadline and time.perf_counter() - t0 > deadline:
+                complete = os.fstat(f.fileno()).st_size == total
+                break
+    emit(bytes=total, seconds=time.perf_counter() - t0, complete=complete)
+
+
+def small_files(root, expect_path, deadline):
+    expect = None
+    if expect_path:
+        with open(expect_path) as f:
+            expect = json.load(f)  # relative path -> sha256
+    t0 = time.perf_counter()
+    out = subprocess.run(["find", root, "-type", "f"], check=True, capture_output=True).stdout
+    t_find = time.perf_counter() - t0
+    paths = sorted(p for p in out.decode().splitlines() if p)
+    total = 0
+    bad = []
+    done = 0
+    complete = True
+    for p in paths:
+        with open(p, "rb") as f:
+            data = f.read()
+        total += len(data)
+        if expect is not None:
+            rel = os.path.relpath(p, root)
+            if expect.get(rel) != hashlib.sha256(data).hexdigest():
+                bad.append(rel)
+        done += 1
+        if deadline and time.perf_counter() - t0 > deadline:
+            complete = done == len(paths)
+            break
+    dt = time.perf_counter() - t0
+    missing = 0
+    if expect is not None:
+        listed = {os.path.relpath(p, root) for p in paths}
+        missing = len(set(expect) - listed)
+    emit(bytes=total, seconds=dt, find_seconds=t_find, files=len(paths), read=done, bad=len(bad),
+         bad_examples=bad[:3], missing=missing, complete=complete)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("st-load")
+    s.add_argument("files", nargs="+")
+    s.add_argument("--header-from", nargs="+")
+    s.add_argument("--deadline", type=float, default=0)
+    s = sub.add_parser("mmap-load")
+    s.add_argument("file")
+    s.add_argument("--header-from")
+    s.add_argument("--deadline", type=float, default=0)
+    s = sub.add_parser("threads")
+    s.add_argument("file")
+    s.add_argument("--threads", type=int, default=16)
+    s.add_argument("--chunk-mib", type=float, default=2)
+    s = sub.add_parser("seq")
+    s.add_argument("file")
+    s.add_argument("--chunk-mib", type=float, default=1)
+    s.add_argument("--deadline", type=float, default=0)
+    s = sub.add_parser("small-files")
+    s.add_argument("root")
+    s.add_argument("--expect")
+    s.add_argument("--deadline", type=float, default=0)
+    a = ap.parse_args()
+    if a.cmd == "st-load":
+        if a.header_from and len(a.header_from) != len(a.files):
+            ap.error("--header-from needs one local file per FILE")
+        st_load(a.files, a.header_from, a.deadline)
+    elif a.cmd == "mmap-load":
+        mmap_load(a.file, a.header_from, a.deadline)
+    elif a.cmd == "threads":
+        threads_load(a.file, a.threads, int(a.chunk_mib * 2**20))
+    elif a.cmd == "seq":
+        seq_load(a.file, int(a.chunk_mib * 2**20), a.deadline)
+    elif a.cmd == "small-files":
+        small_files(a.root, a.expect, a.deadline)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
