@@ -46,12 +46,12 @@ namespace hubfs::cache {
 
 struct CacheOptions {
   size_t block_size = 4u << 20;
-  uint64_t memory_bytes = 1ULL << 30;
+  uint64_t memory_bytes = 256ULL << 20;
   std::string disk_dir;  // empty: memory tier only
   uint64_t disk_bytes = 20ULL << 30;
   uint64_t min_free_bytes = 1ULL << 30;
   int loader_threads = 8;              // background (prefetch) fetches in parallel
-  uint64_t max_pending_write_bytes = 512u << 20;  // beyond this, fetches wait for the disk writers
+  uint64_t max_pending_write_bytes = 0;  // beyond this, fetches wait for the disk writers (0: memory/2)
   std::chrono::milliseconds write_stall_limit{10000};  // ...at most this long, then the write is skipped
   int disk_writers = 2;
   std::chrono::seconds prefetch_timeout{60};

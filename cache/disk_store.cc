@@ -68,6 +68,12 @@ Status MakeDirs(const std::string& path) {
   return OkStatus();
 }
 
+bool AllZero(const char* p, size_t n) {
+  for (size_t i = 0; i < n; ++i)
+    if (p[i] != 0) return false;
+  return true;
+}
+
 bool PreadAll(int fd, char* buf, size_t n, off_t off) {
   size_t done = 0;
   while (done < n) {
@@ -89,12 +95,14 @@ Result<BlockRef> ReadBlockFile(const std::string& path, const BlockKey* expected
   } closer{fd};
   struct stat st {};
   DiskHeader h{};
-  if (::fstat(fd, &st) != 0 || !PreadAll(fd, reinterpret_cast<char*>(&h), sizeof h, 0))
-    return MakeError(ErrorKind::kCorrupt, "short file");
+  char page[kHeaderBytes];
+  if (::fstat(fd, &st) != 0 || !PreadAll(fd, page, kHeaderBytes, 0)) return MakeError(ErrorKind::kCorrupt, "short file");
+  std::memcpy(&h, page, sizeof h);
   if (std::memcmp(h.magic, kMagic, sizeof kMagic) != 0) return MakeError(ErrorKind::kCorrupt, "bad magic");
   if (h.version != kDiskFormatVersion) return MakeError(ErrorKind::kCorrupt, "format version");
   if (HeaderHash(h) != h.header_xxh3) return MakeError(ErrorKind::kCorrupt, "header checksum");
-  if (static_cast<uint64_t>(st.st_size) != sizeof(DiskHeader) + h.stored_len)
+  if (!AllZero(page + sizeof h, kHeaderBytes - sizeof h)) return MakeError(ErrorKind::kCorrupt, "header padding");
+  if (static_cast<uint64_t>(st.st_size) != kHeaderBytes + RoundUpToPage(h.stored_len))
     return MakeError(ErrorKind::kCorrupt, "length");
   if (expected_key != nullptr) {
     if (h.index != expected_key->index || h.kind != static_cast<uint8_t>(expected_key->content.kind) ||
@@ -102,18 +110,23 @@ Result<BlockRef> ReadBlockFile(const std::string& path, const BlockKey* expected
       return MakeError(ErrorKind::kCorrupt, "key mismatch");
     if (expected_len != SIZE_MAX && h.raw_len != expected_len) return MakeError(ErrorKind::kCorrupt, "raw length mismatch");
   }
+  // Every byte of the file is checked: the data by its xxh3, the page padding for zeros.
+  const size_t padded = RoundUpToPage(h.stored_len);
   auto block = std::make_shared<Block>(h.raw_len);
   if (h.flags & kFlagLz4) {
-    std::unique_ptr<char[]> stored(new char[h.stored_len]);
-    if (!PreadAll(fd, stored.get(), h.stored_len, sizeof h)) return MakeError(ErrorKind::kCorrupt, "short read");
+    std::unique_ptr<char[]> stored(new char[padded]);
+    if (!PreadAll(fd, stored.get(), padded, kHeaderBytes)) return MakeError(ErrorKind::kCorrupt, "short read");
     if (XXH3_64bits(stored.get(), h.stored_len) != h.data_xxh3) return MakeError(ErrorKind::kCorrupt, "data checksum");
+    if (!AllZero(stored.get() + h.stored_len, padded - h.stored_len)) return MakeError(ErrorKind::kCorrupt, "padding");
     const int n = LZ4_decompress_safe(stored.get(), block->data.get(), static_cast<int>(h.stored_len),
                                       static_cast<int>(h.raw_len));
     if (n != static_cast<int>(h.raw_len)) return MakeError(ErrorKind::kCorrupt, "lz4 decode");
   } else {
     if (h.stored_len != h.raw_len) return MakeError(ErrorKind::kCorrupt, "raw length");
-    if (!PreadAll(fd, block->data.get(), h.raw_len, sizeof h)) return MakeError(ErrorKind::kCorrupt, "short read");
+    // Block buffers have room for whole pages (block.h), so the padding lands in the same read.
+    if (!PreadAll(fd, block->data.get(), padded, kHeaderBytes)) return MakeError(ErrorKind::kCorrupt, "short read");
     if (XXH3_64bits(block->data.get(), h.raw_len) != h.data_xxh3) return MakeError(ErrorKind::kCorrupt, "data checksum");
+    if (!AllZero(block->data.get() + h.raw_len, padded - h.raw_len)) return MakeError(ErrorKind::kCorrupt, "padding");
   }
   return BlockRef(std::move(block));
 }
@@ -334,13 +347,40 @@ Status DiskStore::Write(const BlockKey& key, const char* data, size_t len) {
   thread_local std::mt19937_64 rng{std::random_device{}()};
   const std::string tmp = root_ + "/tmp/" + std::to_string(rng());
   const std::string final_path = PathFor(key);
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  // O_DIRECT: the block goes from its buffer to the disk without a second copy in the page cache
+  // (which would double the memory a cold read uses). Filesystems without it: plain writes.
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_DIRECT, 0600);
+  if (fd < 0 && errno == EINVAL) fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) {
     return MakeError(errno == ENOSPC || errno == EDQUOT ? ErrorKind::kNoSpace : ErrorKind::kIo,
                      std::string("create block file: ") + std::strerror(errno));
   }
-  int err = WriteAll(fd, reinterpret_cast<const char*>(&h), sizeof h);
-  if (err == 0) err = WriteAll(fd, stored, stored_len);
+  // Header page, the whole pages of the data straight from its buffer, then the last partial page
+  // zero-padded from a bounce page: three aligned writes.
+  struct AlignedFree {
+    void operator()(char* p) const { std::free(p); }
+  };
+  std::unique_ptr<char, AlignedFree> page(static_cast<char*>(std::aligned_alloc(kPageSize, kHeaderBytes)));
+  std::memset(page.get(), 0, kHeaderBytes);
+  std::memcpy(page.get(), &h, sizeof h);
+  int err = WriteAll(fd, page.get(), kHeaderBytes);
+  const size_t whole = stored_len / kPageSize * kPageSize;
+  const bool aligned = reinterpret_cast<uintptr_t>(stored) % kPageSize == 0;
+  if (err == 0 && whole > 0) {
+    if (aligned) {
+      err = WriteAll(fd, stored, whole);
+    } else {
+      for (size_t off = 0; err == 0 && off < whole; off += kPageSize) {
+        std::memcpy(page.get(), stored + off, kPageSize);
+        err = WriteAll(fd, page.get(), kPageSize);
+      }
+    }
+  }
+  if (err == 0 && stored_len > whole) {
+    std::memset(page.get(), 0, kPageSize);
+    std::memcpy(page.get(), stored + whole, stored_len - whole);
+    err = WriteAll(fd, page.get(), kPageSize);
+  }
   if (::close(fd) != 0 && err == 0) err = errno;
   if (err == 0) {
     const std::string dir = final_path.substr(0, final_path.rfind('/'));
@@ -352,7 +392,7 @@ Status DiskStore::Write(const BlockKey& key, const char* data, size_t len) {
     return MakeError(err == ENOSPC || err == EDQUOT ? ErrorKind::kNoSpace : ErrorKind::kIo,
                      std::string("write block file: ") + std::strerror(err));
   }
-  Index(key, sizeof h + stored_len);
+  Index(key, kHeaderBytes + RoundUpToPage(stored_len));
   metrics::Get("cache.disk.bytes").Set(used_bytes());
   EvictIfNeeded();
   return OkStatus();

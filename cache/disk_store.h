@@ -1,11 +1,11 @@
 // The disk tier: one self-validating file per block under a versioned directory.
 //
-// Layout: <dir>/v1/blocks/<2 hex>/<content hex>-<kind>-<index>, written to <dir>/v1/tmp/ first
+// Layout: <dir>/v2/blocks/<2 hex>/<content hex>-<kind>-<index>, written to <dir>/v2/tmp/ first
 // and renamed into place, so a reader (or a daemon restarted after kill -9) sees either a whole
 // block file or none. Each file starts with a header (magic, format version, key, raw and stored
 // lengths, flags, xxh3 of the data, xxh3 of the header); any mismatch on read is a miss: the file
-// is removed, counted, and the caller refetches. A future format lives under v2/, leaving v1/ as
-// an orphan that `hubfs cache clear` removes.
+// is removed, counted, and the caller refetches. A new format lives under a new vN/, leaving the old
+// tree as an orphan that `hubfs cache clear` removes.
 //
 // Blocks that compress (JSON, text) are stored LZ4-compressed; a 64 KiB sample decides cheaply, so
 // weights (which do not compress) cost no compression time. Size is bounded by max_bytes and by a
@@ -27,8 +27,12 @@
 
 namespace hubfs::cache {
 
-constexpr uint32_t kDiskFormatVersion = 1;
-constexpr const char* kDiskFormatDir = "v1";
+constexpr uint32_t kDiskFormatVersion = 2;
+constexpr const char* kDiskFormatDir = "v2";
+// v2 block files: a 4096-byte header page, then the stored bytes padded to whole pages, so that
+// blocks are written with O_DIRECT from their (page-aligned) buffers, without a copy into the page
+// cache. (v1 had an 88-byte header and buffered writes; its tree is an orphan `cache clear` removes.)
+constexpr size_t kHeaderBytes = 4096;
 
 struct DiskOptions {
   std::string dir;
@@ -78,7 +82,7 @@ class DiskStore {
   void EvictIfNeeded(uint64_t incoming = 0);
 
   DiskOptions options_;
-  std::string root_;  // <dir>/v1
+  std::string root_;  // <dir>/v2
   // Lock order: mu_ is a leaf lock; nothing else is taken while holding it.
   mutable std::mutex mu_;
   std::unordered_map<BlockKey, std::unique_ptr<Entry>, BlockKeyHash> index_;

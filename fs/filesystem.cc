@@ -20,6 +20,9 @@ constexpr uint64_t kDatasetsIno = 2;
 constexpr uint64_t kSpacesIno = 3;
 constexpr uint64_t kStatsIno = 4;
 constexpr size_t kMaxSnapshots = 256;
+// Small files prefetched after the one being opened: enough to hide one round trip per file
+// behind the reader, few enough that a reader of a single file wastes little.
+constexpr size_t kSiblingPrefetch = 8;
 
 std::string TypeKey(fetch::RepoType t) { return fetch::ApiCollection(t); }
 
@@ -429,9 +432,22 @@ Result<OpenOut> Filesystem::Open(uint64_t ino, int flags) {
   handles_.insert({fh, f});
   cache_->TrackFile(f->content, f->size);
   // Most readers start at the beginning (a safetensors header, a config): start fetching it now.
-  if (f->size > 0) {
-    const size_t len = static_cast<size_t>(std::min<uint64_t>(cache_->block_size(), f->size));
-    cache_->Prefetch(cache::BlockKey{f->content, 0}, len, Fetcher(*f, 0));
+  if (f->size > 0) cache_->Prefetch(cache::BlockKey{f->content, 0}, BlockLen(*f, 0), Fetcher(*f, 0));
+  // Small files are read one after another (`find | xargs cat`, a dataset loader): each costs a
+  // round trip, so fetch the next few small siblings (in listing order) while this one is read.
+  if (f->size > 0 && f->size <= cache_->block_size()) {
+    const SnapshotNode& dir = in->snap->node(n.parent);
+    size_t issued = 0;
+    for (size_t i = n.position + 1; i < dir.children.size() && issued < kSiblingPrefetch; ++i) {
+      const SnapshotNode& sib = in->snap->node(dir.children[i]);
+      if (sib.is_dir || sib.size == 0 || sib.size > cache_->block_size()) continue;
+      OpenFile peer;
+      peer.loc = fetch::FileLocation{in->snap->type(), in->snap->repo_id(), in->snap->commit(), sib.path, sib.size};
+      peer.content = *sib.content;
+      peer.size = sib.size;
+      cache_->Prefetch(cache::BlockKey{peer.content, 0}, BlockLen(peer, 0), Fetcher(peer, 0));
+      ++issued;
+    }
   }
   return OpenOut{fh, false};
 }

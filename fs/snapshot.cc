@@ -80,9 +80,13 @@ std::shared_ptr<const Snapshot> Snapshot::Build(fetch::RepoType type, std::strin
     s->nodes_[*parent].children.push_back(idx);
     s->by_path_.emplace(e.path, idx);
   }
-  for (auto& n : s->nodes_) {
-    std::sort(n.children.begin(), n.children.end(),
-              [&](uint32_t a, uint32_t b) { return s->nodes_[a].name < s->nodes_[b].name; });
+  for (uint32_t d = 0; d < s->nodes_.size(); ++d) {
+    auto& kids = s->nodes_[d].children;
+    std::sort(kids.begin(), kids.end(), [&](uint32_t a, uint32_t b) { return s->nodes_[a].name < s->nodes_[b].name; });
+    for (uint32_t i = 0; i < kids.size(); ++i) {
+      s->nodes_[kids[i]].parent = d;
+      s->nodes_[kids[i]].position = i;
+    }
   }
   if (skipped > 0)
     LOG_WARN("%s@%.8s: skipped %zu tree entries the Hub should never produce", s->repo_id_.c_str(),

@@ -27,6 +27,8 @@ struct SnapshotNode {
   std::string oid;  // git blob sha1
   std::string lfs_sha256;
   std::vector<uint32_t> children;  // directories: indices into nodes, sorted by name
+  uint32_t parent = 0;             // index of the containing directory (the root is its own)
+  uint32_t position = 0;           // index among the parent's sorted children
 };
 
 class Snapshot {

@@ -211,7 +211,7 @@ int main(int argc, char** argv) {
                  "Config file (TOML-style [mount] section; default /etc/hubfs/hubfs.conf if present)");
 
   std::string endpoint = Env("HF_ENDPOINT").empty() ? "https://huggingface.co" : Env("HF_ENDPOINT");
-  std::string token_file, cache_dir = DefaultCacheDir(), cache_size = "20G", memory_cache = "1G", min_free = "1G";
+  std::string token_file, cache_dir = DefaultCacheDir(), cache_size = "20G", memory_cache = "256M", min_free = "1G";
   std::string log_level = "info";
   int revision_ttl = 60, request_timeout = 50, stall_timeout = 15;
   unsigned block_mib = 4;
@@ -227,7 +227,7 @@ int main(int argc, char** argv) {
                     "i.e. ~/.cache/huggingface/token)");
   mount->add_option("--cache-dir", cache_dir, "Block cache directory (default ~/.cache/hubfs)");
   mount->add_option("--cache-size", cache_size, "Disk cache cap, e.g. 20G (default 20G)")->check(SizeValidator());
-  mount->add_option("--memory-cache", memory_cache, "Memory cache cap, e.g. 1G (default 1G)")->check(SizeValidator());
+  mount->add_option("--memory-cache", memory_cache, "Memory cache cap, e.g. 1G (default 256M)")->check(SizeValidator());
   mount->add_option("--min-free", min_free, "Free space to leave on the cache filesystem (default 1G)")
       ->check(SizeValidator());
   mount->add_option("--revision-ttl", revision_ttl, "Seconds before a branch is re-resolved (default 60)")

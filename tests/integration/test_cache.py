@@ -27,7 +27,7 @@ def cdn_bytes(emu, sha=None):
 
 def block_files(cache_dir):
     out = []
-    for d, _, names in os.walk(os.path.join(cache_dir, "v1", "blocks")):
+    for d, _, names in os.walk(os.path.join(cache_dir, "v2", "blocks")):
         out += [os.path.join(d, n) for n in names]
     return out
 

@@ -411,7 +411,7 @@ class BlockCacheDiskTest : public ::testing::Test {
   }
   std::string BlockPath(const BlockKey& k) const {
     const std::string hex = k.content.Hex();
-    return tmp_.path() + "/cache/v1/blocks/" + hex.substr(0, 2) + "/" + hex + "-" +
+    return tmp_.path() + "/cache/v2/blocks/" + hex.substr(0, 2) + "/" + hex + "-" +
            std::to_string(static_cast<int>(k.content.kind)) + "-" + std::to_string(k.index);
   }
   hubfs::testing::TempDir tmp_;

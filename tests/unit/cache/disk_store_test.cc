@@ -69,10 +69,10 @@ class DiskStoreTest : public ::testing::Test {
     EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().ToString());
     return r.ok() ? std::move(r.value()) : nullptr;
   }
-  // The documented layout: <dir>/v1/blocks/<2 hex>/<content hex>-<kind>-<index>.
+  // The documented layout: <dir>/v2/blocks/<2 hex>/<content hex>-<kind>-<index>.
   std::string PathOf(const BlockKey& k) const {
     const std::string hex = k.content.Hex();
-    return dir_ + "/v1/blocks/" + hex.substr(0, 2) + "/" + hex + "-" +
+    return dir_ + "/v2/blocks/" + hex.substr(0, 2) + "/" + hex + "-" +
            std::to_string(static_cast<int>(k.content.kind)) + "-" + std::to_string(k.index);
   }
   size_t FilesUnder(const std::string& d) const {
@@ -103,7 +103,7 @@ TEST_F(DiskStoreTest, RandomBlockRoundTrips) {
   // Incompressible data is stored raw (plus a small header).
   const auto on_disk = fsys::file_size(PathOf(k));
   EXPECT_GE(on_disk, data.size());
-  EXPECT_LT(on_disk, data.size() + 4096);
+  EXPECT_LE(on_disk, RoundUpToPage(data.size()) + kHeaderBytes);  // a header page, page padding
   EXPECT_EQ(store->used_bytes(), on_disk);
 }
 
@@ -167,9 +167,9 @@ TEST_F(DiskStoreTest, FilesArePrivate) {
   ASSERT_TRUE(wrote);
   const BlockKey k = Key(5);
   EXPECT_EQ(ModeOf(dir_), 0700u);
-  EXPECT_EQ(ModeOf(dir_ + "/v1"), 0700u);
-  EXPECT_EQ(ModeOf(dir_ + "/v1/blocks"), 0700u);
-  EXPECT_EQ(ModeOf(dir_ + "/v1/tmp"), 0700u);
+  EXPECT_EQ(ModeOf(dir_ + "/v2"), 0700u);
+  EXPECT_EQ(ModeOf(dir_ + "/v2/blocks"), 0700u);
+  EXPECT_EQ(ModeOf(dir_ + "/v2/tmp"), 0700u);
   EXPECT_EQ(ModeOf(fsys::path(PathOf(k)).parent_path().string()), 0700u);
   EXPECT_EQ(ModeOf(PathOf(k)), 0600u);
 }
@@ -213,10 +213,12 @@ TEST_P(DiskCorruption, FlippedByteIsCorruptAndRemoved) {
   EXPECT_EQ(corrupt.Get(), before + 1);
 }
 
-// Offsets: magic, version, flags, key, index, lengths, header checksum, first data byte, middle, last byte.
+// Offsets: magic, version, flags, key, index, lengths, header checksum, header padding, first data
+// byte, middle, last byte (page padding).
 INSTANTIATE_TEST_SUITE_P(Offsets, DiskCorruption,
                          ::testing::Values(size_t{0}, size_t{8}, size_t{12}, size_t{20}, size_t{56}, size_t{64},
-                                           size_t{80}, size_t{88}, size_t{100000}, size_t{1} << 40),
+                                           size_t{80}, size_t{88}, size_t{4096}, size_t{100000},
+                                           size_t{1} << 40),
                          [](const ::testing::TestParamInfo<size_t>& p) {
                            return p.param >= (size_t{1} << 40) ? std::string("LastByte")
                                                                   : "Byte" + std::to_string(p.param);
@@ -335,14 +337,14 @@ TEST_F(DiskStoreTest, OpenRemovesLeftoverTempFilesAndJunk) {
     ASSERT_NE(store, nullptr);
     ASSERT_TRUE(store->Write(Key(30), "keep", 4).ok());
   }
-  WriteFileBytes(dir_ + "/v1/tmp/1234567890", std::string(1000, 'x'));
-  WriteFileBytes(dir_ + "/v1/tmp/.hidden-partial", "x");
-  fsys::create_directories(dir_ + "/v1/blocks/zz");
-  WriteFileBytes(dir_ + "/v1/blocks/zz/not-a-block", "junk");
+  WriteFileBytes(dir_ + "/v2/tmp/1234567890", std::string(1000, 'x'));
+  WriteFileBytes(dir_ + "/v2/tmp/.hidden-partial", "x");
+  fsys::create_directories(dir_ + "/v2/blocks/zz");
+  WriteFileBytes(dir_ + "/v2/blocks/zz/not-a-block", "junk");
   auto store = Open();
   ASSERT_NE(store, nullptr);
-  EXPECT_FALSE(fsys::exists(dir_ + "/v1/tmp/1234567890"));
-  EXPECT_FALSE(fsys::exists(dir_ + "/v1/blocks/zz/not-a-block"));
+  EXPECT_FALSE(fsys::exists(dir_ + "/v2/tmp/1234567890"));
+  EXPECT_FALSE(fsys::exists(dir_ + "/v2/blocks/zz/not-a-block"));
   EXPECT_EQ(store->block_count(), 1u);
   EXPECT_TRUE(store->Contains(Key(30)));
   EXPECT_EQ(ReadStr(*store, Key(30), 4), "keep");
@@ -395,10 +397,10 @@ TEST_F(DiskStoreTest, LruEvictionEvictsLeastRecentlyReadFirst) {
     EXPECT_LE(store->used_bytes(), cap);
   }
   uint64_t on_disk = 0;
-  for (auto& e : fsys::recursive_directory_iterator(dir_ + "/v1/blocks"))
+  for (auto& e : fsys::recursive_directory_iterator(dir_ + "/v2/blocks"))
     if (e.is_regular_file()) on_disk += e.file_size();
   EXPECT_EQ(on_disk, store->used_bytes());
-  EXPECT_EQ(FilesUnder(dir_ + "/v1/blocks"), store->block_count());
+  EXPECT_EQ(FilesUnder(dir_ + "/v2/blocks"), store->block_count());
 }
 
 TEST_F(DiskStoreTest, FreeSpaceFloorEvictsOldBlocksToMakeRoom) {
@@ -482,10 +484,10 @@ TEST_F(DiskStoreTest, ClearEmptiesEveryGeneration) {
   // An orphaned older generation and a leftover temp file.
   fsys::create_directories(dir_ + "/v0/blocks/ab");
   WriteFileBytes(dir_ + "/v0/blocks/ab/old-block", "old");
-  WriteFileBytes(dir_ + "/v1/tmp/999", "partial");
+  WriteFileBytes(dir_ + "/v2/tmp/999", "partial");
   ASSERT_GT(FilesUnder(dir_), 0u);
   ASSERT_TRUE(DiskStore::Clear(dir_).ok());
-  EXPECT_EQ(FilesUnder(dir_ + "/v1"), 0u);
+  EXPECT_EQ(FilesUnder(dir_ + "/v2"), 0u);
   EXPECT_EQ(FilesUnder(dir_ + "/v0"), 0u);
   auto store = Open();
   ASSERT_NE(store, nullptr);
@@ -503,7 +505,7 @@ TEST_F(DiskStoreTest, ClearLeavesUnrelatedFilesAlone) {
     ASSERT_NE(store, nullptr);
     ASSERT_TRUE(store->Write(Key(80), "block", 5).ok());
   }
-  WriteFileBytes(dir_ + "/stats", "mem 1\n");  // the daemon's stats file lives beside v1/
+  WriteFileBytes(dir_ + "/stats", "mem 1\n");  // the daemon's stats file lives beside v2/
   ASSERT_TRUE(DiskStore::Clear(dir_).ok());
   EXPECT_TRUE(fsys::exists(dir_ + "/stats"));
   EXPECT_TRUE(DiskStore::Clear(dir_ + "/does-not-exist").ok());
