@@ -23,7 +23,9 @@ metrics::Counter& MemBlocks() { static auto& c = metrics::Get("cache.mem.blocks"
 
 BlockCache::BlockCache(CacheOptions options)
     : options_(std::move(options)),
-      nshards_(std::clamp<size_t>(options_.memory_bytes / std::max<size_t>(options_.block_size, 1), 1, kShards)),
+      // At least 16 blocks per shard: a per-shard LRU over a handful of blocks evicts blocks that
+      // parallel streams are about to read.
+      nshards_(std::clamp<size_t>(options_.memory_bytes / std::max<size_t>(options_.block_size, 1) / 16, 1, kShards)),
       shards_(new Shard[kShards]) {
   if (!options_.disk_dir.empty()) {
     auto disk = DiskStore::Open(
@@ -98,6 +100,10 @@ Result<BlockRef> BlockCache::Get(const BlockKey& key, size_t len, const FetchFn&
         s.lru.erase(s.lru.iterator_to(*it->second));
         s.lru.push_back(*it->second);
         hit = it->second->block;
+        if (it->second->unused_prefetch) {
+          it->second->unused_prefetch = false;
+          unused_prefetch_bytes_ -= hit->size;
+        }
       } else {
         auto [fit, inserted] = s.flights.try_emplace(key);
         if (inserted) {
@@ -133,6 +139,7 @@ Result<BlockRef> BlockCache::Get(const BlockKey& key, size_t len, const FetchFn&
     }
     Result<BlockRef> r = flight->result;
     lock.unlock();
+    if (r.ok()) MarkUsed(s, key);  // we waited on a prefetch: it has now been used
     // The loader gave up for its own reasons (its reader was interrupted): try again ourselves.
     if (!r.ok() && r.error().kind == ErrorKind::kCancelled && (cancel == nullptr || !cancel->ShouldStop()))
       continue;
@@ -196,9 +203,19 @@ void BlockCache::VerifyFile(const ContentId& id, uint64_t size) {
   tracker_.Forget(id);
 }
 
+void BlockCache::MarkUsed(Shard& s, const BlockKey& key) {
+  std::lock_guard lock(s.mu);
+  auto it = s.resident.find(key);
+  if (it != s.resident.end() && it->second->unused_prefetch) {
+    it->second->unused_prefetch = false;
+    unused_prefetch_bytes_ -= it->second->block->size;
+  }
+}
+
 bool BlockCache::Prefetch(const BlockKey& key, size_t len, FetchFn fetch) {
-  const uint64_t budget = std::max<uint64_t>(options_.memory_bytes / 4, options_.block_size);
-  if (queued_bytes_.load() + len > budget) return false;
+  // Queued plus loaded-but-unread prefetch stays within half the memory budget.
+  const uint64_t budget = std::max<uint64_t>(options_.memory_bytes / 2, options_.block_size);
+  if (queued_bytes_.load() + unused_prefetch_bytes_.load() + len > budget) return false;
   Shard& s = ShardFor(key);
   std::shared_ptr<Flight> flight;
   {
@@ -234,7 +251,7 @@ void BlockCache::LoaderMain() {
     CancelToken cancel(Clock::now() + options_.prefetch_timeout);
     auto r = Load(key, flight->len, flight->fetch, &cancel);
     const bool ok = r.ok();
-    Complete(key, flight, std::move(r));
+    Complete(key, flight, std::move(r), /*prefetched=*/true);
     if (ok) NotePresent(key);
   }
 }
@@ -258,14 +275,15 @@ Result<BlockRef> BlockCache::Load(const BlockKey& key, size_t len, const FetchFn
   return ref;
 }
 
-void BlockCache::Complete(const BlockKey& key, const std::shared_ptr<Flight>& flight, Result<BlockRef> result) {
+void BlockCache::Complete(const BlockKey& key, const std::shared_ptr<Flight>& flight, Result<BlockRef> result,
+                          bool prefetched) {
   Shard& s = ShardFor(key);
   std::vector<BlockRef> freed;
   {
     std::lock_guard lock(s.mu);
     auto it = s.flights.find(key);
     if (it != s.flights.end() && it->second == flight) s.flights.erase(it);
-    if (result.ok()) Insert(s, key, result.value(), &freed);
+    if (result.ok()) Insert(s, key, result.value(), prefetched, &freed);
   }
   {
     std::lock_guard lock(flight->mu);
@@ -277,30 +295,37 @@ void BlockCache::Complete(const BlockKey& key, const std::shared_ptr<Flight>& fl
   freed.clear();  // frees evicted blocks outside every lock
 }
 
-void BlockCache::Insert(Shard& s, const BlockKey& key, BlockRef block, std::vector<BlockRef>* freed) {
+void BlockCache::Insert(Shard& s, const BlockKey& key, BlockRef block, bool prefetched,
+                        std::vector<BlockRef>* freed) {
   const uint64_t shard_cap = options_.memory_bytes / nshards_;
   auto [it, inserted] = s.resident.try_emplace(key);
   if (!inserted) return;
   it->second = std::make_unique<Entry>();
   it->second->key = key;
   it->second->block = std::move(block);
+  it->second->unused_prefetch = prefetched;
+  if (prefetched) unused_prefetch_bytes_ += it->second->block->size;
   s.bytes += it->second->block->size;
   MemBytes().Add(it->second->block->size);
   MemBlocks().Add();
   s.lru.push_back(*it->second);
-  // Evict least recently used blocks nobody holds, down to the cap.
-  for (auto lit = s.lru.begin(); s.bytes > shard_cap && lit != s.lru.end();) {
-    Entry& e = *lit;
-    if (e.block.use_count() > 1 || e.key == key) {
-      ++lit;
-      continue;
+  // Evict least recently used blocks nobody holds, down to the cap: first those already read,
+  // then, only if that is not enough, unread prefetched ones.
+  for (int pass = 0; pass < 2 && s.bytes > shard_cap; ++pass) {
+    for (auto lit = s.lru.begin(); s.bytes > shard_cap && lit != s.lru.end();) {
+      Entry& e = *lit;
+      if (e.block.use_count() > 1 || e.key == key || (pass == 0 && e.unused_prefetch)) {
+        ++lit;
+        continue;
+      }
+      lit = s.lru.erase(lit);
+      s.bytes -= e.block->size;
+      MemBytes().Sub(e.block->size);
+      MemBlocks().Sub();
+      if (e.unused_prefetch) unused_prefetch_bytes_ -= e.block->size;
+      freed->push_back(std::move(e.block));
+      s.resident.erase(e.key);  // destroys e
     }
-    lit = s.lru.erase(lit);
-    s.bytes -= e.block->size;
-    MemBytes().Sub(e.block->size);
-    MemBlocks().Sub();
-    freed->push_back(std::move(e.block));
-    s.resident.erase(e.key);  // destroys e
   }
 }
 
@@ -350,6 +375,7 @@ void BlockCache::Purge(const BlockKey& key) {
       s.bytes -= it->second->block->size;
       MemBytes().Sub(it->second->block->size);
       MemBlocks().Sub();
+      if (it->second->unused_prefetch) unused_prefetch_bytes_ -= it->second->block->size;
       freed = std::move(it->second->block);
       s.resident.erase(it);
     }

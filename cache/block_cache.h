@@ -105,6 +105,7 @@ class BlockCache {
   struct Entry : boost::intrusive::list_base_hook<> {
     BlockKey key;
     BlockRef block;
+    bool unused_prefetch = false;  // loaded by prefetch, not read yet
   };
   struct Shard {
     std::mutex mu;
@@ -117,8 +118,12 @@ class BlockCache {
 
   Shard& ShardFor(const BlockKey& key) const { return shards_[BlockKeyHash{}(key) % nshards_]; }
   Result<BlockRef> Load(const BlockKey& key, size_t len, const FetchFn& fetch, const CancelToken* cancel);
-  void Complete(const BlockKey& key, const std::shared_ptr<Flight>& flight, Result<BlockRef> result);
-  void Insert(Shard& shard, const BlockKey& key, BlockRef block, std::vector<BlockRef>* freed);
+  // `prefetched`: loaded ahead of any reader; protected from eviction until first used (bounded by
+  // the prefetch budget), so parallel streams do not evict each other's unread blocks.
+  void Complete(const BlockKey& key, const std::shared_ptr<Flight>& flight, Result<BlockRef> result,
+                bool prefetched = false);
+  void Insert(Shard& shard, const BlockKey& key, BlockRef block, bool prefetched, std::vector<BlockRef>* freed);
+  void MarkUsed(Shard& shard, const BlockKey& key);  // takes shard.mu
   void ScheduleWrite(const BlockKey& key, BlockRef block);
   void LoaderMain();
   void NotePresent(const BlockKey& key);
@@ -133,6 +138,7 @@ class BlockCache {
   std::condition_variable queue_cv_;
   std::deque<std::pair<BlockKey, std::shared_ptr<Flight>>> queue_;
   std::atomic<uint64_t> queued_bytes_{0};
+  std::atomic<uint64_t> unused_prefetch_bytes_{0};  // resident, prefetched, not read yet
   bool stopping_ = false;
   std::vector<std::thread> loaders_;
 

@@ -556,7 +556,9 @@ Result<std::vector<ReadSlice>> Filesystem::Read(uint64_t fh, uint64_t offset, si
   {
     std::lock_guard lock(f->mu);
     ra = f->ra.OnRead(offset, end - offset, f->size, waited);
-    if (ra.jump && f->safetensors) f->plan_mode = true;
+    // One jump is a reader positioning itself (a worker taking its 1/16 of the file); a second
+    // one is a loader walking tensors in key order.
+    if (ra.jump && f->safetensors && ++f->jumps >= 2) f->plan_mode = true;
     want_plan = f->plan_mode && !f->plan_tried;
     if (want_plan) f->plan_tried = true;
     if (f->plan_mode) plan = f->plan;

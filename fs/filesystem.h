@@ -143,6 +143,7 @@ class Filesystem {
     std::mutex mu;  // guards the fields below; never held across a wait
     Readahead ra;
     bool plan_tried = false;
+    int jumps = 0;           // reads that started a new stream away from offset 0
     bool plan_mode = false;  // the reader jumps around: follow the tensor plan
     std::shared_ptr<const SafetensorsPlan> plan;
   };

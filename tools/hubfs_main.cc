@@ -238,6 +238,9 @@ int main(int argc, char** argv) {
   mount->add_option("--stall-timeout", stall_timeout,
                     "Seconds without a byte before a connection is replaced (default 15)")
       ->check(CLI::Range(1, 300));
+  mount->add_option("--read-ahead-kb", mo.read_ahead_kb,
+                    "Kernel readahead of the mount, set on its BDI when root (default 16384)")
+      ->check(CLI::Range(0, 1 << 20));
   mount->add_option("--block-size-mib", block_mib, "Cache block size in MiB (default 4)")->check(CLI::Range(1, 64));
   mount->add_option("--fetch-threads", loader_threads, "Parallel background range fetches (default 8)")
       ->check(CLI::Range(1, 64));
