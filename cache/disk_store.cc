@@ -87,7 +87,10 @@ bool PreadAll(int fd, char* buf, size_t n, off_t off) {
 
 // Reads and validates one block file. expected_key null: offline check (any key, any length).
 Result<BlockRef> ReadBlockFile(const std::string& path, const BlockKey* expected_key, size_t expected_len) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_DIRECT: one large read straight into the (page-aligned) block buffer, measured faster than
+  // buffered reads here, and no second copy of the block left in the page cache.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
+  if (fd < 0 && errno == EINVAL) fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return MakeError(errno == ENOENT ? ErrorKind::kNotFound : ErrorKind::kCorrupt, std::strerror(errno));
   struct Closer {
     int fd;
@@ -95,7 +98,7 @@ Result<BlockRef> ReadBlockFile(const std::string& path, const BlockKey* expected
   } closer{fd};
   struct stat st {};
   DiskHeader h{};
-  char page[kHeaderBytes];
+  alignas(kPageSize) char page[kHeaderBytes];
   if (::fstat(fd, &st) != 0 || !PreadAll(fd, page, kHeaderBytes, 0)) return MakeError(ErrorKind::kCorrupt, "short file");
   std::memcpy(&h, page, sizeof h);
   if (std::memcmp(h.magic, kMagic, sizeof kMagic) != 0) return MakeError(ErrorKind::kCorrupt, "bad magic");
@@ -114,8 +117,11 @@ Result<BlockRef> ReadBlockFile(const std::string& path, const BlockKey* expected
   const size_t padded = RoundUpToPage(h.stored_len);
   auto block = std::make_shared<Block>(h.raw_len);
   if (h.flags & kFlagLz4) {
-    std::unique_ptr<char[]> stored(new char[padded]);
-    if (!PreadAll(fd, stored.get(), padded, kHeaderBytes)) return MakeError(ErrorKind::kCorrupt, "short read");
+    struct AlignedFree {
+      void operator()(char* p) const { std::free(p); }
+    };
+    std::unique_ptr<char, AlignedFree> stored(static_cast<char*>(std::aligned_alloc(kPageSize, std::max(padded, kPageSize))));
+    if (!stored || !PreadAll(fd, stored.get(), padded, kHeaderBytes)) return MakeError(ErrorKind::kCorrupt, "short read");
     if (XXH3_64bits(stored.get(), h.stored_len) != h.data_xxh3) return MakeError(ErrorKind::kCorrupt, "data checksum");
     if (!AllZero(stored.get() + h.stored_len, padded - h.stored_len)) return MakeError(ErrorKind::kCorrupt, "padding");
     const int n = LZ4_decompress_safe(stored.get(), block->data.get(), static_cast<int>(h.stored_len),
