@@ -624,10 +624,10 @@ Result<std::vector<std::string>> Filesystem::ListXattr(uint64_t ino) {
 StatFsOut Filesystem::StatFs() const {
   StatFsOut s{};
   s.block_size = 4096;
-  const auto st = cache_->Stats();
-  const uint64_t cap = cache_->disk() ? st.disk_bytes + (1ULL << 30) : (1ULL << 30);
+  // Size: the local cache's cap (the Hub has no meaningful total); free: nothing can be written.
+  const uint64_t cap = std::max<uint64_t>(options_.capacity_bytes, cache_->Stats().disk_bytes);
   s.blocks = cap / s.block_size;
-  s.blocks_free = 0;  // read-only: nothing can be written
+  s.blocks_free = 0;
   {
     std::lock_guard lock(mu_);
     s.files = inodes_.size();

@@ -57,6 +57,7 @@ struct FsOptions {
   gid_t gid = 0;
   ReadaheadConfig readahead;
   std::string status_header;  // first lines of the stats file (endpoint, cache dir, version)
+  uint64_t capacity_bytes = 0;  // what statfs reports as the size: the cache's cap
 };
 
 struct Attr {

@@ -360,6 +360,7 @@ int main(int argc, char** argv) {
     fo.request_timeout = std::chrono::seconds(request_timeout);
     fo.uid = getuid();
     fo.gid = getgid();
+    fo.capacity_bytes = cache_bytes;
     fo.status_header = "endpoint: " + endpoint + "\ncache: " + cache_dir + " (cap " + cache_size + ", memory " +
                        memory_cache + ")\nversion: 0.1.0\n";
     if (block_cache->disk() || !metrics_file.empty())

@@ -68,6 +68,8 @@ def test_modes_sizes_mtimes(mnt, fixture):
     assert oct(os.stat(mnt.mountpoint).st_mode & 0o7777) == "0o555"
     sv = os.statvfs(mnt.mountpoint)
     assert sv.f_namemax == 255 and sv.f_bsize > 0
+    assert sv.f_blocks * sv.f_frsize == 20 << 30  # the cache cap (--cache-size default 20G)
+    assert sv.f_bavail == 0  # read-only: nothing can be written
 
 
 def test_random_preads(mnt, fixture):
