@@ -374,8 +374,7 @@ Result<size_t> HubClient::ReadRange(const FileLocation& loc, uint64_t offset, ch
       return want;
     }
     if (!retry || !WaitBeforeRetry(attempt, hint_ms, cancel)) {
-      if (failure.kind == ErrorKind::kAccessDenied && failure.http_status == 403 && expired_cdn > 0)
-        failure.kind = ErrorKind::kIo;
+      // Out of retries (a CDN that keeps refusing fresh URLs included): the origin failed.
       if (retry && failure.kind != ErrorKind::kCancelled) failure.kind = ErrorKind::kIo;
       LOG_WARN("read %s/%s@%.8s/%s [%llu+%zu] failed: %s", ApiCollection(loc.type), loc.repo_id.c_str(),
                loc.commit.c_str(), loc.path.c_str(), static_cast<unsigned long long>(offset), want,
