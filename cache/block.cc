@@ -55,6 +55,8 @@ char* BufferPool::Acquire(size_t n) {
       }
     }
   }
+  static auto& m_alloc = metrics::Get("cache.buffers.allocated");
+  m_alloc.Add();
   void* mem = std::aligned_alloc(kPageSize, cap);
   if (mem == nullptr) throw std::bad_alloc();
   return static_cast<char*>(mem);

@@ -54,6 +54,8 @@ struct CacheOptions {
   uint64_t max_pending_write_bytes = 0;  // beyond this, fetches wait for the disk writers (0: memory/2)
   std::chrono::milliseconds write_stall_limit{10000};  // ...at most this long, then the write is skipped
   int disk_writers = 2;
+  // Whole-file verification waits until no block has been asked for during this long.
+  int verify_quiet_ms = 500;
   std::chrono::seconds prefetch_timeout{60};
 };
 
@@ -128,6 +130,8 @@ class BlockCache {
   void LoaderMain();
   void NotePresent(const BlockKey& key);
   void VerifyFile(const ContentId& id, uint64_t size);
+  void NoteActivity();
+  bool WaitQuiet();  // until no Get() for verify_quiet_ms (true) or shutdown (false)
 
   CacheOptions options_;
   std::unique_ptr<DiskStore> disk_;
@@ -139,13 +143,15 @@ class BlockCache {
   std::deque<std::pair<BlockKey, std::shared_ptr<Flight>>> queue_;
   std::atomic<uint64_t> queued_bytes_{0};
   std::atomic<uint64_t> unused_prefetch_bytes_{0};  // resident, prefetched, not read yet
+  std::atomic<int64_t> last_activity_ns_{0};        // steady_clock of the last Get()
   bool stopping_ = false;
   std::vector<std::thread> loaders_;
 
   std::mutex write_mu_;
   std::condition_variable write_cv_;
   uint64_t pending_write_bytes_ = 0;  // guarded by write_mu_
-  std::unique_ptr<WorkerPool> writers_;  // disk writes and whole-file verification
+  std::unique_ptr<WorkerPool> writers_;    // disk writes
+  std::unique_ptr<WorkerPool> verifier_;   // whole-file verification, at idle priority
   std::atomic<bool> logged_disk_error_{false};
   FileTracker tracker_;
   std::string verified_dir_;  // markers of files verified in this cache directory

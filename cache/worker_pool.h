@@ -4,6 +4,8 @@
 // reports its task handoffs as races), and Wait() gives tests and shutdown a clean barrier.
 #pragma once
 
+#include <sched.h>
+
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -15,8 +17,18 @@ namespace hubfs::cache {
 
 class WorkerPool {
  public:
-  explicit WorkerPool(int threads) {
-    for (int i = 0; i < std::max(1, threads); ++i) threads_.emplace_back([this] { Main(); });
+  // Idle priority (SCHED_IDLE) threads run only on CPU time nobody else wants: for work that must
+  // happen but never at the expense of a reader (whole-file verification).
+  enum class Priority { kNormal, kIdle };
+  explicit WorkerPool(int threads, Priority priority = Priority::kNormal) {
+    for (int i = 0; i < std::max(1, threads); ++i)
+      threads_.emplace_back([this, priority] {
+        if (priority == Priority::kIdle) {
+          sched_param p{};
+          ::sched_setscheduler(0, SCHED_IDLE, &p);  // best effort: a failure leaves normal priority
+        }
+        Main();
+      });
   }
   ~WorkerPool() {
     Wait();

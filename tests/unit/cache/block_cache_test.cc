@@ -474,6 +474,36 @@ TEST_F(BlockCacheDiskTest, CorruptDiskBlockIsRefetched) {
   EXPECT_TRUE(AsString(*r) == Expected(k, kBlock));
 }
 
+// Whole-file verification (SHA-256 of every byte) waits until the cache has been quiet, so it never
+// takes CPU or disk from a load in progress; then bytes that fail their content id are purged.
+TEST_F(BlockCacheDiskTest, WholeFileVerificationWaitsForQuietThenPurgesWrongBytes) {
+  auto& mismatches = metrics::Get("cache.verify.mismatch");
+  CacheOptions o = DiskOptions();
+  o.verify_quiet_ms = 300;
+  BlockCache cache(o);
+  ASSERT_NE(cache.disk(), nullptr);
+  const ContentId id = Key(0, 7).content;  // the origin's bytes do not hash to this id
+  cache.TrackFile(id, 3 * kBlock);
+  Origin origin;
+  const uint64_t before = mismatches.Get();
+  for (uint64_t i = 0; i < 3; ++i) ASSERT_TRUE(cache.Get(BlockKey{id, i}, kBlock, origin.For(BlockKey{id, i}), nullptr).ok());
+  // A reader keeps the cache busy: no verification yet, the blocks stay.
+  const BlockKey other = Key(0, 8);
+  for (auto end = Clock::now() + milliseconds(900); Clock::now() < end;) {
+    ASSERT_TRUE(cache.Get(other, kBlock, origin.For(other), nullptr).ok());
+    std::this_thread::sleep_for(milliseconds(50));
+  }
+  EXPECT_EQ(mismatches.Get(), before) << "verification ran while a reader was active";
+  EXPECT_TRUE(cache.Contains(BlockKey{id, 0}));
+  // Quiet: it runs, fails, and purges every block of the file.
+  for (auto end = Clock::now() + std::chrono::seconds(10); mismatches.Get() == before && Clock::now() < end;)
+    std::this_thread::sleep_for(milliseconds(20));
+  cache.Flush();
+  EXPECT_EQ(mismatches.Get(), before + 1);
+  for (uint64_t i = 0; i < 3; ++i) EXPECT_FALSE(cache.Contains(BlockKey{id, i})) << "block " << i;
+  EXPECT_TRUE(cache.Contains(other));
+}
+
 TEST_F(BlockCacheDiskTest, UnusableDiskDirFallsBackToMemory) {
   CacheOptions o = DiskOptions();
   hubfs::testing::WriteFileBytes(tmp_.path() + "/file", "x");
