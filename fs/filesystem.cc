@@ -38,7 +38,8 @@ bool IsShortCommitOf(const std::string& rev, const std::string& sha) {
 Filesystem::Filesystem(FsOptions options, std::shared_ptr<fetch::HubClient> hub,
                        std::shared_ptr<cache::BlockCache> cache)
     : options_(std::move(options)), hub_(std::move(hub)), cache_(std::move(cache)),
-      mount_time_(static_cast<int64_t>(std::time(nullptr))) {
+      mount_time_(static_cast<int64_t>(std::time(nullptr))),
+      background_(std::make_unique<cache::WorkerPool>(1)) {
   auto root = std::make_shared<Inode>();
   root->ino = kRootIno;
   root->kind = Kind::kRoot;
@@ -526,6 +527,55 @@ std::shared_ptr<const SafetensorsPlan> Filesystem::LoadPlan(const OpenFile& f, c
   return plan;
 }
 
+void Filesystem::PrefetchNextShard(const std::shared_ptr<Inode>& shard) {
+  static auto& m_next = metrics::Get("fs.next_shard_prefetches");
+  constexpr uint64_t kMaxIndexBytes = 64u << 20;
+  const Snapshot& snap = *shard->snap;
+  const SnapshotNode& me = snap.node(shard->node);
+  const SnapshotNode& dir = snap.node(me.parent);
+  // A hint, not a reader: bounded well below a request's deadline so an unmount never waits long.
+  const CancelToken token(std::min(Deadline(), CancelToken::Clock::now() + std::chrono::seconds(10)));
+  auto fill = [&](OpenFile& f, const SnapshotNode& n) {
+    f.inode = shard;
+    f.loc = fetch::FileLocation{snap.type(), snap.repo_id(), snap.commit(), n.path, n.size};
+    f.content = *n.content;
+    f.size = n.size;
+  };
+  static constexpr std::string_view kIndexSuffix = ".safetensors.index.json";
+  for (uint32_t c : dir.children) {
+    const SnapshotNode& idx = snap.node(c);
+    if (idx.is_dir || !idx.content || idx.size == 0 || idx.size > kMaxIndexBytes ||
+        idx.name.size() <= kIndexSuffix.size() ||
+        idx.name.compare(idx.name.size() - kIndexSuffix.size(), kIndexSuffix.size(), kIndexSuffix) != 0)
+      continue;
+    OpenFile index;
+    fill(index, idx);
+    std::string text;
+    const uint64_t bs = cache_->block_size();
+    for (uint64_t b = 0; b * bs < index.size; ++b) {
+      auto block = cache_->Get(cache::BlockKey{index.content, b}, BlockLen(index, b), Fetcher(index, b), &token);
+      if (!block.ok()) return;  // the reader's own reads report errors; this is only a hint
+      text.append(block.value()->data.get(), block.value()->size);
+    }
+    const auto next = NextShardFromIndex(text, me.name);
+    if (!next) continue;
+    const auto d = snap.Child(me.parent, *next);
+    if (!d) return;
+    const SnapshotNode& n = snap.node(*d);
+    if (n.is_dir || !n.content || n.size == 0) return;
+    OpenFile peer;
+    fill(peer, n);
+    m_next.Add();
+    LOG_DEBUG("prefetching the next shard %s", n.path.c_str());
+    auto plan = LoadPlan(peer, &token);  // fetches the header (block 0) and parses it once
+    if (!plan) return;
+    for (const ByteRange& r : plan->First(options_.readahead.max_window / 2))
+      for (uint64_t b = r.begin / bs; b * bs < r.end; ++b)
+        cache_->Prefetch(cache::BlockKey{peer.content, b}, BlockLen(peer, b), Fetcher(peer, b));
+    return;
+  }
+}
+
 Result<std::vector<ReadSlice>> Filesystem::Read(uint64_t fh, uint64_t offset, size_t len, const CancelToken* cancel) {
   static auto& m_reads = metrics::Get("fs.reads");
   static auto& m_bytes = metrics::Get("fs.read_bytes");
@@ -575,9 +625,27 @@ Result<std::vector<ReadSlice>> Filesystem::Read(uint64_t fh, uint64_t offset, si
     }
   };
   if (!ra.empty()) prefetch(ra.begin, ra.end);
+  const uint64_t look = options_.readahead.max_window / 2;
+  bool near_end = false;
   if (plan) {
     // A loader walking tensors in key order: fetch what it will read next, wherever it lies.
-    for (const ByteRange& r : plan->Following(end, options_.readahead.max_window / 2)) prefetch(r.begin, r.end);
+    uint64_t ahead = 0;
+    for (const ByteRange& r : plan->Following(end, look)) {
+      prefetch(r.begin, r.end);
+      ahead += r.end - r.begin;
+    }
+    near_end = ahead < look;  // the last tensors in key order
+  } else if (f->safetensors) {
+    near_end = end + look >= f->size && !ra.jump;  // a sequential reader close to the end
+  }
+  if (near_end) {
+    bool issue = false;
+    {
+      std::lock_guard lock(f->mu);
+      issue = !f->next_shard_issued;
+      f->next_shard_issued = true;
+    }
+    if (issue) background_->Run([this, in = f->inode] { PrefetchNextShard(in); });
   }
 
   for (uint64_t b = first; b <= last; ++b) {

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "cache/block_cache.h"
+#include "cache/worker_pool.h"
 #include "common/cancel.h"
 #include "common/status.h"
 #include "fetch/hub_client.h"
@@ -147,6 +148,7 @@ class Filesystem {
     int jumps = 0;           // reads that started a new stream away from offset 0
     bool plan_mode = false;  // the reader jumps around: follow the tensor plan
     std::shared_ptr<const SafetensorsPlan> plan;
+    bool next_shard_issued = false;  // the next shard of a sharded checkpoint is being prefetched
   };
   struct RevEntry {
     fetch::RepoInfo info;
@@ -165,6 +167,9 @@ class Filesystem {
   // The tensor plan of a .safetensors file (header parsed once per content), or null.
   std::shared_ptr<const SafetensorsPlan> LoadPlan(const OpenFile& f, const CancelToken* cancel);
   cache::FetchFn Fetcher(const OpenFile& f, uint64_t block) const;
+  // A reader is finishing one shard of a checkpoint with a *.safetensors.index.json beside it:
+  // fetch the header and first tensors (key order) of the shard loaders read next. Background.
+  void PrefetchNextShard(const std::shared_ptr<Inode>& shard);
   size_t BlockLen(const OpenFile& f, uint64_t block) const;
 
   FsOptions options_;
@@ -193,6 +198,9 @@ class Filesystem {
   // lock. Accessors are held only to copy the shared_ptr out.
   tbb::concurrent_hash_map<uint64_t, std::shared_ptr<OpenFile>> handles_;
   std::atomic<uint64_t> next_fh_{1};
+
+  // Background work of the read path (next-shard prefetch). Last member: destroyed (joined) first.
+  std::unique_ptr<cache::WorkerPool> background_;
 };
 
 }  // namespace hubfs::fs

@@ -66,4 +66,22 @@ std::vector<ByteRange> SafetensorsPlan::Following(uint64_t offset, uint64_t budg
   return out;
 }
 
+std::optional<std::string> NextShardFromIndex(std::string_view index_json, std::string_view shard) {
+  using json = nlohmann::json;
+  json j = json::parse(index_json.begin(), index_json.end(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) return std::nullopt;
+  auto map = j.find("weight_map");
+  if (map == j.end() || !map->is_object()) return std::nullopt;
+  std::vector<std::string> shards;
+  for (const auto& v : *map) {
+    if (!v.is_string()) return std::nullopt;
+    shards.push_back(v.get<std::string>());
+  }
+  std::sort(shards.begin(), shards.end());
+  shards.erase(std::unique(shards.begin(), shards.end()), shards.end());
+  auto it = std::find(shards.begin(), shards.end(), shard);
+  if (it == shards.end() || std::next(it) == shards.end()) return std::nullopt;
+  return *std::next(it);
+}
+
 }  // namespace hubfs::fs

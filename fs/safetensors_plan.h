@@ -8,6 +8,8 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -33,6 +35,11 @@ class SafetensorsPlan {
   // holding `offset`, then the next tensors. Empty when offset is outside every tensor.
   std::vector<ByteRange> Following(uint64_t offset, uint64_t budget) const;
 
+  // The first `budget` bytes a key-order loader reads after the header.
+  std::vector<ByteRange> First(uint64_t budget) const {
+    return key_order_.empty() ? std::vector<ByteRange>{} : Following(key_order_.front().begin, budget);
+  }
+
   size_t tensor_count() const { return key_order_.size(); }
   const std::vector<ByteRange>& key_order() const { return key_order_; }
 
@@ -40,5 +47,11 @@ class SafetensorsPlan {
   std::vector<ByteRange> key_order_;    // tensors in key order
   std::vector<uint32_t> by_offset_;     // indices into key_order_, sorted by begin
 };
+
+// A sharded checkpoint's `*.safetensors.index.json` maps every tensor to its shard file; loaders
+// (transformers, safetensors) read the shards in sorted name order. Given the index JSON and the
+// name of one shard, the name of the shard a loader reads next; nullopt for the last shard, a
+// shard the index does not name, or an index that is not what the format says.
+std::optional<std::string> NextShardFromIndex(std::string_view index_json, std::string_view shard);
 
 }  // namespace hubfs::fs

@@ -18,6 +18,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     uint64_t total = 0;
     for (const auto& r : plan->Following(8 + size, 1 << 20)) total += r.end - r.begin;
     if (total > (1 << 20)) __builtin_trap();
+    uint64_t first = 0;
+    for (const auto& r : plan->First(1 << 20)) first += r.end - r.begin;
+    if (first > (1 << 20)) __builtin_trap();
   }
+  // The same bytes as a sharded checkpoint's index.json.
+  if (auto next = hubfs::fs::NextShardFromIndex(s, "model-00001-of-00002.safetensors"))
+    if (*next <= "model-00001-of-00002.safetensors") __builtin_trap();  // always a later name
   return 0;
 }

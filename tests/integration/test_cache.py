@@ -189,3 +189,49 @@ def test_remount_1gib_file_fetches_under_1_percent(tmp_path):
     print("1 GiB file: first read %d bytes from the origin, second %d" % (first, second))
     assert first <= meta["size"] * 1.05
     assert second < meta["size"] * 0.01
+
+
+def read_in_key_order(path):
+    """What safetensors/transformers do: the 8-byte length, the header, then every tensor in key
+    order with pread. Returns {name: bytes}."""
+    import json
+    import struct
+    out = {}
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        (n,) = struct.unpack("<Q", os.pread(fd, 8, 0))
+        header = json.loads(os.pread(fd, n, 8))
+        for name in sorted(k for k in header if k != "__metadata__"):
+            a, b = header[name]["data_offsets"]
+            out[name] = os.pread(fd, b - a, 8 + n + a)
+            assert len(out[name]) == b - a
+    finally:
+        os.close(fd)
+    return out
+
+
+def test_loading_a_shard_prefetches_the_next_one_named_in_the_index(emu, fixture, tmp_path):
+    """A loader finishing shard k of a checkpoint with model.safetensors.index.json finds the
+    header and first tensors of shard k+1 already fetched: requests for shard k+1 reach the
+    origin before anything opens it, never for a shard further on, and each byte once."""
+    rid = "hubfs-test/sharded-model"
+    files = fixture.files(rid)
+    shards = sorted(k for k in files if k.endswith(".safetensors"))
+    assert len(shards) == 3
+    sha = [files[s]["sha256"] for s in shards]
+    with Mount(emu.hub_url, cache_dir=str(tmp_path / "cache")) as m:
+        emu.clear_log()
+        tensors = read_in_key_order(m.path(*rid.split("/"), shards[0]))
+        assert len(tensors) > 5
+        emu.wait_log(lambda recs: any(sha[1] in r.get("path", "") for r in recs), timeout=10, origin="cdn")
+        time.sleep(0.5)
+        assert cdn_bytes(emu, sha[2]) == 0, "prefetched past the next shard"
+        # the prefetched bytes are the ones the loader then reads, fetched once
+        read_in_key_order(m.path(*rid.split("/"), shards[1]))
+        assert sha256_file(m.path(*rid.split("/"), shards[1])) == sha[1]
+        assert cdn_bytes(emu, sha[1]) <= files[shards[1]]["size"]
+        # the last shard has no successor: nothing else is fetched
+        read_in_key_order(m.path(*rid.split("/"), shards[2]))
+        assert sha256_file(m.path(*rid.split("/"), shards[2])) == sha[2]
+        total = sum(cdn_bytes(emu, s) for s in sha)
+        assert cdn_bytes(emu) == total

@@ -524,6 +524,15 @@ def preset_test(fx):
     am.commit({".gitattributes": GITATTRIBUTES, "README.md": b"# another model\n",
                "config.json": jdump({"model_type": "bert", "hidden_size": 32}),
                "vocab.txt": "".join("[unused%d]\n" % i for i in range(300)).encode()}, "Initial commit")
+    # --- a checkpoint in three shards with its index (next-shard prefetch) -----------------
+    sm = fx.repo("model", "hubfs-test/sharded-model", created_ts=1708350000,
+                 meta={"downloads": 3, "likes": 0, "library_name": "transformers",
+                       "tags": ["transformers", "safetensors", "llama"]})
+    sspecs = llama_specs(4096, 512, 1376, 128, 4)
+    write_sharded(fx, sm, [sspecs[:10], sspecs[10:24], sspecs[24:]], rng,
+                  {".gitattributes": GITATTRIBUTES, "README.md": b"# sharded model\n",
+                   "config.json": jdump({"model_type": "llama", "hidden_size": 512, "num_hidden_layers": 4})},
+                  "Upload sharded checkpoint")
     gd = fx.repo("dataset", "hubfs-test/gated-dataset", gated="auto", gated_approved=["alice"], created_ts=1708400000,
                  meta={"downloads": 1, "likes": 0, "tags": ["format:csv"]})
     gd.commit({".gitattributes": GITATTRIBUTES, "README.md": b"# gated dataset\n",

@@ -54,6 +54,46 @@ TEST(SafetensorsPlan, HostileHeadersAreRejected) {
   EXPECT_FALSE(SafetensorsPlan::Parse(std::string(50, '{'), size).ok());
 }
 
+TEST(SafetensorsPlan, FirstIsTheStartOfKeyOrder) {
+  // b (file order first) is read after a (key order first).
+  const std::string header = R"({"b":{"dtype":"U8","shape":[10],"data_offsets":[0,10]},)"
+                             R"("a":{"dtype":"U8","shape":[20],"data_offsets":[10,30]}})";
+  auto p = SafetensorsPlan::Parse(header, 8 + header.size() + 30);
+  ASSERT_TRUE(p.ok());
+  const uint64_t base = 8 + header.size();
+  auto first = p->First(25);
+  ASSERT_EQ(first.size(), 2u);
+  EXPECT_EQ(first[0].begin, base + 10);  // a
+  EXPECT_EQ(first[0].end, base + 30);
+  EXPECT_EQ(first[1].begin, base + 0);  // then b, cut to the budget
+  EXPECT_EQ(first[1].end, base + 5);
+  SafetensorsPlan empty = SafetensorsPlan::Parse("{}", 100).value();
+  EXPECT_TRUE(empty.First(100).empty());
+}
+
+TEST(NextShardFromIndex, FollowsSortedShardNames) {
+  // weight_map values in tensor-key order are not in shard order; loaders sort the shard names.
+  const std::string index = R"({"metadata":{"total_size":1},"weight_map":{
+      "a.weight":"model-00003-of-00003.safetensors",
+      "b.weight":"model-00001-of-00003.safetensors",
+      "c.weight":"model-00002-of-00003.safetensors",
+      "d.weight":"model-00001-of-00003.safetensors"}})";
+  EXPECT_EQ(NextShardFromIndex(index, "model-00001-of-00003.safetensors"), "model-00002-of-00003.safetensors");
+  EXPECT_EQ(NextShardFromIndex(index, "model-00002-of-00003.safetensors"), "model-00003-of-00003.safetensors");
+  EXPECT_EQ(NextShardFromIndex(index, "model-00003-of-00003.safetensors"), std::nullopt);  // the last
+  EXPECT_EQ(NextShardFromIndex(index, "other.safetensors"), std::nullopt);                  // not named
+}
+
+TEST(NextShardFromIndex, MalformedIndexesNameNothing) {
+  const std::string s = "model-00001-of-00002.safetensors";
+  EXPECT_EQ(NextShardFromIndex("", s), std::nullopt);
+  EXPECT_EQ(NextShardFromIndex("not json", s), std::nullopt);
+  EXPECT_EQ(NextShardFromIndex("[1]", s), std::nullopt);
+  EXPECT_EQ(NextShardFromIndex(R"({"weight_map":[]})", s), std::nullopt);
+  EXPECT_EQ(NextShardFromIndex(R"({"weight_map":{"a":1,"b":"model-00002-of-00002.safetensors"}})", s), std::nullopt);
+  EXPECT_EQ(NextShardFromIndex(R"({"weight_map":{"a":"model-00001-of-00002.safetensors"}})", s), std::nullopt);
+}
+
 TEST(SafetensorsPlan, HeaderLengthIsBounded) {
   EXPECT_EQ(SafetensorsPlan::HeaderLength(Le64(100), 1000).value(), 100u);
   EXPECT_FALSE(SafetensorsPlan::HeaderLength(Le64(0), 1000).ok());
