@@ -33,6 +33,8 @@ constexpr const char* kDiskFormatDir = "v2";
 // blocks are written with O_DIRECT from their (page-aligned) buffers, without a copy into the page
 // cache. (v1 had an 88-byte header and buffered writes; its tree is an orphan `cache clear` removes.)
 constexpr size_t kHeaderBytes = 4096;
+// Blocks whose stored data is at least this large are written and read with O_DIRECT.
+constexpr size_t kDirectMinBytes = 256 * 1024;
 
 struct DiskOptions {
   std::string dir;

@@ -266,6 +266,11 @@ std::string HubClient::ResolveUrl(const FileLocation& loc) const {
          PercentEncode(loc.commit, false) + "/" + PercentEncode(loc.path, true);
 }
 
+std::string HubClient::RawUrl(const FileLocation& loc) const {
+  return options_.endpoint + "/" + UrlPrefix(loc.type) + PercentEncode(loc.repo_id, true) + "/raw/" +
+         PercentEncode(loc.commit, false) + "/" + PercentEncode(loc.path, true);
+}
+
 Result<size_t> HubClient::ReadRange(const FileLocation& loc, uint64_t offset, char* buf, size_t len,
                                     const CancelToken* cancel) const {
   static auto& m_bytes = metrics::Get("fetch.bytes");
@@ -276,6 +281,10 @@ Result<size_t> HubClient::ReadRange(const FileLocation& loc, uint64_t offset, ch
   if (offset >= loc.size || len == 0) return size_t{0};
   const size_t want = static_cast<size_t>(std::min<uint64_t>(len, loc.size - offset));
   const std::string resolve_url = ResolveUrl(loc);
+  // A whole git-stored file (configs, tokenizers, small dataset files) is read from /raw/: one
+  // request, where /resolve/ answers with a 307 to /api/resolve-cache/ first. Any failure there
+  // falls back to /resolve/, the route every client uses.
+  bool use_raw = loc.git_blob && offset == 0 && want == loc.size;
 
   int expired_cdn = 0;
   for (int attempt = 1;; ++attempt) {
@@ -286,7 +295,8 @@ Result<size_t> HubClient::ReadRange(const FileLocation& loc, uint64_t offset, ch
       if (it != targets_.end() && Clock::now() < it->second.expires) url = it->second.url;
     }
     const bool cached_target = !url.empty();
-    if (!cached_target) url = resolve_url;
+    if (!cached_target) url = use_raw ? RawUrl(loc) : resolve_url;
+    const bool raw_attempt = !cached_target && use_raw;
 
     long hint_ms = -1;
     Error failure;
@@ -341,6 +351,14 @@ Result<size_t> HubClient::ReadRange(const FileLocation& loc, uint64_t offset, ch
         break;
       }
       if (resp.status == 416) return size_t{0};
+      if (raw_attempt && resp.status != 206 && resp.status != 200) {
+        use_raw = false;  // /raw/ refused: ask /resolve/ at once, which decides the errno
+        --attempt;
+        hint_ms = 0;
+        retry = true;
+        failure = ErrorFromResponse(resp, "GET " + RedactUrl(url));
+        break;
+      }
       if (resp.status != 206 && resp.status != 200) return ErrorFromResponse(resp, "GET " + RedactUrl(url));
       // Validate before trusting a byte: the exact range, the exact length.
       bool valid = resp.body_bytes == want;
@@ -353,6 +371,7 @@ Result<size_t> HubClient::ReadRange(const FileLocation& loc, uint64_t offset, ch
         valid = valid && offset == 0 && want == loc.size;  // a 200 is the whole file or nothing
       }
       if (!valid) {
+        use_raw = false;
         m_bad.Add();
         failure = MakeError(ErrorKind::kIo, "origin answered a different range or length",
                             static_cast<int>(resp.status));

@@ -49,6 +49,8 @@ struct FileLocation {
   std::string commit;
   std::string path;
   uint64_t size = 0;
+  // Stored in git, not LFS: its /raw/ URL serves the bytes themselves, with no redirect.
+  bool git_blob = false;
 };
 
 struct HubOptions {
@@ -92,6 +94,7 @@ class HubClient {
   // Sleeps for the backoff before retry `attempt`; false when the deadline or cancel forbids it.
   bool WaitBeforeRetry(int attempt, long hint_ms, const CancelToken* cancel) const;
   std::string ResolveUrl(const FileLocation& loc) const;
+  std::string RawUrl(const FileLocation& loc) const;
   // A 429 pauses every request to the origin until its reset time, not just the one that got it:
   // the mount slows down as a whole instead of hammering a rate limit with parallel fetches.
   void PauseFor(long ms) const;

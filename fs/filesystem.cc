@@ -404,6 +404,11 @@ Result<std::string> Filesystem::ReadLink(uint64_t ino) {
   return in->target;
 }
 
+static fetch::FileLocation LocationOf(const Snapshot& snap, const SnapshotNode& n) {
+  return fetch::FileLocation{snap.type(), snap.repo_id(), snap.commit(), n.path, n.size,
+                             n.content && n.content->kind == cache::IdKind::kGitSha1};
+}
+
 Result<OpenOut> Filesystem::Open(uint64_t ino, int flags) {
   auto in = Get(ino);
   if (!in) return MakeError(ErrorKind::kNotFound, "stale inode");
@@ -424,7 +429,7 @@ Result<OpenOut> Filesystem::Open(uint64_t ino, int flags) {
   const SnapshotNode& n = in->snap->node(in->node);
   auto f = std::make_shared<OpenFile>();
   f->inode = in;
-  f->loc = fetch::FileLocation{in->snap->type(), in->snap->repo_id(), in->snap->commit(), n.path, n.size};
+  f->loc = LocationOf(*in->snap, n);
   f->content = *n.content;
   f->size = n.size;
   f->ra = Readahead(options_.readahead);
@@ -443,7 +448,7 @@ Result<OpenOut> Filesystem::Open(uint64_t ino, int flags) {
       const SnapshotNode& sib = in->snap->node(dir.children[i]);
       if (sib.is_dir || sib.size == 0 || sib.size > cache_->block_size()) continue;
       OpenFile peer;
-      peer.loc = fetch::FileLocation{in->snap->type(), in->snap->repo_id(), in->snap->commit(), sib.path, sib.size};
+      peer.loc = LocationOf(*in->snap, sib);
       peer.content = *sib.content;
       peer.size = sib.size;
       cache_->Prefetch(cache::BlockKey{peer.content, 0}, BlockLen(peer, 0), Fetcher(peer, 0));
@@ -537,7 +542,7 @@ void Filesystem::PrefetchNextShard(const std::shared_ptr<Inode>& shard) {
   const CancelToken token(std::min(Deadline(), CancelToken::Clock::now() + std::chrono::seconds(10)));
   auto fill = [&](OpenFile& f, const SnapshotNode& n) {
     f.inode = shard;
-    f.loc = fetch::FileLocation{snap.type(), snap.repo_id(), snap.commit(), n.path, n.size};
+    f.loc = LocationOf(snap, n);
     f.content = *n.content;
     f.size = n.size;
   };

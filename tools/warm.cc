@@ -75,7 +75,8 @@ int RunWarm(const WarmOptions& o) {
     auto cid = e.lfs_sha256.empty() ? cache::ContentId::FromHex(cache::IdKind::kGitSha1, e.oid)
                                     : cache::ContentId::FromHex(cache::IdKind::kSha256, e.lfs_sha256);
     if (!cid) continue;
-    files.push_back({fetch::FileLocation{type, info->id, info->sha, e.path, e.size}, *cid});
+    const bool git_blob = cid->kind == cache::IdKind::kGitSha1;
+    files.push_back({fetch::FileLocation{type, info->id, info->sha, e.path, e.size, git_blob}, *cid});
     total += e.size;
   }
   if (files.empty()) {

@@ -208,3 +208,29 @@ def test_token_never_in_logs(emu, fixture):
         with open("/proc/%d/cmdline" % m.proc.pid, "rb") as f:
             cmdline = f.read()
     assert "hf_alice" not in log and b"hf_alice" not in cmdline
+
+
+def test_small_git_file_is_one_request_to_raw(faults, fixture):
+    """A whole git-stored file is read from /raw/{commit}/{path}: one request, no 307 hop."""
+    meta = fixture.files(MODEL)["config.json"]
+    with Mount(faults.hub_url, extra_args=FAST) as m:
+        faults.clear_log()
+        assert read_all(m.path(*MODEL.split("/"), "config.json")) == fixture.read(meta)
+    served = [r for r in faults.log("hub") if r["path"].endswith("/config.json")]
+    assert len(served) == 1, served
+    assert "/raw/" in served[0]["path"] and served[0]["status"] in (200, 206)
+
+
+@pytest.mark.parametrize("status", [404, 403, 410])
+def test_raw_refused_falls_back_to_resolve(faults, fixture, status):
+    """If /raw/ refuses, the same read goes through /resolve/ at once (no backoff), right bytes."""
+    meta = fixture.files(MODEL)["config.json"]
+    faults.set_faults([{"match": "/raw/", "status": status}])
+    with Mount(faults.hub_url, extra_args=FAST) as m:
+        faults.clear_log()
+        t0 = time.time()
+        assert read_all(m.path(*MODEL.split("/"), "config.json")) == fixture.read(meta)
+        assert time.time() - t0 < 1.5
+    paths = [r["path"] for r in faults.log("hub") if "config.json" in r["path"]]
+    assert any("/raw/" in p for p in paths) and any("/resolve/" in p for p in paths), paths
+    assert all(f["applied"] >= 1 for f in faults.faults())
