@@ -773,7 +773,7 @@ class Bench:
 
     @staticmethod
     def classify(recs):
-        c = {"tree_listing": 0, "resolve": 0, "resolve_cache": 0, "cdn": 0, "other_api": 0, "other": 0}
+        c = {"tree_listing": 0, "resolve": 0, "resolve_cache": 0, "raw": 0, "cdn": 0, "other_api": 0, "other": 0}
         other = []
         for r in recs:
             p = r.get("path", "")
@@ -785,6 +785,8 @@ class Bench:
                 c["resolve_cache"] += 1
             elif "/resolve/" in p:
                 c["resolve"] += 1
+            elif "/raw/" in p:
+                c["raw"] += 1
             elif p.startswith("/api/"):
                 c["other_api"] += 1
                 other.append(r.get("method", "") + " " + p)
@@ -993,9 +995,9 @@ http {
             limit = 2 + n / 1000
             lst = self.small_req["tree_listing"]
             self.row("2000 small files: listing requests (tree pages)", "%d" % lst,
-                     "resolve %d, resolve-cache %d, cdn %d, other %d" % (
-                         self.small_req["resolve"], self.small_req["resolve_cache"], self.small_req["cdn"],
-                         self.small_req["other_api"] + self.small_req["other"]),
+                     "raw %d, resolve %d, resolve-cache %d, cdn %d, other %d" % (
+                         self.small_req["raw"], self.small_req["resolve"], self.small_req["resolve_cache"],
+                         self.small_req["cdn"], self.small_req["other_api"] + self.small_req["other"]),
                      "-", "<= %d" % int(limit), lst <= limit, ("small",))
             best = self.best_peer("small", lower=True)
             if best:
@@ -1187,7 +1189,7 @@ http {
             extra.append("peers: %s; httpdirfs runs with --cache (8 MiB segments, its fastest mode) and "
                          "--no-range-check; every peer mounts the same objects through nginx autoindex, which "
                          "hides dot files (2001 of the 2002 small files); small files reach hubfs from the emulator's "
-                         "Python hub (resolve, 307, resolve-cache), the peers from nginx" % "; ".join(self.peer_versions()))
+                         "Python hub (hubfs: one GET /raw/ each; a /resolve/ would be a 307 to /api/resolve-cache/), the peers from nginx" % "; ".join(self.peer_versions()))
         extra.extend(self.peer_lines())
         if self.hubfs_hwm:
             per = {}
