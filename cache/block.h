@@ -7,6 +7,7 @@
 // recycled one costs nothing.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <memory>
 
@@ -33,6 +34,8 @@ struct Block {
   explicit Block(size_t n) : data(BufferPool::Acquire(n), BufferDeleter{n}), size(n) {}
   std::unique_ptr<char[], BufferDeleter> data;
   size_t size;
+  // Queued for the disk tier: the write queue holds one reference of its own.
+  mutable std::atomic<bool> write_pending{false};
 };
 using BlockRef = std::shared_ptr<const Block>;
 

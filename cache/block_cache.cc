@@ -39,7 +39,7 @@ BlockCache::BlockCache(CacheOptions options)
     }
   }
   if (options_.max_pending_write_bytes == 0)
-    options_.max_pending_write_bytes = std::max<uint64_t>(options_.memory_bytes / 2, 4 * options_.block_size);
+    options_.max_pending_write_bytes = std::max<uint64_t>(options_.memory_bytes / 4, 4 * options_.block_size);
   // Recycle block buffers: up to a quarter of the memory budget (at least 8) waiting for reuse.
   BufferPool::Configure(options_.block_size,
                         std::max<size_t>(8, options_.memory_bytes / 4 / std::max<size_t>(options_.block_size, 1)));
@@ -47,12 +47,16 @@ BlockCache::BlockCache(CacheOptions options)
     verified_dir_ = options_.disk_dir + "/" + kDiskFormatDir + "/verified";
     ::mkdir(verified_dir_.c_str(), 0700);
   }
-  writers_ = std::make_unique<WorkerPool>(options_.disk_writers);
+  writers_ = std::make_unique<WorkerPool>(options_.disk_writers, WorkerPool::Priority::kNormal, "hubfs-write");
   // Hashing a whole file costs ~0.5 s of CPU per GB (SHA-256) plus reading it back from disk: it
   // waits until the cache has been quiet for a moment and runs at idle priority, so it never
   // takes CPU or disk bandwidth from a load in progress (the next shard of a checkpoint).
-  verifier_ = std::make_unique<WorkerPool>(1, WorkerPool::Priority::kIdle);
-  for (int i = 0; i < std::max(1, options_.loader_threads); ++i) loaders_.emplace_back([this] { LoaderMain(); });
+  verifier_ = std::make_unique<WorkerPool>(1, WorkerPool::Priority::kIdle, "hubfs-verify");
+  for (int i = 0; i < std::max(1, options_.loader_threads); ++i)
+    loaders_.emplace_back([this] {
+      ::pthread_setname_np(::pthread_self(), "hubfs-fetch");
+      LoaderMain();
+    });
 }
 
 BlockCache::~BlockCache() {
@@ -63,7 +67,8 @@ BlockCache::~BlockCache() {
   queue_cv_.notify_all();
   for (auto& t : loaders_) t.join();
   // Queued flights that never ran: fail them so no waiter is left behind.
-  for (auto& [key, flight] : queue_) Complete(key, flight, MakeError(ErrorKind::kCancelled, "cache shutting down"));
+  for (auto& [key, weak] : queue_)
+    if (auto flight = weak.lock()) Complete(key, flight, MakeError(ErrorKind::kCancelled, "cache shutting down"));
   queue_.clear();
   Flush();
   for (size_t i = 0; i < kShards; ++i) {
@@ -94,6 +99,15 @@ bool BlockCache::WaitQuiet() {
     if (now - last >= quiet) return true;
     std::this_thread::sleep_for(std::min<Clock::duration>(quiet - (now - last), std::chrono::milliseconds(100)));
   }
+}
+
+void BlockCache::Consumed(const BlockKey& key) {
+  Shard& s = ShardFor(key);
+  std::lock_guard lock(s.mu);
+  auto it = s.resident.find(key);
+  if (it == s.resident.end() || it->second->unused_prefetch) return;
+  s.lru.erase(s.lru.iterator_to(*it->second));
+  s.lru.push_front(*it->second);
 }
 
 bool BlockCache::InMemory(const BlockKey& key) const {
@@ -150,8 +164,10 @@ Result<BlockRef> BlockCache::Get(const BlockKey& key, size_t len, const FetchFn&
       queued_bytes_ -= flight->len;
     }
     if (owner) {
-      auto r = Load(key, len, fetch, cancel);
+      bool fetched = false;
+      auto r = Load(key, len, fetch, cancel, &fetched);
       Complete(key, flight, r);
+      if (fetched) ScheduleWrite(key, r.value());
       if (r.ok()) NotePresent(key);
       return r;
     }
@@ -269,26 +285,39 @@ bool BlockCache::Prefetch(const BlockKey& key, size_t len, FetchFn fetch) {
 
 void BlockCache::LoaderMain() {
   for (;;) {
-    std::pair<BlockKey, std::shared_ptr<Flight>> job;
+    BlockKey key;
+    std::shared_ptr<Flight> flight;
     {
       std::unique_lock lock(queue_mu_);
       queue_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
       if (stopping_) return;
-      job = std::move(queue_.front());
+      key = queue_.front().first;
+      flight = queue_.front().second.lock();
       queue_.pop_front();
     }
-    auto& [key, flight] = job;
-    if (flight->claimed.exchange(true)) continue;  // a demand reader took it
+    if (!flight || flight->claimed.exchange(true)) continue;  // a demand reader took it
     queued_bytes_ -= flight->len;
     CancelToken cancel(Clock::now() + options_.prefetch_timeout);
-    auto r = Load(key, flight->len, flight->fetch, &cancel);
+    bool fetched = false;
+    auto r = Load(key, flight->len, flight->fetch, &cancel, &fetched);
     const bool ok = r.ok();
+    BlockRef block = fetched ? r.value() : nullptr;
     Complete(key, flight, std::move(r), /*prefetched=*/true);
+    if (block) ScheduleWrite(key, std::move(block));
     if (ok) NotePresent(key);
   }
 }
 
-Result<BlockRef> BlockCache::Load(const BlockKey& key, size_t len, const FetchFn& fetch, const CancelToken* cancel) {
+Result<BlockRef> BlockCache::Load(const BlockKey& key, size_t len, const FetchFn& fetch, const CancelToken* cancel,
+                                  bool* fetched) {
+  *fetched = false;
+  {
+    std::lock_guard lock(write_mu_);
+    if (auto it = pending_writes_.find(key); it != pending_writes_.end() && it->second->size == len) {
+      MemHits().Add();  // evicted from the memory tier while still on its way to the disk
+      return it->second;
+    }
+  }
   if (disk_) {
     auto r = disk_->Read(key, len);
     if (r.ok()) {
@@ -297,14 +326,14 @@ Result<BlockRef> BlockCache::Load(const BlockKey& key, size_t len, const FetchFn
     }
   }
   Misses().Add();
+  const bool write = WaitForWriteRoom(len, cancel);
   auto block = std::make_shared<Block>(len);
   auto n = fetch(block->data.get(), len, cancel);
   if (!n.ok()) return n.error();
   if (*n != len) return MakeError(ErrorKind::kIo, "origin returned a short block");
   OriginBytes().Add(len);
-  BlockRef ref(std::move(block));
-  ScheduleWrite(key, ref);
-  return ref;
+  *fetched = write;
+  return BlockRef(std::move(block));
 }
 
 void BlockCache::Complete(const BlockKey& key, const std::shared_ptr<Flight>& flight, Result<BlockRef> result,
@@ -329,6 +358,8 @@ void BlockCache::Complete(const BlockKey& key, const std::shared_ptr<Flight>& fl
 
 void BlockCache::Insert(Shard& s, const BlockKey& key, BlockRef block, bool prefetched,
                         std::vector<BlockRef>* freed) {
+  // Unread prefetched blocks evicted because the cap was full: prefetch ran too far ahead.
+  static auto& m_evict_unused = metrics::Get("cache.mem.evicted_unread_prefetch");
   const uint64_t shard_cap = options_.memory_bytes / nshards_;
   auto [it, inserted] = s.resident.try_emplace(key);
   if (!inserted) return;
@@ -346,11 +377,15 @@ void BlockCache::Insert(Shard& s, const BlockKey& key, BlockRef block, bool pref
   for (int pass = 0; pass < 2 && s.bytes > shard_cap; ++pass) {
     for (auto lit = s.lru.begin(); s.bytes > shard_cap && lit != s.lru.end();) {
       Entry& e = *lit;
-      if (e.block.use_count() > 1 || e.key == key || (pass == 0 && e.unused_prefetch)) {
+      // Held by a reader: not evictable. Held only by the disk write queue: evictable (it stays
+      // findable in pending_writes_ until written, and is freed then).
+      const long holders = e.block.use_count() - (e.block->write_pending.load() ? 1 : 0);
+      if (holders > 1 || e.key == key || (pass == 0 && e.unused_prefetch)) {
         ++lit;
         continue;
       }
       lit = s.lru.erase(lit);
+      if (e.unused_prefetch) m_evict_unused.Add();
       s.bytes -= e.block->size;
       MemBytes().Sub(e.block->size);
       MemBlocks().Sub();
@@ -361,31 +396,53 @@ void BlockCache::Insert(Shard& s, const BlockKey& key, BlockRef block, bool pref
   }
 }
 
-void BlockCache::ScheduleWrite(const BlockKey& key, BlockRef block) {
-  static auto& m_skipped = metrics::Get("cache.disk.write_skipped");
-  static auto& m_errors = metrics::Get("cache.disk.write_errors");
+bool BlockCache::WaitForWriteRoom(uint64_t n, const CancelToken* cancel) {
   static auto& m_stalls = metrics::Get("cache.disk.write_backpressure");
+  static auto& m_skipped = metrics::Get("cache.disk.write_skipped");
+  if (!disk_) return false;
+  // Backpressure, before a fetch: a reader or prefetcher faster than the disk waits for the
+  // writers (bounding the memory queued for the disk) rather than dropping blocks (a dropped
+  // block is a refetch after remount). A disk that stays stuck is skipped: the fetch goes on and
+  // its block is not written.
+  std::unique_lock lock(write_mu_);
+  if (pending_write_bytes_ + n <= options_.max_pending_write_bytes) return true;
+  m_stalls.Add();
+  auto deadline = Clock::now() + options_.write_stall_limit;
+  if (cancel != nullptr) deadline = std::min(deadline, cancel->deadline());
+  if (write_cv_.wait_until(lock, deadline, [&] { return pending_write_bytes_ + n <= options_.max_pending_write_bytes; }))
+    return true;
+  m_skipped.Add();
+  return false;
+}
+
+void BlockCache::ScheduleWrite(const BlockKey& key, BlockRef block) {
+  static auto& m_errors = metrics::Get("cache.disk.write_errors");
   if (!disk_) return;
   const uint64_t n = block->size;
   {
-    // Backpressure: a fetch faster than the disk waits for the writers rather than dropping
-    // blocks (a dropped block is a refetch after remount). A disk that stays stuck is skipped.
     std::unique_lock lock(write_mu_);
-    if (pending_write_bytes_ + n > options_.max_pending_write_bytes) {
-      m_stalls.Add();
-      if (!write_cv_.wait_for(lock, options_.write_stall_limit,
-                              [&] { return pending_write_bytes_ + n <= options_.max_pending_write_bytes; })) {
-        m_skipped.Add();
-        return;
-      }
-    }
+    if (!pending_writes_.try_emplace(key, block).second) return;  // already on its way
     pending_write_bytes_ += n;
+    block->write_pending.store(true);
   }
-  writers_->Run([this, key, block = std::move(block), n] {
-    auto st = disk_->Write(key, block->data.get(), block->size);
+  // The job finds its block in pending_writes_ (one reference for the queue, not two).
+  block.reset();
+  writers_->Run([this, key, n] {
+    BlockRef queued;
+    {
+      std::lock_guard lock(write_mu_);
+      queued = pending_writes_.find(key)->second;  // present until this job erases it
+    }
+    static auto& h_write = metrics::GetHistogram("cache.disk.write_latency_us");
+    Status st = [&] {
+      metrics::LatencyTimer timer(h_write);
+      return disk_->Write(key, queued->data.get(), queued->size);
+    }();
     {
       std::lock_guard lock(write_mu_);
       pending_write_bytes_ -= n;
+      pending_writes_.erase(key);
+      queued->write_pending.store(false);
     }
     write_cv_.notify_all();
     if (!st.ok()) {

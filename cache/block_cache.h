@@ -82,6 +82,10 @@ class BlockCache {
   // True if the block is in memory or on disk (no I/O).
   bool Contains(const BlockKey& key) const;
   // True if the block is in the memory tier: a Get would not wait.
+  // The reader has read this block to its end (a sequential stream passed it): it is now in the
+  // kernel's page cache, so it becomes the first candidate for eviction, ahead of blocks still
+  // being read. Keeps 16 parallel streams from evicting each other's half-read blocks.
+  void Consumed(const BlockKey& key);
   bool InMemory(const BlockKey& key) const;
   // Drops a block from both tiers.
   void Purge(const BlockKey& key);
@@ -119,13 +123,18 @@ class BlockCache {
   static constexpr size_t kShards = 16;
 
   Shard& ShardFor(const BlockKey& key) const { return shards_[BlockKeyHash{}(key) % nshards_]; }
-  Result<BlockRef> Load(const BlockKey& key, size_t len, const FetchFn& fetch, const CancelToken* cancel);
+  // The block from the disk tier or the origin; *fetched: it came from the origin, to be written.
+  Result<BlockRef> Load(const BlockKey& key, size_t len, const FetchFn& fetch, const CancelToken* cancel,
+                        bool* fetched);
   // `prefetched`: loaded ahead of any reader; protected from eviction until first used (bounded by
   // the prefetch budget), so parallel streams do not evict each other's unread blocks.
   void Complete(const BlockKey& key, const std::shared_ptr<Flight>& flight, Result<BlockRef> result,
                 bool prefetched = false);
   void Insert(Shard& shard, const BlockKey& key, BlockRef block, bool prefetched, std::vector<BlockRef>* freed);
   void MarkUsed(Shard& shard, const BlockKey& key);  // takes shard.mu
+  // Before a fetch: waits (bounded) while the disk write queue is full; false: do not write it.
+  bool WaitForWriteRoom(uint64_t n, const CancelToken* cancel);
+  // Queues a fetched block for the disk tier (after the block reached its waiters).
   void ScheduleWrite(const BlockKey& key, BlockRef block);
   void LoaderMain();
   void NotePresent(const BlockKey& key);
@@ -140,7 +149,9 @@ class BlockCache {
 
   std::mutex queue_mu_;
   std::condition_variable queue_cv_;
-  std::deque<std::pair<BlockKey, std::shared_ptr<Flight>>> queue_;
+  // Weak: a queued flight lives in its shard's `flights` until it completes; one a demand reader
+  // claimed and completed must not stay alive here (its result would pin the block in memory).
+  std::deque<std::pair<BlockKey, std::weak_ptr<Flight>>> queue_;
   std::atomic<uint64_t> queued_bytes_{0};
   std::atomic<uint64_t> unused_prefetch_bytes_{0};  // resident, prefetched, not read yet
   std::atomic<int64_t> last_activity_ns_{0};        // steady_clock of the last Get()
@@ -150,6 +161,9 @@ class BlockCache {
   std::mutex write_mu_;
   std::condition_variable write_cv_;
   uint64_t pending_write_bytes_ = 0;  // guarded by write_mu_
+  // Blocks queued for the disk, findable until written: the memory tier may evict them meanwhile
+  // (a block already read is the best candidate) without a later read refetching them.
+  std::unordered_map<BlockKey, BlockRef, BlockKeyHash> pending_writes_;  // guarded by write_mu_
   std::unique_ptr<WorkerPool> writers_;    // disk writes
   std::unique_ptr<WorkerPool> verifier_;   // whole-file verification, at idle priority
   std::atomic<bool> logged_disk_error_{false};

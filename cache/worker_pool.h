@@ -4,6 +4,7 @@
 // reports its task handoffs as races), and Wait() gives tests and shutdown a clean barrier.
 #pragma once
 
+#include <pthread.h>
 #include <sched.h>
 
 #include <condition_variable>
@@ -20,9 +21,11 @@ class WorkerPool {
   // Idle priority (SCHED_IDLE) threads run only on CPU time nobody else wants: for work that must
   // happen but never at the expense of a reader (whole-file verification).
   enum class Priority { kNormal, kIdle };
-  explicit WorkerPool(int threads, Priority priority = Priority::kNormal) {
+  // `name`: the threads' name in top -H, perf and /proc (at most 15 characters).
+  explicit WorkerPool(int threads, Priority priority = Priority::kNormal, const char* name = "hubfs-worker") {
     for (int i = 0; i < std::max(1, threads); ++i)
-      threads_.emplace_back([this, priority] {
+      threads_.emplace_back([this, priority, name] {
+        ::pthread_setname_np(::pthread_self(), name);
         if (priority == Priority::kIdle) {
           sched_param p{};
           ::sched_setscheduler(0, SCHED_IDLE, &p);  // best effort: a failure leaves normal priority

@@ -39,7 +39,7 @@ Filesystem::Filesystem(FsOptions options, std::shared_ptr<fetch::HubClient> hub,
                        std::shared_ptr<cache::BlockCache> cache)
     : options_(std::move(options)), hub_(std::move(hub)), cache_(std::move(cache)),
       mount_time_(static_cast<int64_t>(std::time(nullptr))),
-      background_(std::make_unique<cache::WorkerPool>(1)) {
+      background_(std::make_unique<cache::WorkerPool>(1, cache::WorkerPool::Priority::kNormal, "hubfs-shards")) {
   auto root = std::make_shared<Inode>();
   root->ino = kRootIno;
   root->kind = Kind::kRoot;
@@ -659,6 +659,7 @@ Result<std::vector<ReadSlice>> Filesystem::Read(uint64_t fh, uint64_t offset, si
     const uint64_t bstart = b * bs;
     const uint64_t s = std::max(offset, bstart), e = std::min(end, bstart + block.value()->size);
     out.push_back(ReadSlice{block.value(), static_cast<size_t>(s - bstart), static_cast<size_t>(e - s)});
+    if (e == bstart + block.value()->size && s > bstart) cache_->Consumed(cache::BlockKey{f->content, b});
   }
   m_bytes.Add(end - offset);
   return out;

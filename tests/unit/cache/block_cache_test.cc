@@ -376,6 +376,22 @@ TEST(BlockCache, WaiterDeadlineIsHonouredWhileAnotherThreadFetches) {
   EXPECT_EQ(unexpected.load(), 0);
 }
 
+// A block a sequential reader has read to its end is in the kernel's page cache: it is evicted
+// before blocks other streams are still reading, however recently it was touched.
+TEST(BlockCache, ConsumedBlocksAreEvictedFirst) {
+  BlockCache cache(MemOptions(16 * kBlock));  // one shard of 16 blocks
+  Origin origin;
+  for (uint64_t i = 0; i < 16; ++i) ASSERT_TRUE(cache.Get(Key(i), kBlock, origin.For(Key(i)), nullptr).ok());
+  cache.Consumed(Key(15));  // the most recently used, but read to its end
+  ASSERT_TRUE(cache.Get(Key(16), kBlock, origin.For(Key(16)), nullptr).ok());
+  EXPECT_FALSE(cache.InMemory(Key(15)));
+  EXPECT_TRUE(cache.InMemory(Key(0)));  // the least recently used, still being read
+  // Without the hint, plain LRU order.
+  ASSERT_TRUE(cache.Get(Key(17), kBlock, origin.For(Key(17)), nullptr).ok());
+  EXPECT_FALSE(cache.InMemory(Key(0)));
+  EXPECT_TRUE(cache.InMemory(Key(1)));
+}
+
 TEST(BlockCache, PurgeDropsTheBlock) {
   BlockCache cache(MemOptions());
   Origin origin;
@@ -502,6 +518,34 @@ TEST_F(BlockCacheDiskTest, WholeFileVerificationWaitsForQuietThenPurgesWrongByte
   EXPECT_EQ(mismatches.Get(), before + 1);
   for (uint64_t i = 0; i < 3; ++i) EXPECT_FALSE(cache.Contains(BlockKey{id, i})) << "block " << i;
   EXPECT_TRUE(cache.Contains(other));
+}
+
+// Blocks queued for the disk may leave the memory tier before they are written: none is lost,
+// none is fetched twice, and memory stays within its cap meanwhile.
+TEST_F(BlockCacheDiskTest, BlocksEvictedWhileQueuedForTheDiskAreNeitherLostNorRefetched) {
+  CacheOptions o = DiskOptions();
+  o.memory_bytes = 16 * kBlock;
+  o.max_pending_write_bytes = 64 * kBlock;
+  Origin origin;
+  {
+    BlockCache cache(o);
+    for (uint64_t i = 0; i < 48; ++i) {
+      ASSERT_TRUE(cache.Get(Key(i), kBlock, origin.For(Key(i)), nullptr).ok());
+      EXPECT_LE(cache.Stats().mem_bytes, 16 * kBlock + kBlock);
+    }
+    // Re-read while writes may still be queued: from memory, the queue or the disk, never the origin.
+    std::atomic<int> unexpected{0};
+    for (uint64_t i = 0; i < 48; ++i) {
+      auto r = cache.Get(Key(i), kBlock, MustNotFetch(&unexpected), nullptr);
+      ASSERT_TRUE(r.ok()) << r.error().ToString();
+      EXPECT_TRUE(AsString(*r) == Expected(Key(i), kBlock));
+    }
+    EXPECT_EQ(unexpected.load(), 0);
+    cache.Flush();
+  }
+  EXPECT_EQ(origin.calls.load(), 48);
+  BlockCache cache(o);
+  for (uint64_t i = 0; i < 48; ++i) EXPECT_TRUE(cache.disk()->Contains(Key(i))) << i;
 }
 
 TEST_F(BlockCacheDiskTest, UnusableDiskDirFallsBackToMemory) {
