@@ -101,13 +101,16 @@ bool BlockCache::WaitQuiet() {
   }
 }
 
-void BlockCache::Consumed(const BlockKey& key) {
+void BlockCache::Served(const BlockKey& key, size_t bytes) {
   Shard& s = ShardFor(key);
   std::lock_guard lock(s.mu);
   auto it = s.resident.find(key);
-  if (it == s.resident.end() || it->second->unused_prefetch) return;
-  s.lru.erase(s.lru.iterator_to(*it->second));
-  s.lru.push_front(*it->second);
+  if (it == s.resident.end()) return;
+  Entry& e = *it->second;
+  e.served += bytes;
+  if (e.unused_prefetch || e.served < e.block->size) return;
+  s.lru.erase(s.lru.iterator_to(e));
+  s.lru.push_front(e);
 }
 
 bool BlockCache::InMemory(const BlockKey& key) const {

@@ -82,10 +82,10 @@ class BlockCache {
   // True if the block is in memory or on disk (no I/O).
   bool Contains(const BlockKey& key) const;
   // True if the block is in the memory tier: a Get would not wait.
-  // The reader has read this block to its end (a sequential stream passed it): it is now in the
-  // kernel's page cache, so it becomes the first candidate for eviction, ahead of blocks still
-  // being read. Keeps 16 parallel streams from evicting each other's half-read blocks.
-  void Consumed(const BlockKey& key);
+  // `bytes` of this block were returned to a reader. Once all of it has been (the kernel's page
+  // cache now holds it), it becomes the first candidate for eviction, ahead of blocks still being
+  // read: 16 parallel streams do not evict each other's half-read blocks.
+  void Served(const BlockKey& key, size_t bytes);
   bool InMemory(const BlockKey& key) const;
   // Drops a block from both tiers.
   void Purge(const BlockKey& key);
@@ -112,6 +112,7 @@ class BlockCache {
     BlockKey key;
     BlockRef block;
     bool unused_prefetch = false;  // loaded by prefetch, not read yet
+    uint64_t served = 0;           // bytes of it returned to readers
   };
   struct Shard {
     std::mutex mu;

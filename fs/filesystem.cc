@@ -659,7 +659,7 @@ Result<std::vector<ReadSlice>> Filesystem::Read(uint64_t fh, uint64_t offset, si
     const uint64_t bstart = b * bs;
     const uint64_t s = std::max(offset, bstart), e = std::min(end, bstart + block.value()->size);
     out.push_back(ReadSlice{block.value(), static_cast<size_t>(s - bstart), static_cast<size_t>(e - s)});
-    if (e == bstart + block.value()->size && s > bstart) cache_->Consumed(cache::BlockKey{f->content, b});
+    cache_->Served(cache::BlockKey{f->content, b}, e - s);
   }
   m_bytes.Add(end - offset);
   return out;

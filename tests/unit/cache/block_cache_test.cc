@@ -376,16 +376,19 @@ TEST(BlockCache, WaiterDeadlineIsHonouredWhileAnotherThreadFetches) {
   EXPECT_EQ(unexpected.load(), 0);
 }
 
-// A block a sequential reader has read to its end is in the kernel's page cache: it is evicted
-// before blocks other streams are still reading, however recently it was touched.
+// A block readers have read whole is in the kernel's page cache: it is evicted before blocks
+// still being read, however recently it was touched.
 TEST(BlockCache, ConsumedBlocksAreEvictedFirst) {
   BlockCache cache(MemOptions(16 * kBlock));  // one shard of 16 blocks
   Origin origin;
   for (uint64_t i = 0; i < 16; ++i) ASSERT_TRUE(cache.Get(Key(i), kBlock, origin.For(Key(i)), nullptr).ok());
-  cache.Consumed(Key(15));  // the most recently used, but read to its end
+  cache.Served(Key(15), kBlock / 2);
+  cache.Served(Key(14), kBlock / 2);
+  cache.Served(Key(15), kBlock / 2);  // the most recently used, but read whole
   ASSERT_TRUE(cache.Get(Key(16), kBlock, origin.For(Key(16)), nullptr).ok());
   EXPECT_FALSE(cache.InMemory(Key(15)));
-  EXPECT_TRUE(cache.InMemory(Key(0)));  // the least recently used, still being read
+  EXPECT_TRUE(cache.InMemory(Key(14)));  // half read: kept
+  EXPECT_TRUE(cache.InMemory(Key(0)));   // the least recently used, still being read
   // Without the hint, plain LRU order.
   ASSERT_TRUE(cache.Get(Key(17), kBlock, origin.For(Key(17)), nullptr).ok());
   EXPECT_FALSE(cache.InMemory(Key(0)));
