@@ -11,12 +11,18 @@
 // load (disk tier, else the caller's fetch function) while every other reader of the key waits on
 // the same Flight and gets the same bytes or the same error. Prefetch() creates a queued Flight
 // that a loader thread runs later; a demand reader that finds a queued Flight claims it and runs it
-// itself, so demand reads never wait behind prefetch. A completed block is inserted into memory
-// and written to disk in the background (WorkerPool), so the caller never waits for compression or
-// disk writes.
+// itself, so demand reads never wait behind prefetch. A completed block reaches its waiters first,
+// then is queued for the disk (WorkerPool writers), so no reader waits for compression or a disk
+// write. The write queue is bounded (a quarter of the memory cap): a fetch that would overflow it
+// waits *before* it starts (backpressure paces the origin to the disk, it never holds back bytes
+// already fetched). A queued block stays findable in the queue until written, so the memory tier
+// may evict it meanwhile without a later read refetching it.
 //
 // Entry states: absent -> loading (Flight) -> resident (memory LRU) -> evicted; a resident block
-// held by a reader (BlockRef use_count > 1) is skipped by eviction. Disk residency is independent.
+// held by a reader (BlockRef use_count > 1, not counting the write queue's reference) is skipped
+// by eviction. Eviction order: blocks already returned to readers whole (they are in the kernel's
+// page cache now), then the least recently used, then (only if the prefetch budget is exceeded)
+// prefetched blocks nobody has read yet. Disk residency is independent.
 //
 // Locks: shard mutexes are leaves; no I/O, fetch, compression or free happens under them (evicted
 // blocks are released after the lock is dropped). Flight::mu is taken only without a shard lock.
