@@ -650,6 +650,12 @@ Result<std::vector<ReadSlice>> Filesystem::Read(uint64_t fh, uint64_t offset, si
       issue = !f->next_shard_issued;
       f->next_shard_issued = true;
     }
+    if (issue) {
+      // Once per shard content, however many handles (ranks, workers) reach its end.
+      std::lock_guard lock(plans_mu_);
+      if (next_shard_done_.size() >= 4096) next_shard_done_.clear();
+      issue = next_shard_done_.insert(f->content.Hex()).second;
+    }
     if (issue) background_->Run([this, in = f->inode] { PrefetchNextShard(in); });
   }
 

@@ -29,6 +29,7 @@
 #include <set>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "cache/block_cache.h"
@@ -193,6 +194,7 @@ class Filesystem {
 
   std::mutex plans_mu_;
   std::unordered_map<std::string, std::shared_ptr<const SafetensorsPlan>> plans_;
+  std::unordered_set<std::string> next_shard_done_;  // contents whose next shard was prefetched
 
   // Looked up on every READ: a oneTBB concurrent map, so readers of different files never share a
   // lock. Accessors are held only to copy the shared_ptr out.

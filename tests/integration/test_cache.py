@@ -235,3 +235,8 @@ def test_loading_a_shard_prefetches_the_next_one_named_in_the_index(emu, fixture
         assert sha256_file(m.path(*rid.split("/"), shards[2])) == sha[2]
         total = sum(cdn_bytes(emu, s) for s in sha)
         assert cdn_bytes(emu) == total
+        # more readers of the same shard (ranks, workers): its successor is looked up once
+        read_in_key_order(m.path(*rid.split("/"), shards[0]))
+        with open(m.path(".hubfs-stats")) as f:
+            stats = dict(line.split()[:2] for line in f if line.strip() and not line.startswith("#"))
+        assert stats.get("fs.next_shard_prefetches") == "2", stats.get("fs.next_shard_prefetches")
