@@ -227,6 +227,10 @@ void BlockCache::VerifyFile(const ContentId& id, uint64_t size) {
       std::lock_guard lock(s.mu);
       if (auto it = s.resident.find(key); it != s.resident.end()) block = it->second->block;
     }
+    if (!block) {
+      std::lock_guard lock(write_mu_);
+      if (auto it = pending_writes_.find(key); it != pending_writes_.end()) block = it->second;
+    }
     if (!block && disk_) {
       auto r = disk_->Read(key, len);
       if (r.ok()) block = r.value();
@@ -434,20 +438,28 @@ void BlockCache::ScheduleWrite(const BlockKey& key, BlockRef block) {
     BlockRef queued;
     {
       std::lock_guard lock(write_mu_);
-      queued = pending_writes_.find(key)->second;  // present until this job erases it
+      auto it = pending_writes_.find(key);
+      if (it == pending_writes_.end()) return;  // purged before its turn
+      queued = it->second;
     }
     static auto& h_write = metrics::GetHistogram("cache.disk.write_latency_us");
     Status st = [&] {
       metrics::LatencyTimer timer(h_write);
       return disk_->Write(key, queued->data.get(), queued->size);
     }();
+    bool purged = false;
     {
       std::lock_guard lock(write_mu_);
-      pending_write_bytes_ -= n;
-      pending_writes_.erase(key);
-      queued->write_pending.store(false);
+      auto it = pending_writes_.find(key);
+      purged = it == pending_writes_.end() || it->second != queued;
+      if (!purged) {
+        pending_write_bytes_ -= n;
+        pending_writes_.erase(it);
+        queued->write_pending.store(false);
+      }
     }
     write_cv_.notify_all();
+    if (purged && st.ok()) disk_->Remove(key);  // purged while being written: the file must go too
     if (!st.ok()) {
       m_errors.Add();
       if (!logged_disk_error_.exchange(true))
@@ -472,6 +484,16 @@ void BlockCache::Purge(const BlockKey& key) {
       s.resident.erase(it);
     }
   }
+  {
+    // Not yet written: the write is cancelled (or, if under way, its file removed when it ends).
+    std::lock_guard lock(write_mu_);
+    if (auto it = pending_writes_.find(key); it != pending_writes_.end()) {
+      pending_write_bytes_ -= it->second->size;
+      it->second->write_pending.store(false);
+      pending_writes_.erase(it);
+    }
+  }
+  write_cv_.notify_all();
   if (disk_) disk_->Remove(key);
 }
 

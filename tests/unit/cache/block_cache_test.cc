@@ -551,6 +551,26 @@ TEST_F(BlockCacheDiskTest, BlocksEvictedWhileQueuedForTheDiskAreNeitherLostNorRe
   for (uint64_t i = 0; i < 48; ++i) EXPECT_TRUE(cache.disk()->Contains(Key(i))) << i;
 }
 
+// Purging a block (its file failed whole-file verification) also cancels its queued disk write:
+// the bad bytes never reach the disk behind the purge.
+TEST_F(BlockCacheDiskTest, PurgeCancelsAQueuedDiskWrite) {
+  Origin origin;
+  BlockCache cache(DiskOptions());
+  for (uint64_t i = 0; i < 8; ++i) {
+    ASSERT_TRUE(cache.Get(Key(i), kBlock, origin.For(Key(i)), nullptr).ok());
+    cache.Purge(Key(i));  // right away: its write is usually still queued
+  }
+  cache.Flush();
+  for (uint64_t i = 0; i < 8; ++i) {
+    EXPECT_FALSE(cache.Contains(Key(i))) << i;
+    EXPECT_FALSE(fsys::exists(BlockPath(Key(i)))) << i;
+  }
+  // The write queue's accounting is back to empty: a new block is fetched and written at once.
+  ASSERT_TRUE(cache.Get(Key(9), kBlock, origin.For(Key(9)), nullptr).ok());
+  cache.Flush();
+  EXPECT_TRUE(cache.disk()->Contains(Key(9)));
+}
+
 TEST_F(BlockCacheDiskTest, UnusableDiskDirFallsBackToMemory) {
   CacheOptions o = DiskOptions();
   hubfs::testing::WriteFileBytes(tmp_.path() + "/file", "x");
