@@ -47,7 +47,7 @@ BlockCache::BlockCache(CacheOptions options)
     verified_dir_ = options_.disk_dir + "/" + kDiskFormatDir + "/verified";
     ::mkdir(verified_dir_.c_str(), 0700);
   }
-  writers_ = std::make_unique<WorkerPool>(options_.disk_writers, WorkerPool::Priority::kNormal, "hubfs-write");
+  writers_ = std::make_unique<WorkerPool>(options_.disk_writers, WorkerPool::Priority::kHigh, "hubfs-write");
   // Hashing a whole file costs ~0.5 s of CPU per GB (SHA-256) plus reading it back from disk: it
   // waits until the cache has been quiet for a moment and runs at idle priority, so it never
   // takes CPU or disk bandwidth from a load in progress (the next shard of a checkpoint).
