@@ -18,15 +18,21 @@
 
 namespace hubfs::cache {
 
+// Sets the calling thread's nice value; false where not permitted (raising priority needs root or
+// CAP_SYS_NICE), leaving it unchanged. Remembers the value it set, so repeated calls are free.
+inline bool SetThreadNice(int nice) {
+  thread_local int current = 0;
+  if (nice == current) return true;
+  if (::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), nice) != 0) return false;
+  current = nice;
+  return true;
+}
+
 class WorkerPool {
  public:
   // Idle priority (SCHED_IDLE) threads run only on CPU time nobody else wants: for work that must
-  // happen but never at the expense of a reader (whole-file verification). High priority (nice -5,
-  // where the process may raise it: root or CAP_SYS_NICE, e.g. the boot-time service) is for the
-  // disk writers: each needs little CPU, but must run as soon as its I/O completes so the disk
-  // stays busy and write backpressure rarely holds a fetch back (cold reads +7-10% on 2 cores).
-  enum class Priority { kNormal, kIdle, kHigh };
-  static constexpr int kHighNice = -5;
+  // happen but never at the expense of a reader (whole-file verification).
+  enum class Priority { kNormal, kIdle };
   // `name`: the threads' name in top -H, perf and /proc (at most 15 characters).
   explicit WorkerPool(int threads, Priority priority = Priority::kNormal, const char* name = "hubfs-worker") {
     for (int i = 0; i < std::max(1, threads); ++i)
@@ -35,8 +41,6 @@ class WorkerPool {
         if (priority == Priority::kIdle) {
           sched_param p{};
           ::sched_setscheduler(0, SCHED_IDLE, &p);  // best effort: a failure leaves normal priority
-        } else if (priority == Priority::kHigh) {
-          ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), kHighNice);  // best effort, as above
         }
         Main();
       });

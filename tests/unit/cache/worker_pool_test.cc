@@ -1,5 +1,5 @@
-// The cache's worker pools: every job runs, Wait() is a barrier, and each pool's threads run at the
-// scheduling priority it asked for (where the process is allowed to set it).
+// The cache's worker pools: every job runs, Wait() is a barrier, idle pools run at idle priority;
+// SetThreadNice changes the calling thread's priority where permitted.
 #include "cache/worker_pool.h"
 
 #include <gtest/gtest.h>
@@ -23,27 +23,25 @@ TEST(WorkerPool, RunsEveryJobAndWaitIsABarrier) {
   EXPECT_EQ(done.load(), 100);
 }
 
-TEST(WorkerPool, ThreadsRunAtTheirPriority) {
-  int policy = -1, nice_high = 0, nice_normal = 0;
-  {
-    WorkerPool idle(1, WorkerPool::Priority::kIdle, "t-idle");
-    idle.Run([&] { policy = sched_getscheduler(0); });
-    idle.Wait();
-  }
+TEST(WorkerPool, IdleThreadsRunAtIdlePriority) {
+  int policy = -1;
+  WorkerPool idle(1, WorkerPool::Priority::kIdle, "t-idle");
+  idle.Run([&] { policy = sched_getscheduler(0); });
+  idle.Wait();
   EXPECT_EQ(policy, SCHED_IDLE);  // lowering priority needs no privilege
-  {
-    WorkerPool normal(1);
-    normal.Run([&] { nice_normal = getpriority(PRIO_PROCESS, static_cast<id_t>(gettid())); });
-    normal.Wait();
-    WorkerPool high(1, WorkerPool::Priority::kHigh, "t-high");
-    high.Run([&] { nice_high = getpriority(PRIO_PROCESS, static_cast<id_t>(gettid())); });
-    high.Wait();
-  }
-  // Raising it needs CAP_SYS_NICE (root, usually): then the writers run at nice -5, else unchanged.
-  bool permitted = false;
-  std::thread([&] { permitted = setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), WorkerPool::kHighNice) == 0; })
-      .join();
-  EXPECT_EQ(nice_high, permitted ? WorkerPool::kHighNice : nice_normal);
+}
+
+TEST(SetThreadNice, RaisesWherePermittedAndAlwaysRestores) {
+  std::thread([] {
+    const auto nice_now = [] { return getpriority(PRIO_PROCESS, static_cast<id_t>(gettid())); };
+    ASSERT_EQ(nice_now(), 0);
+    const bool permitted = SetThreadNice(-5);  // needs CAP_SYS_NICE (root, usually)
+    EXPECT_EQ(nice_now(), permitted ? -5 : 0);
+    EXPECT_TRUE(SetThreadNice(0));  // lowering it back is always allowed
+    EXPECT_EQ(nice_now(), 0);
+    EXPECT_TRUE(SetThreadNice(3));
+    EXPECT_EQ(nice_now(), 3);
+  }).join();
 }
 
 }  // namespace
