@@ -168,10 +168,10 @@ Result<BlockRef> BlockCache::Get(const BlockKey& key, size_t len, const FetchFn&
       queued_bytes_ -= flight->len;
     }
     if (owner) {
-      bool fetched = false;
-      auto r = Load(key, len, fetch, cancel, &fetched);
+      bool write_to_disk = false;
+      auto r = Load(key, len, fetch, cancel, &write_to_disk);
       Complete(key, flight, r);
-      if (fetched) ScheduleWrite(key, r.value());
+      if (write_to_disk) ScheduleWrite(key, r.value());
       if (r.ok()) NotePresent(key);
       return r;
     }
@@ -306,10 +306,10 @@ void BlockCache::LoaderMain() {
     if (!flight || flight->claimed.exchange(true)) continue;  // a demand reader took it
     queued_bytes_ -= flight->len;
     CancelToken cancel(Clock::now() + options_.prefetch_timeout);
-    bool fetched = false;
-    auto r = Load(key, flight->len, flight->fetch, &cancel, &fetched);
+    bool write_to_disk = false;
+    auto r = Load(key, flight->len, flight->fetch, &cancel, &write_to_disk);
     const bool ok = r.ok();
-    BlockRef block = fetched ? r.value() : nullptr;
+    BlockRef block = write_to_disk ? r.value() : nullptr;
     Complete(key, flight, std::move(r), /*prefetched=*/true);
     if (block) ScheduleWrite(key, std::move(block));
     if (ok) NotePresent(key);
@@ -317,8 +317,8 @@ void BlockCache::LoaderMain() {
 }
 
 Result<BlockRef> BlockCache::Load(const BlockKey& key, size_t len, const FetchFn& fetch, const CancelToken* cancel,
-                                  bool* fetched) {
-  *fetched = false;
+                                  bool* write_to_disk) {
+  *write_to_disk = false;
   {
     std::lock_guard lock(write_mu_);
     if (auto it = pending_writes_.find(key); it != pending_writes_.end() && it->second->size == len) {
@@ -340,7 +340,7 @@ Result<BlockRef> BlockCache::Load(const BlockKey& key, size_t len, const FetchFn
   if (!n.ok()) return n.error();
   if (*n != len) return MakeError(ErrorKind::kIo, "origin returned a short block");
   OriginBytes().Add(len);
-  *fetched = write;
+  *write_to_disk = write;
   return BlockRef(std::move(block));
 }
 

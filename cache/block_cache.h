@@ -130,9 +130,10 @@ class BlockCache {
   static constexpr size_t kShards = 16;
 
   Shard& ShardFor(const BlockKey& key) const { return shards_[BlockKeyHash{}(key) % nshards_]; }
-  // The block from the disk tier or the origin; *fetched: it came from the origin, to be written.
+  // The block from the write queue, the disk tier or the origin; *write_to_disk: it came from the
+  // origin and the write queue has room for it (ScheduleWrite it once its waiters have it).
   Result<BlockRef> Load(const BlockKey& key, size_t len, const FetchFn& fetch, const CancelToken* cancel,
-                        bool* fetched);
+                        bool* write_to_disk);
   // `prefetched`: loaded ahead of any reader; protected from eviction until first used (bounded by
   // the prefetch budget), so parallel streams do not evict each other's unread blocks.
   void Complete(const BlockKey& key, const std::shared_ptr<Flight>& flight, Result<BlockRef> result,

@@ -261,14 +261,9 @@ Result<std::vector<std::string>> HubClient::ListRepos(RepoType type, const std::
   return MakeError(ErrorKind::kIo, "repo list has too many pages");
 }
 
-std::string HubClient::ResolveUrl(const FileLocation& loc) const {
-  return options_.endpoint + "/" + UrlPrefix(loc.type) + PercentEncode(loc.repo_id, true) + "/resolve/" +
-         PercentEncode(loc.commit, false) + "/" + PercentEncode(loc.path, true);
-}
-
-std::string HubClient::RawUrl(const FileLocation& loc) const {
-  return options_.endpoint + "/" + UrlPrefix(loc.type) + PercentEncode(loc.repo_id, true) + "/raw/" +
-         PercentEncode(loc.commit, false) + "/" + PercentEncode(loc.path, true);
+std::string HubClient::FileUrl(const FileLocation& loc, std::string_view action) const {
+  return options_.endpoint + "/" + UrlPrefix(loc.type) + PercentEncode(loc.repo_id, true) + "/" +
+         std::string(action) + "/" + PercentEncode(loc.commit, false) + "/" + PercentEncode(loc.path, true);
 }
 
 Result<size_t> HubClient::ReadRange(const FileLocation& loc, uint64_t offset, char* buf, size_t len,
@@ -280,7 +275,7 @@ Result<size_t> HubClient::ReadRange(const FileLocation& loc, uint64_t offset, ch
   metrics::LatencyTimer timer(h_latency);
   if (offset >= loc.size || len == 0) return size_t{0};
   const size_t want = static_cast<size_t>(std::min<uint64_t>(len, loc.size - offset));
-  const std::string resolve_url = ResolveUrl(loc);
+  const std::string resolve_url = FileUrl(loc, "resolve");
   // A whole git-stored file (configs, tokenizers, small dataset files) is read from /raw/: one
   // request, where /resolve/ answers with a 307 to /api/resolve-cache/ first. Any failure there
   // falls back to /resolve/, the route every client uses.
@@ -295,7 +290,7 @@ Result<size_t> HubClient::ReadRange(const FileLocation& loc, uint64_t offset, ch
       if (it != targets_.end() && Clock::now() < it->second.expires) url = it->second.url;
     }
     const bool cached_target = !url.empty();
-    if (!cached_target) url = use_raw ? RawUrl(loc) : resolve_url;
+    if (!cached_target) url = use_raw ? FileUrl(loc, "raw") : resolve_url;
     const bool raw_attempt = !cached_target && use_raw;
 
     long hint_ms = -1;

@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -93,8 +94,8 @@ class HubClient {
   Result<HttpResponse> GetJson(const std::string& url, const CancelToken* cancel) const;
   // Sleeps for the backoff before retry `attempt`; false when the deadline or cancel forbids it.
   bool WaitBeforeRetry(int attempt, long hint_ms, const CancelToken* cancel) const;
-  std::string ResolveUrl(const FileLocation& loc) const;
-  std::string RawUrl(const FileLocation& loc) const;
+  // {endpoint}/{type prefix}{repo}/{action}/{commit}/{path}, action "resolve" or "raw".
+  std::string FileUrl(const FileLocation& loc, std::string_view action) const;
   // A 429 pauses every request to the origin until its reset time, not just the one that got it:
   // the mount slows down as a whole instead of hammering a rate limit with parallel fetches.
   void PauseFor(long ms) const;
