@@ -53,6 +53,11 @@ BlockCache::BlockCache(CacheOptions options)
   // waits until the cache has been quiet for a moment and runs at idle priority, so it never
   // takes CPU or disk bandwidth from a load in progress (the next shard of a checkpoint).
   verifier_ = std::make_unique<WorkerPool>(1, WorkerPool::Priority::kIdle, "hubfs-verify");
+  if (disk_)
+    flusher_ = std::thread([this] {
+      ::pthread_setname_np(::pthread_self(), "hubfs-flush");
+      FlusherMain();
+    });
   for (int i = 0; i < std::max(1, options_.loader_threads); ++i)
     loaders_.emplace_back([this] {
       ::pthread_setname_np(::pthread_self(), "hubfs-fetch");
@@ -71,6 +76,14 @@ BlockCache::~BlockCache() {
   for (auto& [key, weak] : queue_)
     if (auto flight = weak.lock()) Complete(key, flight, MakeError(ErrorKind::kCancelled, "cache shutting down"));
   queue_.clear();
+  if (flusher_.joinable()) {
+    {
+      std::lock_guard lock(write_mu_);
+      flusher_stop_ = true;
+    }
+    flush_cv_.notify_all();
+    flusher_.join();
+  }
   Flush();
   for (size_t i = 0; i < kShards; ++i) {
     MemBytes().Sub(shards_[i].bytes);
@@ -81,6 +94,7 @@ BlockCache::~BlockCache() {
 
 void BlockCache::Flush() {
   verifier_->Wait();  // verification can purge blocks: before the writers' barrier
+  SubmitDeferred();
   writers_->Wait();
 }
 
@@ -125,6 +139,10 @@ bool BlockCache::Contains(const BlockKey& key) const {
   {
     std::lock_guard lock(s.mu);
     if (s.resident.count(key)) return true;
+  }
+  {
+    std::lock_guard lock(write_mu_);
+    if (pending_writes_.count(key)) return true;
   }
   return disk_ && disk_->Contains(key);
 }
@@ -424,7 +442,6 @@ bool BlockCache::WaitForWriteRoom(uint64_t n, const CancelToken* cancel) {
 }
 
 void BlockCache::ScheduleWrite(const BlockKey& key, BlockRef block) {
-  static auto& m_errors = metrics::Get("cache.disk.write_errors");
   if (!disk_) return;
   const uint64_t n = block->size;
   {
@@ -435,6 +452,49 @@ void BlockCache::ScheduleWrite(const BlockKey& key, BlockRef block) {
   }
   // The job finds its block in pending_writes_ (one reference for the queue, not two).
   block.reset();
+  if (n < kDirectMinBytes) {
+    // Write-behind: a small block waits until the cache is quiet (see FlusherMain).
+    {
+      std::lock_guard lock(write_mu_);
+      deferred_.push_back({key, n});
+      deferred_bytes_ += n;
+    }
+    flush_cv_.notify_one();
+    return;
+  }
+  WriteQueued(key, n);
+}
+
+void BlockCache::FlusherMain() {
+  const auto quiet = std::chrono::milliseconds(options_.small_write_quiet_ms);
+  std::unique_lock lock(write_mu_);
+  for (;;) {
+    flush_cv_.wait(lock, [&] { return flusher_stop_ || !deferred_.empty(); });
+    if (flusher_stop_) return;  // Flush() writes what is left
+    const auto last = Clock::time_point(Clock::duration(last_activity_ns_.load(std::memory_order_relaxed)));
+    const auto idle = Clock::now() - last;
+    if (idle < quiet && deferred_bytes_ < options_.max_deferred_write_bytes) {
+      flush_cv_.wait_for(lock, quiet - idle);
+      continue;
+    }
+    lock.unlock();
+    SubmitDeferred();
+    lock.lock();
+  }
+}
+
+void BlockCache::SubmitDeferred() {
+  std::deque<std::pair<BlockKey, uint64_t>> batch;
+  {
+    std::lock_guard lock(write_mu_);
+    batch.swap(deferred_);
+    deferred_bytes_ = 0;
+  }
+  for (const auto& [key, n] : batch) WriteQueued(key, n);
+}
+
+void BlockCache::WriteQueued(const BlockKey& key, uint64_t n) {
+  static auto& m_errors = metrics::Get("cache.disk.write_errors");
   writers_->Run([this, key, n] {
     BlockRef queued;
     {

@@ -57,11 +57,16 @@ struct CacheOptions {
   uint64_t disk_bytes = 20ULL << 30;
   uint64_t min_free_bytes = 1ULL << 30;
   int loader_threads = 8;              // background (prefetch) fetches in parallel
-  uint64_t max_pending_write_bytes = 0;  // beyond this, fetches wait for the disk writers (0: memory/2)
+  uint64_t max_pending_write_bytes = 0;  // beyond this, fetches wait for the disk writers (0: memory/4)
   std::chrono::milliseconds write_stall_limit{10000};  // ...at most this long, then the write is skipped
   int disk_writers = 2;
   // Whole-file verification waits until no block has been asked for during this long.
   int verify_quiet_ms = 500;
+  // Write-behind for small blocks (< kDirectMinBytes: configs, dataset files): each is a file
+  // created on the disk tier, which costs more CPU than fetching it, so they are written once no
+  // block has been asked for during this long, or once this many bytes wait.
+  int small_write_quiet_ms = 200;
+  uint64_t max_deferred_write_bytes = 16ULL << 20;
   std::chrono::seconds prefetch_timeout{60};
 };
 
@@ -144,6 +149,9 @@ class BlockCache {
   bool WaitForWriteRoom(uint64_t n, const CancelToken* cancel);
   // Queues a fetched block for the disk tier (after the block reached its waiters).
   void ScheduleWrite(const BlockKey& key, BlockRef block);
+  void WriteQueued(const BlockKey& key, uint64_t n);  // hands a pending_writes_ entry to a writer
+  void SubmitDeferred();                              // hands every deferred small block to the writers
+  void FlusherMain();
   void LoaderMain();
   void NotePresent(const BlockKey& key);
   void VerifyFile(const ContentId& id, uint64_t size);
@@ -166,12 +174,18 @@ class BlockCache {
   bool stopping_ = false;
   std::vector<std::thread> loaders_;
 
-  std::mutex write_mu_;
+  mutable std::mutex write_mu_;
   std::condition_variable write_cv_;
   uint64_t pending_write_bytes_ = 0;  // guarded by write_mu_
   // Blocks queued for the disk, findable until written: the memory tier may evict them meanwhile
   // (a block already read is the best candidate) without a later read refetching them.
   std::unordered_map<BlockKey, BlockRef, BlockKeyHash> pending_writes_;  // guarded by write_mu_
+  // Small blocks waiting for a quiet moment (write-behind), in arrival order; guarded by write_mu_.
+  std::deque<std::pair<BlockKey, uint64_t>> deferred_;
+  uint64_t deferred_bytes_ = 0;
+  bool flusher_stop_ = false;
+  std::condition_variable flush_cv_;
+  std::thread flusher_;
   std::unique_ptr<WorkerPool> writers_;    // disk writes
   std::unique_ptr<WorkerPool> verifier_;   // whole-file verification, at idle priority
   std::atomic<bool> logged_disk_error_{false};

@@ -571,6 +571,59 @@ TEST_F(BlockCacheDiskTest, PurgeCancelsAQueuedDiskWrite) {
   EXPECT_TRUE(cache.disk()->Contains(Key(9)));
 }
 
+// Small blocks (configs, dataset files) are written behind: each is a file to create, which costs
+// more CPU than its fetch, so the write waits until no block has been asked for during
+// small_write_quiet_ms. Until then the block is served from the write queue; once quiet it is on
+// disk without any Flush.
+TEST_F(BlockCacheDiskTest, SmallBlocksAreWrittenOnceTheCacheIsQuiet) {
+  CacheOptions o = DiskOptions();
+  o.small_write_quiet_ms = 300;
+  Origin origin;
+  BlockCache cache(o);
+  ASSERT_NE(cache.disk(), nullptr);
+  const BlockKey k = Key(1);
+  ASSERT_TRUE(cache.Get(k, kBlock, origin.For(k), nullptr).ok());
+  // A reader keeps the cache busy: the write waits.
+  const BlockKey other = Key(2);
+  for (auto end = Clock::now() + milliseconds(900); Clock::now() < end;) {
+    ASSERT_TRUE(cache.Get(other, kBlock, origin.For(other), nullptr).ok());
+    std::this_thread::sleep_for(milliseconds(50));
+  }
+  EXPECT_FALSE(cache.disk()->Contains(k)) << "written while a reader was active";
+  EXPECT_TRUE(cache.Contains(k));  // pending: still served without a fetch
+  // Quiet: both reach the disk on their own.
+  for (auto end = Clock::now() + std::chrono::seconds(10);
+       !(cache.disk()->Contains(k) && cache.disk()->Contains(other)) && Clock::now() < end;)
+    std::this_thread::sleep_for(milliseconds(20));
+  EXPECT_TRUE(cache.disk()->Contains(k));
+  EXPECT_TRUE(cache.disk()->Contains(other));
+  EXPECT_TRUE(fsys::exists(BlockPath(k)));
+  EXPECT_EQ(origin.calls.load(), 2);
+}
+
+// Write-behind is bounded: past max_deferred_write_bytes the small blocks go to the writers even
+// while readers keep the cache busy, and destroying the cache writes whatever still waits.
+TEST_F(BlockCacheDiskTest, DeferredSmallWritesAreBoundedAndWrittenAtShutdown) {
+  CacheOptions o = DiskOptions();
+  o.small_write_quiet_ms = 60000;  // never quiet during this test
+  o.max_deferred_write_bytes = 4 * kBlock;
+  Origin origin;
+  {
+    BlockCache cache(o);
+    ASSERT_NE(cache.disk(), nullptr);
+    for (uint64_t i = 0; i < 6; ++i) ASSERT_TRUE(cache.Get(Key(i), kBlock, origin.For(Key(i)), nullptr).ok());
+    for (auto end = Clock::now() + std::chrono::seconds(10); !cache.disk()->Contains(Key(0)) && Clock::now() < end;) {
+      ASSERT_TRUE(cache.Get(Key(5), kBlock, origin.For(Key(5)), nullptr).ok());  // keeps it busy
+      std::this_thread::sleep_for(milliseconds(10));
+    }
+    EXPECT_TRUE(cache.disk()->Contains(Key(0))) << "the deferred bytes passed their cap but nothing was written";
+    ASSERT_TRUE(cache.Get(Key(6), kBlock, origin.For(Key(6)), nullptr).ok());
+  }  // Key(6) (and whatever else still waits) is written by the destructor
+  BlockCache cache(o);
+  for (uint64_t i = 0; i < 7; ++i) EXPECT_TRUE(cache.disk()->Contains(Key(i))) << i;
+  EXPECT_EQ(origin.calls.load(), 7);
+}
+
 TEST_F(BlockCacheDiskTest, UnusableDiskDirFallsBackToMemory) {
   CacheOptions o = DiskOptions();
   hubfs::testing::WriteFileBytes(tmp_.path() + "/file", "x");
