@@ -39,6 +39,7 @@ BlockCache::BlockCache(CacheOptions options)
                disk.error().ToString().c_str());
     }
   }
+  if (options_.served_retain_bytes == 0) options_.served_retain_bytes = options_.memory_bytes / 8;
   if (options_.max_pending_write_bytes == 0)
     options_.max_pending_write_bytes = std::max<uint64_t>(options_.memory_bytes / 4, 4 * options_.block_size);
   // Recycle block buffers: up to a quarter of the memory budget (at least 8) waiting for reuse.
@@ -116,16 +117,42 @@ bool BlockCache::WaitQuiet() {
   }
 }
 
+BlockRef BlockCache::Drop(Shard& s, Entry& e) {
+  s.lru.erase(s.lru.iterator_to(e));
+  s.bytes -= e.block->size;
+  MemBytes().Sub(e.block->size);
+  MemBlocks().Sub();
+  if (e.unused_prefetch) unused_prefetch_bytes_ -= e.block->size;
+  if (e.fully_served) served_bytes_ -= e.block->size;
+  BlockRef block = std::move(e.block);
+  s.resident.erase(e.key);  // destroys e
+  return block;
+}
+
 void BlockCache::Served(const BlockKey& key, size_t bytes) {
+  std::vector<BlockRef> freed;
   Shard& s = ShardFor(key);
   std::lock_guard lock(s.mu);
   auto it = s.resident.find(key);
   if (it == s.resident.end()) return;
   Entry& e = *it->second;
   e.served += bytes;
-  if (e.unused_prefetch || e.served < e.block->size) return;
+  if (e.unused_prefetch || e.served < e.block->size || e.fully_served) return;
+  e.fully_served = true;
+  served_bytes_ += e.block->size;
   s.lru.erase(s.lru.iterator_to(e));
   s.lru.push_front(e);
+  // The kernel's page cache holds what was returned whole: beyond a small reserve (re-reads after
+  // the page cache let go of it come from the disk tier), such blocks give their buffers back at
+  // once. A streaming read then cycles through a few dozen warm buffers instead of filling the
+  // whole memory cap with fresh pages, which are slow to touch on a VM.
+  for (auto lit = s.lru.begin(); served_bytes_.load() > options_.served_retain_bytes && lit != s.lru.end();) {
+    Entry& v = *lit++;
+    if (!v.fully_served) break;  // fully served blocks are the front of the list
+    const long holders = v.block.use_count() - (v.block->write_pending.load() ? 1 : 0);
+    if (holders > 1) continue;
+    freed.push_back(Drop(s, v));
+  }
 }
 
 bool BlockCache::InMemory(const BlockKey& key) const {
@@ -410,14 +437,9 @@ void BlockCache::Insert(Shard& s, const BlockKey& key, BlockRef block, bool pref
         ++lit;
         continue;
       }
-      lit = s.lru.erase(lit);
+      ++lit;
       if (e.unused_prefetch) m_evict_unused.Add();
-      s.bytes -= e.block->size;
-      MemBytes().Sub(e.block->size);
-      MemBlocks().Sub();
-      if (e.unused_prefetch) unused_prefetch_bytes_ -= e.block->size;
-      freed->push_back(std::move(e.block));
-      s.resident.erase(e.key);  // destroys e
+      freed->push_back(Drop(s, e));
     }
   }
 }
@@ -540,15 +562,7 @@ void BlockCache::Purge(const BlockKey& key) {
   BlockRef freed;
   {
     std::lock_guard lock(s.mu);
-    if (auto it = s.resident.find(key); it != s.resident.end()) {
-      s.lru.erase(s.lru.iterator_to(*it->second));
-      s.bytes -= it->second->block->size;
-      MemBytes().Sub(it->second->block->size);
-      MemBlocks().Sub();
-      if (it->second->unused_prefetch) unused_prefetch_bytes_ -= it->second->block->size;
-      freed = std::move(it->second->block);
-      s.resident.erase(it);
-    }
+    if (auto it = s.resident.find(key); it != s.resident.end()) freed = Drop(s, *it->second);
   }
   {
     // Not yet written: the write is cancelled (or, if under way, its file removed when it ends).

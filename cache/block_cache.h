@@ -62,6 +62,9 @@ struct CacheOptions {
   int disk_writers = 2;
   // Whole-file verification waits until no block has been asked for during this long.
   int verify_quiet_ms = 500;
+  // Blocks returned whole to readers (the kernel's page cache has them) kept in memory beyond
+  // this are freed for reuse at once (0: memory_bytes / 8).
+  uint64_t served_retain_bytes = 0;
   // Write-behind for small blocks (< kDirectMinBytes: configs, dataset files): each is a file
   // created on the disk tier, which costs more CPU than fetching it, so they are written once no
   // block has been asked for during this long, or once this many bytes wait.
@@ -124,6 +127,7 @@ class BlockCache {
     BlockRef block;
     bool unused_prefetch = false;  // loaded by prefetch, not read yet
     uint64_t served = 0;           // bytes of it returned to readers
+    bool fully_served = false;     // served >= size: counted in served_bytes_
   };
   struct Shard {
     std::mutex mu;
@@ -145,6 +149,7 @@ class BlockCache {
                 bool prefetched = false);
   void Insert(Shard& shard, const BlockKey& key, BlockRef block, bool prefetched, std::vector<BlockRef>* freed);
   void MarkUsed(Shard& shard, const BlockKey& key);  // takes shard.mu
+  BlockRef Drop(Shard& shard, Entry& e);             // removes e (shard.mu held); returns its block
   // Before a fetch: waits (bounded) while the disk write queue is full; false: do not write it.
   bool WaitForWriteRoom(uint64_t n, const CancelToken* cancel);
   // Queues a fetched block for the disk tier (after the block reached its waiters).
@@ -170,6 +175,7 @@ class BlockCache {
   std::deque<std::pair<BlockKey, std::weak_ptr<Flight>>> queue_;
   std::atomic<uint64_t> queued_bytes_{0};
   std::atomic<uint64_t> unused_prefetch_bytes_{0};  // resident, prefetched, not read yet
+  std::atomic<uint64_t> served_bytes_{0};           // resident, returned whole to readers
   std::atomic<int64_t> last_activity_ns_{0};        // steady_clock of the last Get()
   bool stopping_ = false;
   std::vector<std::thread> loaders_;

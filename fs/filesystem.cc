@@ -623,9 +623,10 @@ Result<std::vector<ReadSlice>> Filesystem::Read(uint64_t fh, uint64_t offset, si
     std::lock_guard lock(f->mu);
     f->plan = plan;
   }
+  NoteReturned(*f, offset, end);
   auto prefetch = [&](uint64_t from, uint64_t to) {
     for (uint64_t b = from / bs; b * bs < to; ++b) {
-      if (b >= first && b <= last) continue;
+      if ((b >= first && b <= last) || KernelHas(*f, b)) continue;
       cache_->Prefetch(cache::BlockKey{f->content, b}, BlockLen(*f, b), Fetcher(*f, b));
     }
   };
@@ -669,6 +670,19 @@ Result<std::vector<ReadSlice>> Filesystem::Read(uint64_t fh, uint64_t offset, si
   }
   m_bytes.Add(end - offset);
   return out;
+}
+
+void Filesystem::NoteReturned(const OpenFile& f, uint64_t begin, uint64_t end) {
+  KernelCached& kc = *f.inode->cached;
+  std::lock_guard lock(kc.mu);
+  if (!kc.blocks) kc.blocks.emplace(cache_->block_size(), f.size);
+  kc.blocks->Note(begin, end);
+}
+
+bool Filesystem::KernelHas(const OpenFile& f, uint64_t block) const {
+  KernelCached& kc = *f.inode->cached;
+  std::lock_guard lock(kc.mu);
+  return kc.blocks && kc.blocks->Has(block);
 }
 
 Result<std::string> Filesystem::GetXattr(uint64_t ino, const std::string& name) {

@@ -26,6 +26,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -122,6 +123,11 @@ class Filesystem {
 
  private:
   enum class Kind { kRoot, kTypeDir, kOrgDir, kRepo, kSymlink, kStats };
+  // The blocks of one inode the kernel holds in its page cache (see ReturnedBlocks).
+  struct KernelCached {
+    std::mutex mu;
+    std::optional<ReturnedBlocks> blocks;  // created by the first READ
+  };
   struct Inode {
     uint64_t ino = 0;
     Kind kind = Kind::kRoot;
@@ -135,6 +141,7 @@ class Filesystem {
     uint64_t nlookup = 0;
     uint64_t parent = 0;
     std::string name;
+    std::shared_ptr<KernelCached> cached = std::make_shared<KernelCached>();  // kRepo files
   };
   struct OpenFile {
     std::shared_ptr<Inode> inode;  // holds the Snapshot: the commit this handle reads
@@ -172,6 +179,9 @@ class Filesystem {
   // fetch the header and first tensors (key order) of the shard loaders read next. Background.
   void PrefetchNextShard(const std::shared_ptr<Inode>& shard);
   size_t BlockLen(const OpenFile& f, uint64_t block) const;
+  // READ [begin, end) of f is being answered (see ReturnedBlocks).
+  void NoteReturned(const OpenFile& f, uint64_t begin, uint64_t end);
+  bool KernelHas(const OpenFile& f, uint64_t block) const;
 
   FsOptions options_;
   std::shared_ptr<fetch::HubClient> hub_;

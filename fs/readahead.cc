@@ -40,4 +40,21 @@ PrefetchRange Readahead::OnRead(uint64_t offset, uint64_t len, uint64_t file_siz
   return {begin, want_end};
 }
 
+void ReturnedBlocks::Note(uint64_t begin, uint64_t end) {
+  end = std::min(end, size_);
+  if (begin >= end) return;
+  const uint64_t first = begin / bs_, last = (end - 1) / bs_;
+  for (uint64_t b = first; b <= last && b < served_.size(); ++b) {
+    if (Has(b)) {  // asked again: the kernel let its pages go
+      std::fill(served_.begin(), served_.end(), 0);
+      break;
+    }
+  }
+  if (served_.size() <= last) served_.resize(last + 1, 0);
+  for (uint64_t b = first; b <= last; ++b) {
+    const uint64_t s = std::max(begin, b * bs_), e = std::min(end, (b + 1) * bs_);
+    served_[b] = static_cast<uint32_t>(std::min<uint64_t>(served_[b] + (e - s), BlockLen(b)));
+  }
+}
+
 }  // namespace hubfs::fs

@@ -10,8 +10,10 @@
 // what the stream already asked for, so each byte is requested once.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
+#include <vector>
 
 namespace hubfs::fs {
 
@@ -48,6 +50,25 @@ class Readahead {
   ReadaheadConfig config_;
   std::array<Stream, kMaxStreams> streams_{};
   uint64_t tick_ = 0;
+};
+
+// Which blocks of one inode the kernel has been given whole. Every open keeps the page cache (the
+// content is immutable), so such a block is in the kernel's page cache and readahead skips it: 16
+// workers reading slices of one file would otherwise each prefetch past their slice into blocks
+// the next worker already read, and load them back from the disk tier. A READ for a block given
+// whole means the kernel dropped pages (memory pressure, drop_caches): every mark is cleared and
+// readahead works as on a fresh file. Not thread-safe: the caller locks.
+class ReturnedBlocks {
+ public:
+  ReturnedBlocks(uint64_t block_size, uint64_t file_size) : bs_(block_size), size_(file_size) {}
+  // A READ of [begin, end) is being answered.
+  void Note(uint64_t begin, uint64_t end);
+  bool Has(uint64_t block) const { return block < served_.size() && served_[block] >= BlockLen(block); }
+
+ private:
+  uint64_t BlockLen(uint64_t block) const { return std::min(bs_, size_ - std::min(size_, block * bs_)); }
+  uint64_t bs_, size_;
+  std::vector<uint32_t> served_;  // bytes given per block, grown on demand
 };
 
 }  // namespace hubfs::fs

@@ -240,3 +240,46 @@ def test_loading_a_shard_prefetches_the_next_one_named_in_the_index(emu, fixture
         with open(m.path(".hubfs-stats")) as f:
             stats = dict(line.split()[:2] for line in f if line.strip() and not line.startswith("#"))
         assert stats.get("fs.next_shard_prefetches") == "2", stats.get("fs.next_shard_prefetches")
+
+
+def read_range(path, begin, end, chunk=1 << 20):
+    got = 0
+    with open(path, "rb", buffering=0) as f:
+        f.seek(begin)
+        while got < end - begin:
+            b = f.read(min(chunk, end - begin - got))
+            assert b, "short read"
+            got += len(b)
+    return got
+
+
+def mount_stats(m):
+    with open(m.path(".hubfs-stats")) as f:
+        return dict(line.split()[:2] for line in f if line.strip() and not line.startswith("#"))
+
+
+def test_readahead_skips_blocks_the_kernel_already_holds(emu, fixture, tmp_path):
+    """Workers reading slices of one file (16 threads, tensor-parallel ranks): a reader's readahead
+    that runs past its slice into blocks another reader already got whole does not load them back
+    from the disk tier (the kernel's page cache has them); the bytes stay right."""
+    rid = "hubfs-test/sharded-model"
+    files = fixture.files(rid)
+    name = sorted(k for k in files if k.endswith(".safetensors"))[-1]
+    size = files[name]["size"]
+    assert size >= 8 << 20
+    half = size // 2 // 4096 * 4096
+    # 1 MiB blocks, a memory tier far smaller than the file: blocks read whole leave memory (the
+    # page cache holds them) and stay on disk.
+    args = ["--block-size-mib", "1", "--memory-cache", "16M"]
+    with Mount(emu.hub_url, cache_dir=str(tmp_path / "cache"), extra_args=args) as m:
+        emu.clear_log()
+        p = model_path(m, rid, name)
+        assert read_range(p, half, size) == size - half  # the second worker's slice first
+        time.sleep(1.0)  # its blocks are written to the disk tier
+        before = int(mount_stats(m).get("cache.disk.hit", "0"))
+        assert read_range(p, 0, half) == half  # then the first worker's, whose readahead runs on
+        time.sleep(0.5)  # background prefetches land
+        after = int(mount_stats(m).get("cache.disk.hit", "0"))
+        assert after == before, "readahead loaded %d blocks the kernel held back from disk" % (after - before)
+        assert sha256_file(p) == files[name]["sha256"]
+        assert cdn_bytes(emu, files[name]["sha256"]) <= size

@@ -395,6 +395,31 @@ TEST(BlockCache, ConsumedBlocksAreEvictedFirst) {
   EXPECT_TRUE(cache.InMemory(Key(1)));
 }
 
+// Blocks returned whole (the kernel's page cache has them) are kept only up to
+// served_retain_bytes: a streaming read recycles a few buffers instead of filling the memory cap.
+// Blocks still being read, or still held by a reader, stay.
+TEST(BlockCache, BlocksServedWholeBeyondTheReserveAreFreedAtOnce) {
+  CacheOptions o = MemOptions(64 * kBlock);
+  o.served_retain_bytes = 4 * kBlock;
+  BlockCache cache(o);
+  Origin origin;
+  auto& reused = metrics::Get("cache.buffers.reused");
+  ASSERT_TRUE(cache.Get(Key(100), kBlock, origin.For(Key(100)), nullptr).ok());
+  cache.Served(Key(100), kBlock / 2);  // half read
+  const uint64_t reused_before = reused.Get();
+  for (uint64_t i = 0; i < 32; ++i) {
+    auto r = cache.Get(Key(i), kBlock, origin.For(Key(i)), nullptr);
+    ASSERT_TRUE(r.ok());
+    cache.Served(Key(i), kBlock);  // held by this reader while served: not freed yet
+    EXPECT_TRUE(cache.InMemory(Key(i)));
+  }
+  EXPECT_LE(cache.Stats().mem_blocks, 4u + 1u + 1u) << "served blocks past the reserve were kept";
+  EXPECT_TRUE(cache.InMemory(Key(100))) << "a half-read block was freed";
+  EXPECT_TRUE(cache.InMemory(Key(31)));
+  EXPECT_GE(reused.Get() - reused_before, 20u) << "freed buffers were not recycled";
+  EXPECT_EQ(origin.calls.load(), 33);
+}
+
 TEST(BlockCache, PurgeDropsTheBlock) {
   BlockCache cache(MemOptions());
   Origin origin;

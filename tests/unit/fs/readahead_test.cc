@@ -233,5 +233,37 @@ TEST(Readahead, EndOfFile) {
   EXPECT_TRUE(ra.OnRead(0, 10, 0, true).empty());                   // empty file
 }
 
+// The kernel keeps every hubfs file's page cache: blocks it was given whole are not prefetched
+// again, until it asks for one of them (it dropped pages), which clears every mark.
+TEST(ReturnedBlocks, WholeBlocksOnlyAndAReRequestClearsEverything) {
+  constexpr uint64_t kB = 4 << 20;
+  ReturnedBlocks r(kB, 10 * kB + 100);  // 11 blocks, the last one 100 bytes
+  EXPECT_FALSE(r.Has(0));
+  r.Note(0, kB / 2);
+  EXPECT_FALSE(r.Has(0)) << "half a block is not in the page cache yet";
+  r.Note(kB / 2, kB + 4096);  // the rest of block 0 and one page of block 1
+  EXPECT_TRUE(r.Has(0));
+  EXPECT_FALSE(r.Has(1));
+  r.Note(10 * kB, 10 * kB + 4096);  // the short last block, asked as a whole page
+  EXPECT_TRUE(r.Has(10));
+  EXPECT_FALSE(r.Has(11)) << "past the end";
+  // Sixteen workers' slices meeting inside blocks: each block is whole once both sides are read.
+  r.Note(2 * kB + kB / 3, 4 * kB);
+  EXPECT_FALSE(r.Has(2));
+  EXPECT_TRUE(r.Has(3));
+  r.Note(2 * kB, 2 * kB + kB / 3);
+  EXPECT_TRUE(r.Has(2));
+  // The kernel asks again for a block it had whole: it dropped pages, so nothing is assumed.
+  r.Note(3 * kB, 3 * kB + 4096);
+  EXPECT_FALSE(r.Has(0));
+  EXPECT_FALSE(r.Has(2));
+  EXPECT_FALSE(r.Has(10));
+  EXPECT_FALSE(r.Has(3));
+  // Empty and out-of-range reads change nothing.
+  r.Note(5 * kB, 5 * kB);
+  r.Note(20 * kB, 21 * kB);
+  EXPECT_FALSE(r.Has(5));
+}
+
 }  // namespace
 }  // namespace hubfs::fs
