@@ -313,10 +313,14 @@ void BlockCache::MarkUsed(Shard& s, const BlockKey& key) {
   }
 }
 
-bool BlockCache::Prefetch(const BlockKey& key, size_t len, FetchFn fetch) {
+bool BlockCache::PrefetchRoom(size_t len) const {
   // Queued plus loaded-but-unread prefetch stays within half the memory budget.
   const uint64_t budget = std::max<uint64_t>(options_.memory_bytes / 2, options_.block_size);
-  if (queued_bytes_.load() + unused_prefetch_bytes_.load() + len > budget) return false;
+  return queued_bytes_.load() + unused_prefetch_bytes_.load() + len <= budget;
+}
+
+bool BlockCache::Prefetch(const BlockKey& key, size_t len, FetchFn fetch) {
+  if (!PrefetchRoom(len)) return false;
   Shard& s = ShardFor(key);
   std::shared_ptr<Flight> flight;
   {

@@ -93,6 +93,8 @@ class BlockCache {
   // Starts loading in the background unless resident or in flight; never blocks on I/O. Returns
   // false when the block was skipped (already present, or the in-flight budget is spent).
   bool Prefetch(const BlockKey& key, size_t len, FetchFn fetch);
+  // Whether the prefetch budget (queued plus loaded-but-unread, half the memory cap) has room.
+  bool PrefetchRoom(size_t len) const;
   // True if the block is in memory or on disk (no I/O).
   bool Contains(const BlockKey& key) const;
   // True if the block is in the memory tier: a Get would not wait.

@@ -624,13 +624,25 @@ Result<std::vector<ReadSlice>> Filesystem::Read(uint64_t fh, uint64_t offset, si
     f->plan = plan;
   }
   NoteReturned(*f, offset, end);
-  auto prefetch = [&](uint64_t from, uint64_t to) {
+  // Returns where issuing stopped: `to`, or the first block the prefetch budget had no room for.
+  auto prefetch = [&](uint64_t from, uint64_t to) -> uint64_t {
     for (uint64_t b = from / bs; b * bs < to; ++b) {
       if ((b >= first && b <= last) || KernelHas(*f, b)) continue;
+      if (!cache_->PrefetchRoom(BlockLen(*f, b))) return std::max(from, b * bs);
       cache_->Prefetch(cache::BlockKey{f->content, b}, BlockLen(*f, b), Fetcher(*f, b));
     }
+    return to;
   };
-  if (!ra.empty()) prefetch(ra.begin, ra.end);
+  if (!ra.empty()) {
+    // Many streams share the budget (16 workers, one fd each): what did not fit is offered again
+    // by the stream's next read rather than left for a demand fetch.
+    if (const uint64_t until = prefetch(ra.begin, ra.end); until < ra.end) {
+      static auto& m_deferred = metrics::Get("fs.readahead.deferred");
+      m_deferred.Add();
+      std::lock_guard lock(f->mu);
+      f->ra.Unissued(until);
+    }
+  }
   const uint64_t look = options_.readahead.max_window / 2;
   bool near_end = false;
   if (plan) {

@@ -37,7 +37,14 @@ PrefetchRange Readahead::OnRead(uint64_t offset, uint64_t len, uint64_t file_siz
   const uint64_t begin = std::max(s->prefetched_until, s->next);
   if (begin >= want_end) return {};
   s->prefetched_until = want_end;
+  last_ = static_cast<int>(s - streams_.data());
   return {begin, want_end};
+}
+
+void Readahead::Unissued(uint64_t offset) {
+  if (last_ < 0) return;
+  Stream& s = streams_[static_cast<size_t>(last_)];
+  if (s.active) s.prefetched_until = std::min(s.prefetched_until, offset);
 }
 
 void ReturnedBlocks::Note(uint64_t begin, uint64_t end) {

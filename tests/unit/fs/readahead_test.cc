@@ -233,6 +233,35 @@ TEST(Readahead, EndOfFile) {
   EXPECT_TRUE(ra.OnRead(0, 10, 0, true).empty());                   // empty file
 }
 
+// A stream whose range did not fit in the cache's prefetch budget gets the rest offered again by
+// its next read, so those blocks are prefetched late rather than left to demand fetches; a fully
+// issued range is never offered twice.
+TEST(Readahead, UnissuedRestIsOfferedAgainByTheNextRead) {
+  const uint64_t file_size = 1ULL << 30;
+  Readahead ra;
+  const PrefetchRange first = ra.OnRead(0, kMiB, file_size, true);
+  ASSERT_EQ(first.begin, kMiB);
+  ASSERT_GT(first.end, first.begin + kMiB);
+  const uint64_t stopped = first.begin + kMiB;  // only one MiB of it fitted
+  ra.Unissued(stopped);
+  const PrefetchRange again = ra.OnRead(kMiB, kMiB, file_size, false);
+  EXPECT_EQ(again.begin, stopped) << "the unissued rest was dropped";
+  EXPECT_GE(again.end, first.end);
+  // Fully issued this time: the next read offers only what is new.
+  const PrefetchRange next = ra.OnRead(2 * kMiB, kMiB, file_size, false);
+  if (!next.empty()) {
+    EXPECT_GE(next.begin, again.end) << "a range issued whole was offered twice";
+  }
+  // Unissued never extends a stream (a later offset than issued changes nothing).
+  Readahead fresh;
+  const PrefetchRange r = fresh.OnRead(0, kMiB, file_size, true);
+  fresh.Unissued(r.end + 64 * kMiB);
+  const PrefetchRange r2 = fresh.OnRead(kMiB, kMiB, file_size, false);
+  if (!r2.empty()) {
+    EXPECT_GE(r2.begin, r.end);
+  }
+}
+
 // The kernel keeps every hubfs file's page cache: blocks it was given whole are not prefetched
 // again, until it asks for one of them (it dropped pages), which clears every mark.
 TEST(ReturnedBlocks, WholeBlocksOnlyAndAReRequestClearsEverything) {
