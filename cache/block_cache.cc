@@ -120,6 +120,7 @@ bool BlockCache::WaitQuiet() {
 BlockRef BlockCache::Drop(Shard& s, Entry& e) {
   s.lru.erase(s.lru.iterator_to(e));
   s.bytes -= e.block->size;
+  resident_bytes_ -= e.block->size;
   MemBytes().Sub(e.block->size);
   MemBlocks().Sub();
   if (e.unused_prefetch) unused_prefetch_bytes_ -= e.block->size;
@@ -426,6 +427,7 @@ void BlockCache::Insert(Shard& s, const BlockKey& key, BlockRef block, bool pref
   it->second->unused_prefetch = prefetched;
   if (prefetched) unused_prefetch_bytes_ += it->second->block->size;
   s.bytes += it->second->block->size;
+  resident_bytes_ += it->second->block->size;
   MemBytes().Add(it->second->block->size);
   MemBlocks().Add();
   s.lru.push_back(*it->second);
@@ -456,13 +458,26 @@ bool BlockCache::WaitForWriteRoom(uint64_t n, const CancelToken* cancel) {
   // writers (bounding the memory queued for the disk) rather than dropping blocks (a dropped
   // block is a refetch after remount). A disk that stays stuck is skipped: the fetch goes on and
   // its block is not written.
+  // The queue may also grow into the part of the memory cap the memory tier is not using (a
+  // streaming read keeps few blocks resident): the disk then lags a burst of up to a memory cap
+  // without holding the read back. Resident plus queued bytes stay within 1.25 x the cap either way.
+  const auto room = [&] {
+    const uint64_t cap = options_.memory_bytes + options_.memory_bytes / 4;
+    const uint64_t resident = resident_bytes_.load();
+    const uint64_t spare = cap > resident ? cap - resident : 0;
+    const uint64_t limit = std::max(options_.max_pending_write_bytes, std::min(spare, options_.memory_bytes));
+    return pending_write_bytes_ + n <= limit;
+  };
   std::unique_lock lock(write_mu_);
-  if (pending_write_bytes_ + n <= options_.max_pending_write_bytes) return true;
+  if (room()) return true;
   m_stalls.Add();
+  if (!deferred_.empty()) {  // small blocks waiting for a quiet moment: write them now
+    flush_now_ = true;
+    flush_cv_.notify_one();
+  }
   auto deadline = Clock::now() + options_.write_stall_limit;
   if (cancel != nullptr) deadline = std::min(deadline, cancel->deadline());
-  if (write_cv_.wait_until(lock, deadline, [&] { return pending_write_bytes_ + n <= options_.max_pending_write_bytes; }))
-    return true;
+  if (write_cv_.wait_until(lock, deadline, room)) return true;
   m_skipped.Add();
   return false;
 }
@@ -499,10 +514,11 @@ void BlockCache::FlusherMain() {
     if (flusher_stop_) return;  // Flush() writes what is left
     const auto last = Clock::time_point(Clock::duration(last_activity_ns_.load(std::memory_order_relaxed)));
     const auto idle = Clock::now() - last;
-    if (idle < quiet && deferred_bytes_ < options_.max_deferred_write_bytes) {
+    if (idle < quiet && deferred_bytes_ < options_.max_deferred_write_bytes && !flush_now_) {
       flush_cv_.wait_for(lock, quiet - idle);
       continue;
     }
+    flush_now_ = false;
     lock.unlock();
     SubmitDeferred();
     lock.lock();

@@ -57,7 +57,9 @@ struct CacheOptions {
   uint64_t disk_bytes = 20ULL << 30;
   uint64_t min_free_bytes = 1ULL << 30;
   int loader_threads = 8;              // background (prefetch) fetches in parallel
-  uint64_t max_pending_write_bytes = 0;  // beyond this, fetches wait for the disk writers (0: memory/4)
+  // Beyond this (or beyond what the memory tier leaves of 1.25 x memory_bytes, at most
+  // memory_bytes, whichever is larger), fetches wait for the disk writers (0: memory/4).
+  uint64_t max_pending_write_bytes = 0;
   std::chrono::milliseconds write_stall_limit{10000};  // ...at most this long, then the write is skipped
   int disk_writers = 2;
   // Whole-file verification waits until no block has been asked for during this long.
@@ -178,6 +180,7 @@ class BlockCache {
   std::atomic<uint64_t> queued_bytes_{0};
   std::atomic<uint64_t> unused_prefetch_bytes_{0};  // resident, prefetched, not read yet
   std::atomic<uint64_t> served_bytes_{0};           // resident, returned whole to readers
+  std::atomic<uint64_t> resident_bytes_{0};         // the memory tier, all shards
   std::atomic<int64_t> last_activity_ns_{0};        // steady_clock of the last Get()
   bool stopping_ = false;
   std::vector<std::thread> loaders_;
@@ -192,6 +195,7 @@ class BlockCache {
   std::deque<std::pair<BlockKey, uint64_t>> deferred_;
   uint64_t deferred_bytes_ = 0;
   bool flusher_stop_ = false;
+  bool flush_now_ = false;  // a fetch waits for room in the write queue
   std::condition_variable flush_cv_;
   std::thread flusher_;
   std::unique_ptr<WorkerPool> writers_;    // disk writes

@@ -267,7 +267,7 @@ def test_readahead_skips_blocks_the_kernel_already_holds(emu, fixture, tmp_path)
     name = sorted(k for k in files if k.endswith(".safetensors"))[-1]
     size = files[name]["size"]
     assert size >= 8 << 20
-    half = size // 2 // 4096 * 4096
+    half = size // 2 >> 20 << 20  # a block boundary: the two slices share no block
     # 1 MiB blocks, a memory tier far smaller than the file: blocks read whole leave memory (the
     # page cache holds them) and stay on disk.
     args = ["--block-size-mib", "1", "--memory-cache", "16M"]

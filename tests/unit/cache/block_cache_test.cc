@@ -649,6 +649,31 @@ TEST_F(BlockCacheDiskTest, DeferredSmallWritesAreBoundedAndWrittenAtShutdown) {
   EXPECT_EQ(origin.calls.load(), 7);
 }
 
+// Small blocks waiting for a quiet moment must not hold a reader back: when the write queue is
+// full of them, a fetch waiting for room gets them written at once (not after write_stall_limit,
+// and none is dropped from the disk tier).
+TEST_F(BlockCacheDiskTest, AFullQueueOfDeferredSmallBlocksIsWrittenAtOnce) {
+  CacheOptions o = DiskOptions();
+  o.memory_bytes = 16 * kBlock;
+  o.max_pending_write_bytes = 4 * kBlock;
+  o.small_write_quiet_ms = 60000;
+  o.max_deferred_write_bytes = 1ULL << 30;
+  o.write_stall_limit = std::chrono::milliseconds(3000);
+  auto& skipped = metrics::Get("cache.disk.write_skipped");
+  const uint64_t skipped_before = skipped.Get();
+  Origin origin;
+  {
+    BlockCache cache(o);
+    ASSERT_NE(cache.disk(), nullptr);
+    const auto t0 = Clock::now();
+    for (uint64_t i = 0; i < 40; ++i) ASSERT_TRUE(cache.Get(Key(i), kBlock, origin.For(Key(i)), nullptr).ok());
+    EXPECT_LT(Clock::now() - t0, milliseconds(2500)) << "a fetch waited out the stall limit";
+  }
+  EXPECT_EQ(skipped.Get(), skipped_before);
+  BlockCache cache(o);
+  for (uint64_t i = 0; i < 40; ++i) EXPECT_TRUE(cache.disk()->Contains(Key(i))) << i;
+}
+
 TEST_F(BlockCacheDiskTest, UnusableDiskDirFallsBackToMemory) {
   CacheOptions o = DiskOptions();
   hubfs::testing::WriteFileBytes(tmp_.path() + "/file", "x");
