@@ -438,7 +438,9 @@ Result<OpenOut> Filesystem::Open(uint64_t ino, int flags) {
   handles_.insert({fh, f});
   cache_->TrackFile(f->content, f->size);
   // Most readers start at the beginning (a safetensors header, a config): start fetching it now.
-  if (f->size > 0) cache_->Prefetch(cache::BlockKey{f->content, 0}, BlockLen(*f, 0), Fetcher(*f, 0));
+  // (Not when the kernel already holds it: a reopened file is read from the page cache.)
+  if (f->size > 0 && !KernelHas(*f, 0))
+    cache_->Prefetch(cache::BlockKey{f->content, 0}, BlockLen(*f, 0), Fetcher(*f, 0));
   // Small files are read one after another (`find | xargs cat`, a dataset loader): each costs a
   // round trip, so fetch the next few small siblings (in listing order) while this one is read.
   if (f->size > 0 && f->size <= cache_->block_size()) {
@@ -626,8 +628,13 @@ Result<std::vector<ReadSlice>> Filesystem::Read(uint64_t fh, uint64_t offset, si
   NoteReturned(*f, offset, end);
   // Returns where issuing stopped: `to`, or the first block the prefetch budget had no room for.
   auto prefetch = [&](uint64_t from, uint64_t to) -> uint64_t {
+    static auto& m_kernel_held = metrics::Get("fs.readahead.kernel_held");
     for (uint64_t b = from / bs; b * bs < to; ++b) {
-      if ((b >= first && b <= last) || KernelHas(*f, b)) continue;
+      if (b >= first && b <= last) continue;
+      if (KernelHas(*f, b)) {
+        m_kernel_held.Add();
+        continue;
+      }
       if (!cache_->PrefetchRoom(BlockLen(*f, b))) return std::max(from, b * bs);
       cache_->Prefetch(cache::BlockKey{f->content, b}, BlockLen(*f, b), Fetcher(*f, b));
     }
