@@ -4,13 +4,18 @@
 #include <fuse_lowlevel.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
-#include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <cctype>
+#include <chrono>
+#include <climits>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <sstream>
+#include <string>
 #include <thread>
 
 #include "common/log.h"
@@ -259,12 +264,42 @@ fuse_lowlevel_ops MakeOps() {
   return ops;
 }
 
+// mountinfo escapes space, tab, newline and backslash in paths as \ooo.
+std::string UnescapeMountPath(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\\' && i + 3 < s.size() && std::isdigit(static_cast<unsigned char>(s[i + 1])) &&
+        std::isdigit(static_cast<unsigned char>(s[i + 2])) && std::isdigit(static_cast<unsigned char>(s[i + 3]))) {
+      out.push_back(static_cast<char>((s[i + 1] - '0') * 64 + (s[i + 2] - '0') * 8 + (s[i + 3] - '0')));
+      i += 3;
+    } else {
+      out.push_back(s[i]);
+    }
+  }
+  return out;
+}
+
 // Raises the kernel readahead of the mount (root only), as gcsfuse does: FUSE_INIT can only lower it.
-void RaiseReadahead(const std::string& mountpoint, unsigned kb) {
-  struct stat st {};
-  if (::stat(mountpoint.c_str(), &st) != 0) return;
-  const std::string path = "/sys/class/bdi/" + std::to_string(major(st.st_dev)) + ":" +
-                           std::to_string(minor(st.st_dev)) + "/read_ahead_kb";
+// The mount's device number comes from /proc/self/mountinfo, never from a stat() of the mount
+// point: that would be a request to this very daemon, and one in flight when the daemon is killed
+// can never be answered, leaving a thread (and so the whole mount) stuck for good.
+void RaiseReadahead(const std::string& canonical_mountpoint, unsigned kb) {
+  std::string dev;
+  for (int attempt = 0; attempt < 50 && dev.empty(); ++attempt) {
+    if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::ifstream in("/proc/self/mountinfo");
+    std::string line;
+    while (std::getline(in, line)) {
+      // id parent major:minor root mount-point options ... - fstype source super-options
+      std::istringstream fields(line);
+      std::string id, parent, majmin, root, point;
+      if (!(fields >> id >> parent >> majmin >> root >> point)) continue;
+      if (UnescapeMountPath(point) == canonical_mountpoint && line.find(" - fuse") != std::string::npos)
+        dev = majmin;  // the last match is the topmost mount
+    }
+  }
+  if (dev.empty()) return;
+  const std::string path = "/sys/class/bdi/" + dev + "/read_ahead_kb";
   std::ofstream f(path);
   if (f) f << kb << "\n";
   if (f) LOG_INFO("read_ahead_kb of the mount set to %u", kb);
@@ -297,6 +332,10 @@ int RunMount(const MountOptions& options, const std::function<std::unique_ptr<Fi
     fuse_session_destroy(se);
     return 1;
   }
+  // Resolved before mounting: afterwards resolving the mount point would ask this daemon.
+  char resolved[PATH_MAX];
+  const std::string canonical =
+      ::realpath(options.mountpoint.c_str(), resolved) != nullptr ? std::string(resolved) : options.mountpoint;
   if (fuse_session_mount(se, options.mountpoint.c_str()) != 0) {
     LOG_ERROR("cannot mount on %s", options.mountpoint.c_str());
     fuse_remove_signal_handlers(se);
@@ -312,7 +351,7 @@ int RunMount(const MountOptions& options, const std::function<std::unique_ptr<Fi
   if (ctx.fs) {
     std::thread tune;
     if (::geteuid() == 0 && options.read_ahead_kb > 0)
-      tune = std::thread([&] { RaiseReadahead(options.mountpoint, options.read_ahead_kb); });
+      tune = std::thread([&] { RaiseReadahead(canonical, options.read_ahead_kb); });
     fuse_loop_config* cfg = fuse_loop_cfg_create();
     fuse_loop_cfg_set_max_threads(cfg, options.max_threads);
     fuse_loop_cfg_set_idle_threads(cfg, 16);

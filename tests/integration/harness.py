@@ -6,6 +6,7 @@ cache dir; stop() unmounts with fusermount3 -u and then stops the daemon by PID,
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -112,7 +113,9 @@ class Mount:
     def _mounted(self):
         # Our own daemon's mount: /proc/mounts lists it (ismount() cannot tell a dead mount point).
         with open("/proc/self/mounts") as f:
-            live = any(l.split()[1] == self.mountpoint and l.split()[2] == "fuse.hubfs" for l in f)
+            # paths are octal-escaped there (a space is \040)
+            live = any(re.sub(r"\\([0-7]{3})", lambda c: chr(int(c.group(1), 8)), l.split()[1]) == self.mountpoint
+                       and l.split()[2] == "fuse.hubfs" for l in f)
         if not live or self.proc.poll() is not None:
             return False
         try:

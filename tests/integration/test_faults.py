@@ -184,6 +184,46 @@ def test_kill9_then_mount_recovers_the_mount_point(emu, fixture):
         m.stop()
 
 
+def test_kill9_right_after_mount_never_leaves_a_hung_daemon(emu):
+    """kill -9 at the moment the daemon starts serving: it used to stat() its own mount point (to
+    find the device whose readahead it raises); a request to itself in flight when it died could
+    never be answered, and that thread kept the dead daemon and its mount stuck for good. Each
+    kill must end the process and leave a mount point that answers ENOTCONN."""
+    for _ in range(8):
+        m = Mount(emu.hub_url)
+        try:
+            m.proc.send_signal(signal.SIGKILL)
+            m.proc.wait(10)  # a thread stuck in a request to its own mount keeps the process here
+            expect_errno(errno.ENOTCONN, os.listdir, m.mountpoint)
+        finally:
+            m.stop()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="raising a mount's readahead needs root")
+def test_mount_readahead_is_raised_as_root(emu):
+    """As root the daemon raises the mount's BDI readahead (FUSE_INIT can only lower it), found
+    from /proc/self/mountinfo, also for a mount point with a space in its name."""
+    import tempfile
+    base = tempfile.mkdtemp(prefix="hubfs-ra ")
+    mp = os.path.join(base, "mnt point")
+    os.mkdir(mp)
+    try:
+        with Mount(emu.hub_url, mountpoint=mp, extra_args=["--read-ahead-kb", "8192"]) as m:
+            dev = os.stat(m.mountpoint).st_dev
+            path = "/sys/class/bdi/%d:%d/read_ahead_kb" % (os.major(dev), os.minor(dev))
+            deadline = time.time() + 5
+            while time.time() < deadline:
+                with open(path) as f:
+                    if f.read().strip() == "8192":
+                        break
+                time.sleep(0.05)
+            with open(path) as f:
+                assert f.read().strip() == "8192"
+    finally:
+        os.rmdir(mp)
+        os.rmdir(base)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signals_exit_cleanly_with_files_open(emu, fixture, sig):
     m = Mount(emu.hub_url)
