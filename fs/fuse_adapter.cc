@@ -7,6 +7,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cctype>
 #include <chrono>
 #include <climits>
@@ -27,6 +28,8 @@ namespace {
 
 struct Context {
   std::unique_ptr<Filesystem> fs;
+  std::atomic<bool> initialized{false};  // FUSE_INIT answered
+  std::atomic<bool> done{false};         // the session loop has ended
 };
 
 Filesystem* FsOf(fuse_req_t req) { return static_cast<Context*>(fuse_req_userdata(req))->fs.get(); }
@@ -56,7 +59,8 @@ struct stat ToStat(const Attr& a) {
 
 void OnInterrupt(fuse_req_t, void* data) { static_cast<CancelToken*>(data)->Cancel(); }
 
-void Init(void*, fuse_conn_info* conn) {
+void Init(void* userdata, fuse_conn_info* conn) {
+  static_cast<Context*>(userdata)->initialized = true;
   conn->max_write = 1u << 20;      // libfuse derives max_pages from it: 1 MiB READs
   conn->max_readahead = 1u << 20;  // the kernel can only lower the BDI readahead with this
   conn->max_background = 64;       // readahead READs are background requests
@@ -282,11 +286,16 @@ std::string UnescapeMountPath(const std::string& s) {
 // Raises the kernel readahead of the mount (root only), as gcsfuse does: FUSE_INIT can only lower it.
 // The mount's device number comes from /proc/self/mountinfo, never from a stat() of the mount
 // point: that would be a request to this very daemon, and one in flight when the daemon is killed
-// can never be answered, leaving a thread (and so the whole mount) stuck for good.
-void RaiseReadahead(const std::string& canonical_mountpoint, unsigned kb) {
+// can never be answered, leaving a thread (and so the whole mount) stuck for good. The kernel sets
+// the readahead from max_readahead when it processes the INIT reply, so this waits for INIT and
+// then holds the value for a moment in case it raced the reply.
+void RaiseReadahead(const std::string& canonical_mountpoint, unsigned kb, const Context& ctx) {
+  using std::chrono::milliseconds;
+  for (int i = 0; i < 1000 && !ctx.initialized && !ctx.done; ++i) std::this_thread::sleep_for(milliseconds(10));
+  if (!ctx.initialized) return;
   std::string dev;
-  for (int attempt = 0; attempt < 50 && dev.empty(); ++attempt) {
-    if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  for (int attempt = 0; attempt < 50 && dev.empty() && !ctx.done; ++attempt) {
+    if (attempt > 0) std::this_thread::sleep_for(milliseconds(20));
     std::ifstream in("/proc/self/mountinfo");
     std::string line;
     while (std::getline(in, line)) {
@@ -300,9 +309,21 @@ void RaiseReadahead(const std::string& canonical_mountpoint, unsigned kb) {
   }
   if (dev.empty()) return;
   const std::string path = "/sys/class/bdi/" + dev + "/read_ahead_kb";
-  std::ofstream f(path);
-  if (f) f << kb << "\n";
-  if (f) LOG_INFO("read_ahead_kb of the mount set to %u", kb);
+  const std::string want = std::to_string(kb);
+  int stable = 0;
+  for (int i = 0; i < 40 && stable < 3 && !ctx.done; ++i) {
+    std::string now;
+    if (std::ifstream cur(path); !(cur >> now)) return;
+    if (now == want) {
+      ++stable;
+    } else {
+      stable = 0;
+      std::ofstream f(path);
+      if (!(f << kb << "\n")) return;
+    }
+    std::this_thread::sleep_for(milliseconds(25));
+  }
+  if (stable > 0) LOG_INFO("read_ahead_kb of the mount set to %u", kb);
 }
 
 }  // namespace
@@ -351,7 +372,7 @@ int RunMount(const MountOptions& options, const std::function<std::unique_ptr<Fi
   if (ctx.fs) {
     std::thread tune;
     if (::geteuid() == 0 && options.read_ahead_kb > 0)
-      tune = std::thread([&] { RaiseReadahead(canonical, options.read_ahead_kb); });
+      tune = std::thread([&] { RaiseReadahead(canonical, options.read_ahead_kb, ctx); });
     fuse_loop_config* cfg = fuse_loop_cfg_create();
     fuse_loop_cfg_set_max_threads(cfg, options.max_threads);
     fuse_loop_cfg_set_idle_threads(cfg, 16);
@@ -360,6 +381,7 @@ int RunMount(const MountOptions& options, const std::function<std::unique_ptr<Fi
     const int loop = fuse_session_loop_mt(se, cfg);
     rc = (loop == 0 || loop == SIGTERM || loop == SIGINT || loop == SIGHUP) ? 0 : 1;
     fuse_loop_cfg_destroy(cfg);
+    ctx.done = true;
     if (tune.joinable()) tune.join();
     LOG_INFO("unmounting %s", options.mountpoint.c_str());
   }

@@ -110,13 +110,15 @@ class Mount:
                 raise RuntimeError("hubfs did not mount: " + self.read_log())
             time.sleep(0.02)
 
-    def _mounted(self):
-        # Our own daemon's mount: /proc/mounts lists it (ismount() cannot tell a dead mount point).
+    def _listed(self):
+        # A hubfs mount on our mount point, live or dead: /proc/mounts lists it (ismount() answers
+        # False for a dead one). Paths are octal-escaped there (a space is \040).
         with open("/proc/self/mounts") as f:
-            # paths are octal-escaped there (a space is \040)
-            live = any(re.sub(r"\\([0-7]{3})", lambda c: chr(int(c.group(1), 8)), l.split()[1]) == self.mountpoint
+            return any(re.sub(r"\\([0-7]{3})", lambda c: chr(int(c.group(1), 8)), l.split()[1]) == self.mountpoint
                        and l.split()[2] == "fuse.hubfs" for l in f)
-        if not live or self.proc.poll() is not None:
+
+    def _mounted(self):
+        if not self._listed() or self.proc.poll() is not None:
             return False
         try:
             os.statvfs(self.mountpoint)  # a dead mount point left at the same path answers ENOTCONN
@@ -143,7 +145,7 @@ class Mount:
             except subprocess.TimeoutExpired:
                 self.proc.send_signal(signal.SIGKILL)
                 self.proc.wait(timeout=10)
-        if os.path.ismount(self.mountpoint):
+        if self._listed():  # still there, or dead (the daemon was killed): lazy unmount
             subprocess.run(["fusermount3", "-u", "-z", self.mountpoint], stderr=subprocess.DEVNULL)
         self.log.close()
         rc = self.proc.returncode

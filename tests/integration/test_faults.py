@@ -218,7 +218,7 @@ def test_mount_readahead_is_raised_as_root(emu):
                         break
                 time.sleep(0.05)
             with open(path) as f:
-                assert f.read().strip() == "8192"
+                assert f.read().strip() == "8192", m.read_log()
     finally:
         os.rmdir(mp)
         os.rmdir(base)
