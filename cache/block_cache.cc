@@ -103,6 +103,10 @@ void BlockCache::NoteActivity() {
   last_activity_ns_.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
 }
 
+Clock::duration BlockCache::SinceActivity() const {
+  return Clock::now() - Clock::time_point(Clock::duration(last_activity_ns_.load(std::memory_order_relaxed)));
+}
+
 bool BlockCache::WaitQuiet() {
   const auto quiet = std::chrono::milliseconds(options_.verify_quiet_ms);
   for (;;) {
@@ -110,10 +114,9 @@ bool BlockCache::WaitQuiet() {
       std::lock_guard lock(queue_mu_);
       if (stopping_) return false;
     }
-    const auto last = Clock::time_point(Clock::duration(last_activity_ns_.load(std::memory_order_relaxed)));
-    const auto now = Clock::now();
-    if (now - last >= quiet) return true;
-    std::this_thread::sleep_for(std::min<Clock::duration>(quiet - (now - last), std::chrono::milliseconds(100)));
+    const auto idle = SinceActivity();
+    if (idle >= quiet) return true;
+    std::this_thread::sleep_for(std::min<Clock::duration>(quiet - idle, std::chrono::milliseconds(100)));
   }
 }
 
@@ -512,8 +515,7 @@ void BlockCache::FlusherMain() {
   for (;;) {
     flush_cv_.wait(lock, [&] { return flusher_stop_ || !deferred_.empty(); });
     if (flusher_stop_) return;  // Flush() writes what is left
-    const auto last = Clock::time_point(Clock::duration(last_activity_ns_.load(std::memory_order_relaxed)));
-    const auto idle = Clock::now() - last;
+    const auto idle = SinceActivity();
     if (idle < quiet && deferred_bytes_ < options_.max_deferred_write_bytes && !flush_now_) {
       flush_cv_.wait_for(lock, quiet - idle);
       continue;

@@ -166,6 +166,7 @@ class BlockCache {
   void VerifyFile(const ContentId& id, uint64_t size);
   void NoteActivity();
   bool WaitQuiet();  // until no Get() for verify_quiet_ms (true) or shutdown (false)
+  std::chrono::steady_clock::duration SinceActivity() const;  // since the last Get()
 
   CacheOptions options_;
   std::unique_ptr<DiskStore> disk_;

@@ -647,7 +647,7 @@ Result<std::vector<ReadSlice>> Filesystem::Read(uint64_t fh, uint64_t offset, si
       static auto& m_deferred = metrics::Get("fs.readahead.deferred");
       m_deferred.Add();
       std::lock_guard lock(f->mu);
-      f->ra.Unissued(until);
+      f->ra.Unissued(ra, until);
     }
   }
   const uint64_t look = options_.readahead.max_window / 2;

@@ -37,13 +37,14 @@ PrefetchRange Readahead::OnRead(uint64_t offset, uint64_t len, uint64_t file_siz
   const uint64_t begin = std::max(s->prefetched_until, s->next);
   if (begin >= want_end) return {};
   s->prefetched_until = want_end;
-  last_ = static_cast<int>(s - streams_.data());
-  return {begin, want_end};
+  return {begin, want_end, false, static_cast<int>(s - streams_.data())};
 }
 
-void Readahead::Unissued(uint64_t offset) {
-  if (last_ < 0) return;
-  Stream& s = streams_[static_cast<size_t>(last_)];
+void Readahead::Unissued(const PrefetchRange& r, uint64_t offset) {
+  if (r.stream < 0 || r.stream >= kMaxStreams) return;
+  // (If the slot was taken by a new stream meanwhile, lowering its mark re-offers nothing it has
+  // not passed: OnRead starts at max(prefetched_until, next).)
+  Stream& s = streams_[static_cast<size_t>(r.stream)];
   if (s.active) s.prefetched_until = std::min(s.prefetched_until, offset);
 }
 

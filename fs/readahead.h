@@ -28,6 +28,7 @@ struct PrefetchRange {
   uint64_t begin = 0;
   uint64_t end = 0;  // exclusive; begin == end means nothing to prefetch
   bool jump = false;  // the read started a new stream away from the file's start
+  int stream = -1;    // the stream it belongs to (for Unissued)
   bool empty() const { return begin >= end; }
 };
 
@@ -38,9 +39,9 @@ class Readahead {
 
   // `waited`: the reader had to wait for at least one of the blocks it asked for.
   PrefetchRange OnRead(uint64_t offset, uint64_t len, uint64_t file_size, bool waited);
-  // The range OnRead last returned was issued only up to `offset` (the cache's prefetch budget
-  // was spent): the rest is offered again by the stream's next read instead of being dropped.
-  void Unissued(uint64_t offset);
+  // Range `r` (from OnRead) was issued only up to `offset` (the cache's prefetch budget was
+  // spent): the rest is offered again by its stream's next read instead of being dropped.
+  void Unissued(const PrefetchRange& r, uint64_t offset);
 
  private:
   struct Stream {
@@ -53,7 +54,6 @@ class Readahead {
   ReadaheadConfig config_;
   std::array<Stream, kMaxStreams> streams_{};
   uint64_t tick_ = 0;
-  int last_ = -1;  // index of the stream of the range OnRead last returned
 };
 
 // Which blocks of one inode the kernel has been given whole. Every open keeps the page cache (the

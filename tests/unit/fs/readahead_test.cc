@@ -243,7 +243,7 @@ TEST(Readahead, UnissuedRestIsOfferedAgainByTheNextRead) {
   ASSERT_EQ(first.begin, kMiB);
   ASSERT_GT(first.end, first.begin + kMiB);
   const uint64_t stopped = first.begin + kMiB;  // only one MiB of it fitted
-  ra.Unissued(stopped);
+  ra.Unissued(first, stopped);
   const PrefetchRange again = ra.OnRead(kMiB, kMiB, file_size, false);
   EXPECT_EQ(again.begin, stopped) << "the unissued rest was dropped";
   EXPECT_GE(again.end, first.end);
@@ -255,7 +255,7 @@ TEST(Readahead, UnissuedRestIsOfferedAgainByTheNextRead) {
   // Unissued never extends a stream (a later offset than issued changes nothing).
   Readahead fresh;
   const PrefetchRange r = fresh.OnRead(0, kMiB, file_size, true);
-  fresh.Unissued(r.end + 64 * kMiB);
+  fresh.Unissued(r, r.end + 64 * kMiB);
   const PrefetchRange r2 = fresh.OnRead(kMiB, kMiB, file_size, false);
   if (!r2.empty()) {
     EXPECT_GE(r2.begin, r.end);
