@@ -9,7 +9,6 @@
 #include <cstring>
 
 #include "common/metrics.h"
-#include "fetch/direct_http.h"
 
 namespace hubfs::fetch {
 namespace {
@@ -97,7 +96,6 @@ bool HttpResponse::HasHeader(std::string_view name) const {
 
 HttpClient::HttpClient(HttpOptions options) : options_(std::move(options)) {
   static CurlGlobal global;
-  direct_ = std::make_unique<DirectHttp>(options_);
 }
 
 HttpClient::~HttpClient() {
@@ -124,12 +122,6 @@ void HttpClient::Release(void* handle) const {
 Result<HttpResponse> HttpClient::Perform(const HttpRequest& req, const CancelToken* cancel) const {
   static auto& m_requests = metrics::Get("fetch.requests");
   static auto& m_errors = metrics::Get("fetch.transport_errors");
-  if (req.direct) {
-    if (auto r = direct_->Perform(req, cancel)) {
-      if (!r->ok()) m_errors.Add();
-      return std::move(*r);
-    }
-  }
   CURL* curl = static_cast<CURL*>(Acquire());
   if (curl == nullptr) return MakeError(ErrorKind::kIo, "curl_easy_init failed");
   curl_easy_reset(curl);  // keeps the connection cache

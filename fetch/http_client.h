@@ -2,8 +2,7 @@
 // that keep-alive connections are reused across requests and threads. Redirects are never followed
 // here: the Hub client follows them itself, so that it can read the headers of the 302 and so that
 // the Authorization header can never travel to another origin. Timeouts: connect, stall (no bytes
-// for N seconds), and a total deadline; cancellation is polled from the progress callback. Block
-// fetches from a CDN may skip libcurl's receive buffer (HttpRequest::direct, direct_http.h).
+// for N seconds), and a total deadline; cancellation is polled from the progress callback.
 #pragma once
 
 #include <cstddef>
@@ -19,8 +18,6 @@
 #include "common/status.h"
 
 namespace hubfs::fetch {
-
-class DirectHttp;
 
 struct HttpOptions {
   std::string user_agent = "hubfs/0.1";
@@ -41,9 +38,6 @@ struct HttpRequest {
   // If set, the body is written here and a body longer than sink_capacity fails the request.
   char* sink = nullptr;
   size_t sink_capacity = 0;
-  // May be received straight into the sink on a connection of our own (direct_http.h): a GET of a
-  // block from a URL without credentials. Falls back to libcurl's transfer where that cannot apply.
-  bool direct = false;
 };
 
 struct HttpResponse {
@@ -75,7 +69,6 @@ class HttpClient {
   void Release(void* handle) const;
 
   HttpOptions options_;
-  std::unique_ptr<DirectHttp> direct_;
   mutable std::mutex mu_;
   mutable std::vector<void*> idle_;  // CURL* easy handles with live connections
 };

@@ -305,8 +305,6 @@ Result<size_t> HubClient::ReadRange(const FileLocation& loc, uint64_t offset, ch
       req.sink = buf;
       req.sink_capacity = want;
       req.headers = {"Accept-Encoding: identity"};
-      // The cached CDN target (another origin, no token): the body goes straight into the block.
-      req.direct = cached_target && hop == 0 && !SameOrigin(url, options_.endpoint);
       if (!WaitForPause(cancel)) return MakeError(ErrorKind::kIo, "rate limited by the Hub past the deadline", 429);
       auto r = http_->Perform(req, cancel);
       if (!r.ok()) {
