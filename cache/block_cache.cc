@@ -480,7 +480,13 @@ bool BlockCache::WaitForWriteRoom(uint64_t n, const CancelToken* cancel) {
   }
   auto deadline = Clock::now() + options_.write_stall_limit;
   if (cancel != nullptr) deadline = std::min(deadline, cancel->deadline());
-  if (write_cv_.wait_until(lock, deadline, room)) return true;
+  // Time fetches spent held back, summed over threads: the disk tier's share of a slow read.
+  static auto& m_wait_us = metrics::Get("cache.disk.write_backpressure_us");
+  const auto waited_from = Clock::now();
+  const bool ok = write_cv_.wait_until(lock, deadline, room);
+  m_wait_us.Add(static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - waited_from).count()));
+  if (ok) return true;
   m_skipped.Add();
   return false;
 }
