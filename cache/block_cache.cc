@@ -49,7 +49,8 @@ BlockCache::BlockCache(CacheOptions options)
     verified_dir_ = options_.disk_dir + "/" + kDiskFormatDir + "/verified";
     ::mkdir(verified_dir_.c_str(), 0700);
   }
-  writers_ = std::make_unique<WorkerPool>(options_.disk_writers, WorkerPool::Priority::kNormal, "hubfs-write");
+  writers_ = std::make_unique<WorkerPool>(options_.disk_writers, WorkerPool::Priority::kNormal, "hubfs-write",
+                                          options_.surge_disk_writers);
   // Hashing a whole file costs ~0.5 s of CPU per GB (SHA-256) plus reading it back from disk: it
   // waits until the cache has been quiet for a moment and runs at idle priority, so it never
   // takes CPU or disk bandwidth from a load in progress (the next shard of a checkpoint).
@@ -483,12 +484,30 @@ bool BlockCache::WaitForWriteRoom(uint64_t n, const CancelToken* cancel) {
   // Time fetches spent held back, summed over threads: the disk tier's share of a slow read.
   static auto& m_wait_us = metrics::Get("cache.disk.write_backpressure_us");
   const auto waited_from = Clock::now();
+  // The disk is behind: surge writers join (until no fetch has waited for a while).
+  ++write_room_waiters_;
+  if (!surge_) {
+    surge_ = true;
+    writers_->SetSurge(true);
+  }
   const bool ok = write_cv_.wait_until(lock, deadline, room);
+  --write_room_waiters_;
+  last_room_wait_ = Clock::now();
   m_wait_us.Add(static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - waited_from).count()));
   if (ok) return true;
   m_skipped.Add();
   return false;
+}
+
+void BlockCache::EndSurgeIfCaughtUp() {
+  // A reader that outruns the disk makes fetches wait again and again: the surge lasts until none
+  // has waited for a while, not merely until the first one got room.
+  constexpr auto kSurgeLinger = std::chrono::seconds(1);
+  if (surge_ && write_room_waiters_ == 0 && Clock::now() - last_room_wait_ >= kSurgeLinger) {
+    surge_ = false;
+    writers_->SetSurge(false);
+  }
 }
 
 void BlockCache::ScheduleWrite(const BlockKey& key, BlockRef block) {
@@ -546,6 +565,7 @@ void BlockCache::SubmitDeferred() {
 void BlockCache::WriteQueued(const BlockKey& key, uint64_t n) {
   static auto& m_errors = metrics::Get("cache.disk.write_errors");
   writers_->Run([this, key, n] {
+    static auto& m_surge = metrics::Get("cache.disk.surge_writes");
     BlockRef queued;
     {
       std::lock_guard lock(write_mu_);
@@ -553,6 +573,7 @@ void BlockCache::WriteQueued(const BlockKey& key, uint64_t n) {
       if (it == pending_writes_.end()) return;  // purged before its turn
       queued = it->second;
     }
+    if (WorkerPool::InSurgeThread()) m_surge.Add();
     // A large block is one direct write the thread waits on: at nice -5 (where permitted) the
     // writer runs as soon as it completes, keeping the disk busy so backpressure rarely holds a
     // fetch back (cold reads +7-10% on 2 cores). Small blocks are page-cache copies: at normal
@@ -573,6 +594,7 @@ void BlockCache::WriteQueued(const BlockKey& key, uint64_t n) {
         pending_writes_.erase(it);
         queued->write_pending.store(false);
       }
+      EndSurgeIfCaughtUp();
     }
     write_cv_.notify_all();
     if (purged && st.ok()) disk_->Remove(key);  // purged while being written: the file must go too
@@ -600,6 +622,7 @@ void BlockCache::Purge(const BlockKey& key) {
       it->second->write_pending.store(false);
       pending_writes_.erase(it);
     }
+    EndSurgeIfCaughtUp();
   }
   write_cv_.notify_all();
   if (disk_) disk_->Remove(key);

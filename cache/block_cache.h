@@ -61,10 +61,14 @@ struct CacheOptions {
   // memory_bytes, whichever is larger), fetches wait for the disk writers (0: memory/4).
   uint64_t max_pending_write_bytes = 0;
   std::chrono::milliseconds write_stall_limit{10000};  // ...at most this long, then the write is skipped
-  // Parallel disk writes. Under a cold read a 4 MiB O_DIRECT write takes 8-16 ms here (2-3 ms on
-  // an idle machine), so two writers drained ~0.5-1 GB/s: 16 parallel readers, whose half-read
-  // blocks keep the write queue short, spent 3-14 s of fetch time per shard held back by it.
-  int disk_writers = 4;
+  // Parallel disk writes, plus `surge_disk_writers` more while a fetch waits for room in the write
+  // queue. Under a cold read a 4 MiB O_DIRECT write takes 8-16 ms here (2-3 ms idle), so two
+  // writers drain ~0.5-1 GB/s: a single stream's queue absorbs the lag, but 16 parallel readers,
+  // whose half-read blocks leave the queue little room, spent 3-14 s of fetch time per shard held
+  // back. Four writers all the time cost the sequential read instead (its disk work then competes
+  // with the read for the CPUs rather than trailing it): extra writers only when they are needed.
+  int disk_writers = 2;
+  int surge_disk_writers = 2;
   // Whole-file verification waits until no block has been asked for during this long.
   int verify_quiet_ms = 500;
   // Blocks returned whole to readers (the kernel's page cache has them) kept in memory beyond
@@ -164,6 +168,8 @@ class BlockCache {
   void WriteQueued(const BlockKey& key, uint64_t n);  // hands a pending_writes_ entry to a writer
   void SubmitDeferred();                              // hands every deferred small block to the writers
   void FlusherMain();
+  // Ends a surge of disk writers once no fetch has waited for room for a second. Requires write_mu_.
+  void EndSurgeIfCaughtUp();
   void LoaderMain();
   void NotePresent(const BlockKey& key);
   void VerifyFile(const ContentId& id, uint64_t size);
@@ -192,6 +198,9 @@ class BlockCache {
   mutable std::mutex write_mu_;
   std::condition_variable write_cv_;
   uint64_t pending_write_bytes_ = 0;  // guarded by write_mu_
+  int write_room_waiters_ = 0;        // fetches waiting for room; guarded by write_mu_
+  bool surge_ = false;                // surge writers at work; guarded by write_mu_
+  std::chrono::steady_clock::time_point last_room_wait_;  // when a wait for room ended; write_mu_
   // Blocks queued for the disk, findable until written: the memory tier may evict them meanwhile
   // (a block already read is the best candidate) without a later read refetching them.
   std::unordered_map<BlockKey, BlockRef, BlockKeyHash> pending_writes_;  // guarded by write_mu_

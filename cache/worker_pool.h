@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -33,16 +34,21 @@ class WorkerPool {
   // Idle priority (SCHED_IDLE) threads run only on CPU time nobody else wants: for work that must
   // happen but never at the expense of a reader (whole-file verification).
   enum class Priority { kNormal, kIdle };
-  // `name`: the threads' name in top -H, perf and /proc (at most 15 characters).
-  explicit WorkerPool(int threads, Priority priority = Priority::kNormal, const char* name = "hubfs-worker") {
-    for (int i = 0; i < std::max(1, threads); ++i)
-      threads_.emplace_back([this, priority, name] {
+  // `name`: the threads' name in top -H, perf and /proc (at most 15 characters). `surge_threads`
+  // more threads take jobs only while SetSurge(true) is in effect (and finish the job they hold
+  // when it ends): extra parallelism for the moments someone is waiting on the queue, without
+  // their cost the rest of the time.
+  explicit WorkerPool(int threads, Priority priority = Priority::kNormal, const char* name = "hubfs-worker",
+                      int surge_threads = 0)
+      : base_(std::max(1, threads)) {
+    for (int i = 0; i < base_ + std::max(0, surge_threads); ++i)
+      threads_.emplace_back([this, priority, name, i] {
         ::pthread_setname_np(::pthread_self(), name);
         if (priority == Priority::kIdle) {
           sched_param p{};
           ::sched_setscheduler(0, SCHED_IDLE, &p);  // best effort: a failure leaves normal priority
         }
-        Main();
+        Main(i >= base_);
       });
   }
   ~WorkerPool() {
@@ -52,19 +58,42 @@ class WorkerPool {
       stopping_ = true;
     }
     cv_.notify_all();
+    surge_cv_.notify_all();
     for (auto& t : threads_) t.join();
   }
   WorkerPool(const WorkerPool&) = delete;
   WorkerPool& operator=(const WorkerPool&) = delete;
 
   void Run(std::function<void()> job) {
+    bool surge = false;
     {
       std::lock_guard lock(mu_);
       jobs_.push_back(std::move(job));
       ++pending_;
+      surge = surge_;
     }
+    // Base and surge threads wait on separate conditions, so that a wake-up meant for a job never
+    // lands on a surge thread that may not take it.
     cv_.notify_one();
+    if (surge) surge_cv_.notify_one();
   }
+
+  void SetSurge(bool on) {
+    {
+      std::lock_guard lock(mu_);
+      if (surge_ == on) return;
+      surge_ = on;
+    }
+    if (on) surge_cv_.notify_all();
+  }
+
+  // Jobs run by surge threads so far.
+  size_t surge_jobs() const {
+    std::lock_guard lock(mu_);
+    return surge_jobs_;
+  }
+  // Whether the calling thread is a surge thread of some pool (for a job's own accounting).
+  static bool InSurgeThread() { return SurgeFlag(); }
 
   // Returns once every job queued so far (and any they queued) has finished.
   void Wait() {
@@ -73,13 +102,20 @@ class WorkerPool {
   }
 
  private:
-  void Main() {
+  static bool& SurgeFlag() {
+    thread_local bool surge = false;
+    return surge;
+  }
+
+  void Main(bool surge_thread) {
+    SurgeFlag() = surge_thread;
     std::unique_lock lock(mu_);
     for (;;) {
-      cv_.wait(lock, [&] { return stopping_ || !jobs_.empty(); });
-      if (jobs_.empty()) return;  // stopping
+      (surge_thread ? surge_cv_ : cv_).wait(lock, [&] { return stopping_ || (!jobs_.empty() && (!surge_thread || surge_)); });
+      if (stopping_ && (jobs_.empty() || surge_thread)) return;
       auto job = std::move(jobs_.front());
       jobs_.pop_front();
+      if (surge_thread) ++surge_jobs_;
       lock.unlock();
       job();
       job = nullptr;  // release captures outside the lock
@@ -88,10 +124,13 @@ class WorkerPool {
     }
   }
 
-  std::mutex mu_;
-  std::condition_variable cv_, idle_cv_;
+  const int base_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_, surge_cv_, idle_cv_;
   std::deque<std::function<void()>> jobs_;
   size_t pending_ = 0;
+  size_t surge_jobs_ = 0;
+  bool surge_ = false;
   bool stopping_ = false;
   std::vector<std::thread> threads_;
 };

@@ -674,6 +674,48 @@ TEST_F(BlockCacheDiskTest, AFullQueueOfDeferredSmallBlocksIsWrittenAtOnce) {
   for (uint64_t i = 0; i < 40; ++i) EXPECT_TRUE(cache.disk()->Contains(Key(i))) << i;
 }
 
+// Surge writers join only when a fetch has to wait for room in the write queue: a reader faster
+// than the disk gets them, one the disk keeps up with does not; every block reaches the disk.
+TEST_F(BlockCacheDiskTest, SurgeWritersJoinOnlyWhenFetchesWaitForTheDisk) {
+  constexpr size_t kBig = 4 * kDirectMinBytes;  // direct writes, not write-behind
+  auto& surge = metrics::Get("cache.disk.surge_writes");
+  auto& waits = metrics::Get("cache.disk.write_backpressure");
+  CacheOptions o = DiskOptions();
+  o.disk_bytes = 1ULL << 30;
+  o.block_size = kBig;
+  o.memory_bytes = 64 * kBig;
+  o.disk_writers = 1;
+  o.surge_disk_writers = 2;
+  {
+    // Roomy queue, a reader slower than the disk: nobody waits, no surge.
+    o.max_pending_write_bytes = 64 * kBig;
+    Origin origin;
+    origin.delay = milliseconds(20);
+    const uint64_t surge0 = surge.Get(), waits0 = waits.Get();
+    BlockCache cache(o);
+    ASSERT_NE(cache.disk(), nullptr);
+    for (uint64_t i = 0; i < 8; ++i) ASSERT_TRUE(cache.Get(Key(i), kBig, origin.For(Key(i)), nullptr).ok());
+    cache.Flush();
+    EXPECT_EQ(waits.Get(), waits0);
+    EXPECT_EQ(surge.Get(), surge0) << "surge writers ran with nobody waiting";
+  }
+  {
+    // A full memory tier (its blocks are never served, so they stay) leaves the queue one block,
+    // and a fast reader: fetches wait, and the surge writers help.
+    o.memory_bytes = 4 * kBig;
+    o.max_pending_write_bytes = kBig;
+    Origin origin;
+    const uint64_t surge0 = surge.Get(), waits0 = waits.Get();
+    BlockCache cache(o);
+    ASSERT_NE(cache.disk(), nullptr);
+    for (uint64_t i = 100; i < 164; ++i) ASSERT_TRUE(cache.Get(Key(i), kBig, origin.For(Key(i)), nullptr).ok());
+    cache.Flush();
+    EXPECT_GT(waits.Get(), waits0);
+    EXPECT_GT(surge.Get(), surge0) << "fetches waited for the disk but no surge writer helped";
+    for (uint64_t i = 100; i < 164; ++i) EXPECT_TRUE(cache.disk()->Contains(Key(i))) << i;
+  }
+}
+
 TEST_F(BlockCacheDiskTest, UnusableDiskDirFallsBackToMemory) {
   CacheOptions o = DiskOptions();
   hubfs::testing::WriteFileBytes(tmp_.path() + "/file", "x");
