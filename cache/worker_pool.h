@@ -111,7 +111,9 @@ class WorkerPool {
     SurgeFlag() = surge_thread;
     std::unique_lock lock(mu_);
     for (;;) {
-      (surge_thread ? surge_cv_ : cv_).wait(lock, [&] { return stopping_ || (!jobs_.empty() && (!surge_thread || surge_)); });
+      (surge_thread ? surge_cv_ : cv_).wait(lock, [&] {
+        return stopping_ || (!jobs_.empty() && (!surge_thread || surge_));
+      });
       if (stopping_ && (jobs_.empty() || surge_thread)) return;
       auto job = std::move(jobs_.front());
       jobs_.pop_front();
