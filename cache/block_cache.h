@@ -26,6 +26,8 @@
 //
 // Locks: shard mutexes are leaves; no I/O, fetch, compression or free happens under them (evicted
 // blocks are released after the lock is dropped). Flight::mu is taken only without a shard lock.
+// write_mu_ may be held while the writer pool's own mutex is taken (SetSurge: while fetches wait
+// for room, surge writers join the two regular ones), never the reverse.
 #pragma once
 
 #include <atomic>
