@@ -486,10 +486,7 @@ bool BlockCache::WaitForWriteRoom(uint64_t n, const CancelToken* cancel) {
   const auto waited_from = Clock::now();
   // The disk is behind: surge writers join (until no fetch has waited for a while).
   ++write_room_waiters_;
-  if (!surge_) {
-    surge_ = true;
-    writers_->SetSurge(true);
-  }
+  writers_->SetSurge(true);
   const bool ok = write_cv_.wait_until(lock, deadline, room);
   --write_room_waiters_;
   last_room_wait_ = Clock::now();
@@ -504,10 +501,7 @@ void BlockCache::EndSurgeIfCaughtUp() {
   // A reader that outruns the disk makes fetches wait again and again: the surge lasts until none
   // has waited for a while, not merely until the first one got room.
   constexpr auto kSurgeLinger = std::chrono::seconds(1);
-  if (surge_ && write_room_waiters_ == 0 && Clock::now() - last_room_wait_ >= kSurgeLinger) {
-    surge_ = false;
-    writers_->SetSurge(false);
-  }
+  if (write_room_waiters_ == 0 && Clock::now() - last_room_wait_ >= kSurgeLinger) writers_->SetSurge(false);
 }
 
 void BlockCache::ScheduleWrite(const BlockKey& key, BlockRef block) {

@@ -201,7 +201,6 @@ class BlockCache {
   std::condition_variable write_cv_;
   uint64_t pending_write_bytes_ = 0;  // guarded by write_mu_
   int write_room_waiters_ = 0;        // fetches waiting for room; guarded by write_mu_
-  bool surge_ = false;                // surge writers at work; guarded by write_mu_
   std::chrono::steady_clock::time_point last_room_wait_;  // when a wait for room ended; write_mu_
   // Blocks queued for the disk, findable until written: the memory tier may evict them meanwhile
   // (a block already read is the best candidate) without a later read refetching them.
