@@ -9,9 +9,7 @@
 
 #include <atomic>
 #include <cstddef>
-#include <cstdint>
 #include <memory>
-#include <optional>
 
 namespace hubfs::cache {
 
@@ -36,9 +34,6 @@ struct Block {
   explicit Block(size_t n) : data(BufferPool::Acquire(n), BufferDeleter{n}), size(n) {}
   std::unique_ptr<char[], BufferDeleter> data;
   size_t size;
-  // Xxh3(data, size) when the fetch took it while the bytes arrived (set before the block is
-  // shared, never changed after); the disk tier stores it instead of hashing the block again.
-  std::optional<uint64_t> xxh3;
   // Queued for the disk tier: the write queue holds one reference of its own.
   mutable std::atomic<bool> write_pending{false};
 };

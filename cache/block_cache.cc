@@ -390,11 +390,9 @@ Result<BlockRef> BlockCache::Load(const BlockKey& key, size_t len, const FetchFn
   Misses().Add();
   const bool write = WaitForWriteRoom(len, cancel);
   auto block = std::make_shared<Block>(len);
-  FetchInfo info;
-  auto n = fetch(block->data.get(), len, cancel, &info);
+  auto n = fetch(block->data.get(), len, cancel);
   if (!n.ok()) return n.error();
   if (*n != len) return MakeError(ErrorKind::kIo, "origin returned a short block");
-  block->xxh3 = info.xxh3;
   OriginBytes().Add(len);
   *write_to_disk = write;
   return BlockRef(std::move(block));
@@ -578,7 +576,7 @@ void BlockCache::WriteQueued(const BlockKey& key, uint64_t n) {
     static auto& h_write = metrics::GetHistogram("cache.disk.write_latency_us");
     Status st = [&] {
       metrics::LatencyTimer timer(h_write);
-      return disk_->Write(key, queued->data.get(), queued->size, queued->xxh3);
+      return disk_->Write(key, queued->data.get(), queued->size);
     }();
     bool purged = false;
     {

@@ -37,7 +37,6 @@
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -85,13 +84,8 @@ struct CacheOptions {
   std::chrono::seconds prefetch_timeout{60};
 };
 
-// What a fetch can report beside the bytes.
-struct FetchInfo {
-  std::optional<uint64_t> xxh3;  // Xxh3(buf, len), when the fetcher hashed the bytes as they arrived
-};
-// Fills buf[0, len) with the block's bytes; returns the byte count (must equal len). `info` is
-// never null.
-using FetchFn = std::function<Result<size_t>(char* buf, size_t len, const CancelToken* cancel, FetchInfo* info)>;
+// Fills buf[0, len) with the block's bytes; returns the byte count (must equal len).
+using FetchFn = std::function<Result<size_t>(char* buf, size_t len, const CancelToken* cancel)>;
 
 struct CacheStats {
   uint64_t mem_hits, disk_hits, misses, origin_bytes, mem_bytes, mem_blocks, disk_bytes, disk_blocks;

@@ -17,7 +17,6 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -61,10 +60,7 @@ class DiskStore {
   // kNotFound when absent; kCorrupt when a file failed validation (it is removed).
   Result<BlockRef> Read(const BlockKey& key, size_t expected_len);
   // Writes a block; kNoSpace when the filesystem is full or the floor would be crossed.
-  // `data_xxh3`, when given, is Xxh3(data, len) already taken (while the block arrived): it is
-  // stored as is for an uncompressed block. A wrong one costs a refetch, never wrong bytes: the
-  // block then fails validation on read.
-  Status Write(const BlockKey& key, const char* data, size_t len, std::optional<uint64_t> data_xxh3 = std::nullopt);
+  Status Write(const BlockKey& key, const char* data, size_t len);
   bool Contains(const BlockKey& key) const;
   void Remove(const BlockKey& key);
   uint64_t used_bytes() const;

@@ -9,7 +9,6 @@
 #include <cstring>
 
 #include "common/metrics.h"
-#include "common/xxh3.h"
 
 namespace hubfs::fetch {
 namespace {
@@ -25,7 +24,6 @@ struct Transfer {
   size_t max_string_body;
   bool overflow = false;
   long status = 0;  // from the latest status line
-  Xxh3Stream* sink_hash = nullptr;  // hashes sink[0, body_bytes) as it fills
 };
 
 constexpr size_t kMaxNonSuccessBody = 64 * 1024;  // redirect and error bodies: kept small, never in a sink
@@ -45,9 +43,7 @@ size_t OnBody(char* data, size_t size, size_t nmemb, void* userp) {
       t->overflow = true;
       return 0;  // aborts with CURLE_WRITE_ERROR
     }
-    char* dst = t->req->sink + t->resp->body_bytes;
-    std::memcpy(dst, data, n);
-    if (t->sink_hash != nullptr) t->sink_hash->Update(dst, n);  // hot in the cache: just written
+    std::memcpy(t->req->sink + t->resp->body_bytes, data, n);
   } else {
     if (t->resp->body.size() + n > t->max_string_body) {
       t->overflow = true;
@@ -132,11 +128,6 @@ Result<HttpResponse> HttpClient::Perform(const HttpRequest& req, const CancelTok
 
   HttpResponse resp;
   Transfer t{&req, &resp, cancel, options_.max_string_body};
-  if (req.sink != nullptr && req.hash_sink) {
-    thread_local Xxh3Stream sink_hash;
-    sink_hash.Reset();
-    t.sink_hash = &sink_hash;
-  }
   curl_slist* headers = nullptr;
   for (const auto& h : req.headers) headers = curl_slist_append(headers, h.c_str());
   if (!req.authorization.empty()) {
@@ -206,7 +197,6 @@ Result<HttpResponse> HttpClient::Perform(const HttpRequest& req, const CancelTok
     return MakeError(kind, curl_easy_strerror(rc), static_cast<int>(status), static_cast<int>(rc));
   }
   resp.status = status;
-  if (t.sink_hash != nullptr) resp.sink_xxh3 = t.sink_hash->Digest();
   Release(curl);
   return resp;
 }

@@ -9,7 +9,6 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -39,9 +38,6 @@ struct HttpRequest {
   // If set, the body is written here and a body longer than sink_capacity fails the request.
   char* sink = nullptr;
   size_t sink_capacity = 0;
-  // Also hash the sink's bytes (common/xxh3.h) as they arrive, each chunk right after it is copied
-  // in, while it is still in the CPU's cache: the response's sink_xxh3.
-  bool hash_sink = false;
 };
 
 struct HttpResponse {
@@ -49,7 +45,6 @@ struct HttpResponse {
   std::vector<std::pair<std::string, std::string>> headers;  // names lowercased, last wins on lookup
   std::string body;       // when no sink was given
   size_t body_bytes = 0;  // bytes received (into body or sink)
-  std::optional<uint64_t> sink_xxh3;  // Xxh3(sink, body_bytes), when hash_sink was asked for
 
   // The value of header `name` (lowercase), or "" when absent.
   std::string Header(std::string_view name) const;

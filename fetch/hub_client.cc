@@ -267,7 +267,7 @@ std::string HubClient::FileUrl(const FileLocation& loc, std::string_view action)
 }
 
 Result<size_t> HubClient::ReadRange(const FileLocation& loc, uint64_t offset, char* buf, size_t len,
-                                    const CancelToken* cancel, std::optional<uint64_t>* xxh3) const {
+                                    const CancelToken* cancel) const {
   static auto& m_bytes = metrics::Get("fetch.bytes");
   static auto& m_bad = metrics::Get("fetch.bad_responses");
   static auto& m_reresolve = metrics::Get("fetch.cdn_reresolve");
@@ -304,7 +304,6 @@ Result<size_t> HubClient::ReadRange(const FileLocation& loc, uint64_t offset, ch
       req.range_end = static_cast<int64_t>(offset + want - 1);
       req.sink = buf;
       req.sink_capacity = want;
-      req.hash_sink = xxh3 != nullptr;
       req.headers = {"Accept-Encoding: identity"};
       if (!WaitForPause(cancel)) return MakeError(ErrorKind::kIo, "rate limited by the Hub past the deadline", 429);
       auto r = http_->Perform(req, cancel);
@@ -386,7 +385,6 @@ Result<size_t> HubClient::ReadRange(const FileLocation& loc, uint64_t offset, ch
         targets_[resolve_url] = std::move(t);
       }
       m_bytes.Add(want);
-      if (xxh3 != nullptr) *xxh3 = resp.sink_xxh3;  // of sink[0, body_bytes): body_bytes == want here
       return want;
     }
     if (!retry || !WaitBeforeRetry(attempt, hint_ms, cancel)) {

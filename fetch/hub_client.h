@@ -12,7 +12,6 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -80,9 +79,8 @@ class HubClient {
                                              const CancelToken* cancel) const;
   // Reads [offset, offset+len) of the file into buf. Returns the byte count: len, or less at EOF.
   // Never returns wrong bytes: a short body, a wrong Content-Range or a 200 for a Range is retried.
-  // With `xxh3`, also sets it to Xxh3(buf, count) (common/xxh3.h), taken while the bytes arrived.
   Result<size_t> ReadRange(const FileLocation& loc, uint64_t offset, char* buf, size_t len,
-                           const CancelToken* cancel, std::optional<uint64_t>* xxh3 = nullptr) const;
+                           const CancelToken* cancel) const;
 
   const HubOptions& options() const { return options_; }
 

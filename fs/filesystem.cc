@@ -480,11 +480,10 @@ cache::FetchFn Filesystem::Fetcher(const OpenFile& f, uint64_t block) const {
   if (off == 0 && f.size <= cache_->block_size()) {
     // A file that fits in one block is checked against its content identity before anyone sees
     // it: wrong bytes with the right length (a corrupting CDN or proxy) are refetched, never served.
-    return [hub = hub_, loc = f.loc, id = f.content](char* buf, size_t n, const CancelToken* c,
-                                                     cache::FetchInfo* info) -> Result<size_t> {
+    return [hub = hub_, loc = f.loc, id = f.content](char* buf, size_t n, const CancelToken* c) -> Result<size_t> {
       static auto& m_mismatch = metrics::Get("fetch.content_mismatch");
       for (int attempt = 0;; ++attempt) {
-        auto r = hub->ReadRange(loc, 0, buf, n, c, &info->xxh3);
+        auto r = hub->ReadRange(loc, 0, buf, n, c);
         if (!r.ok() || cache::MatchesContentId(id, buf, *r)) return r;
         m_mismatch.Add();
         LOG_WARN("%s: bytes from the origin do not match %s; refetching", loc.path.c_str(), id.Hex().c_str());
@@ -492,8 +491,8 @@ cache::FetchFn Filesystem::Fetcher(const OpenFile& f, uint64_t block) const {
       }
     };
   }
-  return [hub = hub_, loc = f.loc, off](char* buf, size_t n, const CancelToken* c, cache::FetchInfo* info) {
-    return hub->ReadRange(loc, off, buf, n, c, &info->xxh3);
+  return [hub = hub_, loc = f.loc, off](char* buf, size_t n, const CancelToken* c) {
+    return hub->ReadRange(loc, off, buf, n, c);
   };
 }
 

@@ -59,7 +59,7 @@ BENCHMARK(BM_RawMemcpy);
 void BM_MemoryHit(benchmark::State& state) {
   BlockCache cache(CacheOptions{.block_size = kBlock, .memory_bytes = 64u * kBlock, .loader_threads = 1});
   auto bytes = RandomBytes(kBlock);
-  FetchFn fetch = [&](char* buf, size_t n, const CancelToken*, FetchInfo*) -> Result<size_t> {
+  FetchFn fetch = [&](char* buf, size_t n, const CancelToken*) -> Result<size_t> {
     std::memcpy(buf, bytes.data(), n);
     return n;
   };

@@ -118,8 +118,8 @@ int RunWarm(const WarmOptions& o) {
       const size_t len = static_cast<size_t>(std::min<uint64_t>(o.block_size, f.loc.size - off));
       const cache::BlockKey key{f.id, jobs[j].block};
       if (!cache.Contains(key)) {
-        auto r = cache.Get(key, len, [&](char* buf, size_t n, const CancelToken* c, cache::FetchInfo* fetched) {
-          return hub.ReadRange(f.loc, off, buf, n, c, &fetched->xxh3);
+        auto r = cache.Get(key, len, [&](char* buf, size_t n, const CancelToken* c) {
+          return hub.ReadRange(f.loc, off, buf, n, c);
         }, &cancel);
         if (!r.ok()) {
           if (!g_stop) std::fprintf(stderr, "\nhubfs warm: %s: %s\n", f.loc.path.c_str(), r.error().ToString().c_str());

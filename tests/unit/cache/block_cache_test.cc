@@ -15,7 +15,6 @@
 #include <vector>
 
 #include "common/metrics.h"
-#include "common/xxh3.h"
 #include "../test_util.h"
 
 namespace hubfs::cache {
@@ -53,7 +52,7 @@ struct Origin {
   std::atomic<int> calls{0};
   milliseconds delay{0};
   FetchFn For(const BlockKey& k) {
-    return [this, k](char* buf, size_t len, const CancelToken*, FetchInfo*) -> Result<size_t> {
+    return [this, k](char* buf, size_t len, const CancelToken*) -> Result<size_t> {
       calls.fetch_add(1);
       if (delay.count() > 0) std::this_thread::sleep_for(delay);
       const std::string d = Expected(k, len);
@@ -64,7 +63,7 @@ struct Origin {
 };
 
 FetchFn MustNotFetch(std::atomic<int>* calls) {
-  return [calls](char*, size_t, const CancelToken*, FetchInfo*) -> Result<size_t> {
+  return [calls](char*, size_t, const CancelToken*) -> Result<size_t> {
     calls->fetch_add(1);
     return MakeError(ErrorKind::kIo, "this fetch must not be called");
   };
@@ -117,7 +116,7 @@ TEST(BlockCache, ShortFetchIsAnErrorAndNotCached) {
   BlockCache cache(MemOptions());
   const BlockKey k = Key(1);
   std::atomic<int> calls{0};
-  FetchFn short_fetch = [&](char* buf, size_t len, const CancelToken*, FetchInfo*) -> Result<size_t> {
+  FetchFn short_fetch = [&](char* buf, size_t len, const CancelToken*) -> Result<size_t> {
     calls.fetch_add(1);
     std::memset(buf, 'x', len - 1);
     return len - 1;
@@ -164,7 +163,7 @@ TEST(BlockCache, ErrorReachesEveryWaiterAndALaterGetRetries) {
   BlockCache cache(MemOptions());
   const BlockKey k = Key(3);
   std::atomic<int> calls{0};
-  FetchFn failing = [&](char*, size_t, const CancelToken*, FetchInfo*) -> Result<size_t> {
+  FetchFn failing = [&](char*, size_t, const CancelToken*) -> Result<size_t> {
     calls.fetch_add(1);
     std::this_thread::sleep_for(milliseconds(300));
     return MakeError(ErrorKind::kAccessDenied, "gated", 403);
@@ -200,7 +199,7 @@ TEST(BlockCache, LoaderCancelledWaiterLoadsItself) {
   BlockCache cache(MemOptions());
   const BlockKey k = Key(4);
   std::atomic<bool> started{false};
-  FetchFn interrupted = [&](char*, size_t, const CancelToken*, FetchInfo*) -> Result<size_t> {
+  FetchFn interrupted = [&](char*, size_t, const CancelToken*) -> Result<size_t> {
     started = true;
     std::this_thread::sleep_for(milliseconds(150));
     return MakeError(ErrorKind::kCancelled, "interrupted");
@@ -332,7 +331,7 @@ TEST(BlockCache, WaiterDeadlineIsHonouredWhileAnotherThreadFetches) {
   BlockCache cache(MemOptions());
   const BlockKey k = Key(6);
   std::atomic<bool> started{false}, release{false};
-  FetchFn slow = [&](char* buf, size_t len, const CancelToken*, FetchInfo*) -> Result<size_t> {
+  FetchFn slow = [&](char* buf, size_t len, const CancelToken*) -> Result<size_t> {
     started = true;
     const auto until = Clock::now() + std::chrono::seconds(2);
     while (!release && Clock::now() < until) std::this_thread::sleep_for(milliseconds(5));
@@ -486,46 +485,6 @@ TEST_F(BlockCacheDiskTest, BlockSurvivesARestart) {
   EXPECT_TRUE(AsString(*r) == Expected(k, kBlock));
   EXPECT_EQ(cache.Stats().disk_hits, disk_hits + 1);
   EXPECT_EQ(cache.Stats().disk_blocks, 1u);
-}
-
-// The hash a fetch took while the bytes arrived rides with the block to the disk tier, which
-// stores it instead of hashing the block again: a right one survives a restart as a disk hit; a
-// wrong one (shown here on purpose) costs a refetch, never wrong bytes.
-TEST_F(BlockCacheDiskTest, HashReportedByTheFetchIsWhatTheDiskStores) {
-  const BlockKey right = Key(30), wrong = Key(31);
-  auto hashing = [](const BlockKey& k, uint64_t flip, std::atomic<int>* calls) -> FetchFn {
-    return [k, flip, calls](char* buf, size_t len, const CancelToken*, FetchInfo* info) -> Result<size_t> {
-      calls->fetch_add(1);
-      const std::string d = Expected(k, len);
-      std::memcpy(buf, d.data(), len);
-      info->xxh3 = Xxh3(d.data(), len) ^ flip;
-      return len;
-    };
-  };
-  std::atomic<int> calls{0};
-  {
-    BlockCache cache(DiskOptions());
-    auto r = cache.Get(right, kBlock, hashing(right, 0, &calls), nullptr);
-    ASSERT_TRUE(r.ok());
-    ASSERT_TRUE((*r)->xxh3.has_value());
-    EXPECT_EQ(*(*r)->xxh3, Xxh3(Expected(right, kBlock).data(), kBlock));
-    ASSERT_TRUE(cache.Get(wrong, kBlock, hashing(wrong, 1, &calls), nullptr).ok());
-    cache.Flush();
-    EXPECT_TRUE(cache.disk()->Contains(right));
-    EXPECT_TRUE(cache.disk()->Contains(wrong));
-  }
-  ASSERT_EQ(calls.load(), 2);
-  BlockCache cache(DiskOptions());
-  std::atomic<int> unexpected{0};
-  auto r = cache.Get(right, kBlock, MustNotFetch(&unexpected), nullptr);
-  ASSERT_TRUE(r.ok()) << r.error().ToString();
-  EXPECT_EQ(unexpected.load(), 0);
-  EXPECT_TRUE(AsString(*r) == Expected(right, kBlock));
-  Origin origin;
-  auto w = cache.Get(wrong, kBlock, origin.For(wrong), nullptr);
-  ASSERT_TRUE(w.ok()) << w.error().ToString();
-  EXPECT_EQ(origin.calls.load(), 1) << "a block stored with a wrong hash must fail validation and be refetched";
-  EXPECT_TRUE(AsString(*w) == Expected(wrong, kBlock));
 }
 
 TEST_F(BlockCacheDiskTest, CorruptDiskBlockIsRefetched) {

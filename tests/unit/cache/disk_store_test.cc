@@ -12,7 +12,6 @@
 #include <vector>
 
 #include "common/metrics.h"
-#include "common/xxh3.h"
 #include "../test_util.h"
 
 namespace hubfs::cache {
@@ -119,50 +118,6 @@ TEST_F(DiskStoreTest, CompressibleBlockIsSmallerOnDiskAndRoundTrips) {
   auto r = store->Read(k, data.size());
   ASSERT_TRUE(r.ok()) << r.error().ToString();
   EXPECT_TRUE(AsString(*r) == data);
-}
-
-// A block hashed while it arrived (the fetch path) is stored with that hash, not hashed again:
-// the right one round-trips, a wrong one makes the block fail validation (a miss, never wrong
-// bytes). A compressed block is stored with the hash of its stored (compressed) bytes instead.
-TEST_F(DiskStoreTest, HashTakenOnArrivalIsStoredForRawBlocks) {
-  std::mt19937_64 rng(hubfs::testing::TestSeed());
-  auto store = Open();
-  ASSERT_NE(store, nullptr);
-  const std::string data = RandomBytes(rng, 4 * kMiB);
-  const BlockKey good = Key(7, 0), bad = Key(7, 1), text = Key(7, 2);
-  ASSERT_TRUE(store->Write(good, data.data(), data.size(), Xxh3(data.data(), data.size())).ok());
-  EXPECT_TRUE(ReadStr(*store, good, data.size()) == data);
-
-  auto& corrupt = metrics::Get("cache.disk.corrupt");
-  const uint64_t corrupt_before = corrupt.Get();
-  ASSERT_TRUE(store->Write(bad, data.data(), data.size(), Xxh3(data.data(), data.size()) ^ 1).ok());
-  auto r = store->Read(bad, data.size());
-  ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.error().kind, ErrorKind::kCorrupt);
-  EXPECT_EQ(corrupt.Get(), corrupt_before + 1);
-  EXPECT_FALSE(store->Contains(bad)) << "a block that failed validation must be removed";
-
-  const std::string words = TextBytes(4 * kMiB);
-  ASSERT_TRUE(store->Write(text, words.data(), words.size(), Xxh3(words.data(), words.size()) ^ 1).ok());
-  EXPECT_LT(fsys::file_size(PathOf(text)), words.size() / 2) << "text block not compressed";
-  EXPECT_TRUE(ReadStr(*store, text, words.size()) == words);
-}
-
-// The streamed hash the fetch path takes equals the one-shot hash, however the bytes are cut.
-TEST(Xxh3StreamTest, StreamedEqualsOneShotForAnyChunking) {
-  std::mt19937_64 rng(hubfs::testing::TestSeed());
-  const std::string data = RandomBytes(rng, 4 * kMiB + 123);
-  const uint64_t whole = Xxh3(data.data(), data.size());
-  Xxh3Stream s;
-  for (size_t chunk : {size_t{1}, size_t{63}, size_t{16384}, size_t{65536 + 7}, data.size()}) {
-    s.Reset();
-    for (size_t off = 0; off < data.size(); off += chunk) s.Update(data.data() + off, std::min(chunk, data.size() - off));
-    EXPECT_EQ(s.Digest(), whole) << "chunk " << chunk;
-  }
-  s.Reset();
-  EXPECT_EQ(s.Digest(), Xxh3("", 0));
-  s.Update(data.data(), 100);
-  EXPECT_NE(s.Digest(), whole);
 }
 
 TEST_F(DiskStoreTest, SmallAndEmptyBlocks) {
