@@ -50,10 +50,28 @@ def log(msg):
     print("[bench %s] %s" % (time.strftime("%H:%M:%S"), msg), file=sys.stderr, flush=True)
 
 
+PRETOUCH_MIB = 0  # --pretouch-mib
+
+
 def drop_caches():
     os.sync()
     with open("/proc/sys/vm/drop_caches", "w") as f:
         f.write("3\n")
+    if PRETOUCH_MIB > 0:
+        pretouch(PRETOUCH_MIB)
+
+
+def pretouch(mib):
+    """Writes `mib` MiB of fresh memory and frees it. On a VM whose balloon reports free memory to
+    the host (virtio free page reporting), memory freed long ago is unbacked on the host, and the
+    first touch of each page costs a host fault: a cold row that fills the page cache from such
+    memory reads up to a third slower, whichever reader it is. Touching it here first makes every
+    row (baselines and hubfs alike) start from memory the host backs, as on bare metal."""
+    import ctypes
+    n = mib * MIB
+    buf = bytearray(n)
+    ctypes.memset((ctypes.c_char * n).from_buffer(buf), 1, n)
+    del buf
 
 
 def median(xs):
@@ -1230,8 +1248,10 @@ http {
                 "data: %s, shards %s bytes (%s); %s (%d files); medians of %d run(s) (peers: 1 run, capped at %g s)" % (
                     MODEL, " + ".join(str(s) for s in self.size), "--quick" if self.a.quick else "full",
                     DATASET, len(self.ds_files), self.a.repeat, self.a.peer_cap_s),
-                "hubfs mount options: defaults%s; cache dir on the local disk (/var/tmp); origin objects on tmpfs" % (
-                    (" + " + " ".join(self.a.hubfs_arg)) if self.a.hubfs_arg else ""),
+                "hubfs mount options: defaults%s; cache dir on the local disk (/var/tmp); origin objects on tmpfs%s" % (
+                    (" + " + " ".join(self.a.hubfs_arg)) if self.a.hubfs_arg else "",
+                    "; %d MiB of memory written and freed after each page-cache drop (--pretouch-mib)" % PRETOUCH_MIB
+                    if PRETOUCH_MIB else ""),
                 "other load = the share of the machine's CPU taken by processes outside this benchmark during a "
                 "row's timed parts (%.0f%% over the whole run); where it is high, every figure of that row is low" % (
                     100 * (getattr(self, "run_load", None) or 0)),
@@ -1316,6 +1336,9 @@ def main():
     ap.add_argument("--peers", default="rclone-off,rclone-full,httpdirfs",
                     help="comma list of rclone-off, rclone-full, httpdirfs ('' to skip)")
     ap.add_argument("--no-peers", action="store_true")
+    ap.add_argument("--pretouch-mib", type=int, default=0,
+                    help="after each page-cache drop, write and free this much memory first (VMs with free "
+                         "page reporting: see pretouch()); default 0")
     ap.add_argument("--peer-cap-s", type=float, default=None, help="time cap per peer measurement (default 45; --quick 15)")
     ap.add_argument("--origin-on-disk", action="store_true",
                     help="serve the origin from the fixture on disk instead of a tmpfs copy")
@@ -1333,6 +1356,8 @@ def main():
         a.peer_cap_s = 15 if a.quick else 45
     if a.repeat < 1:
         ap.error("--repeat must be >= 1")
+    global PRETOUCH_MIB
+    PRETOUCH_MIB = max(0, a.pretouch_mib)
     return Bench(a).run()
 
 
