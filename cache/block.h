@@ -5,6 +5,15 @@
 // bounded process-wide pool: a cold read streams gigabytes through the cache, and fresh buffers
 // cost a page fault per 4 KiB (measured at ~28% of the daemon's CPU on a cold read) where a
 // recycled one costs nothing.
+//
+// Pooled buffers whose size is a multiple of 2 MiB are backed by transparent huge pages (each on
+// its own mapping, MADV_HUGEPAGE) unless configured off. The reason is the disk tier: an O_DIRECT
+// read or write becomes one device request per at most max_segments (254 on this virtio disk)
+// physically discontiguous pieces, so a 4 MiB block in 4 KiB pages reaches the disk as several
+// requests. Measured on a warm read of a 1.24 GB shard (every block from the disk tier): ~2300
+// device requests averaging ~520 KiB and 1.2-1.5 GB/s in 4 KiB pages; 686 averaging 1.8 MiB
+// (the 4 KiB block headers included) and 1.9-2.3 GB/s in huge pages, against 1.3-2.0 GB/s for
+// reading a local copy of the file. A fresh buffer also takes 2 page faults instead of 1024.
 #pragma once
 
 #include <atomic>
@@ -14,12 +23,16 @@
 namespace hubfs::cache {
 
 constexpr size_t kPageSize = 4096;
+constexpr size_t kHugePageSize = 2u << 20;
 inline size_t RoundUpToPage(size_t n) { return (n + kPageSize - 1) / kPageSize * kPageSize; }
 
 class BufferPool {
  public:
-  // Buffers of `buffer_size` bytes are pooled, at most `max_free` kept when unused.
-  static void Configure(size_t buffer_size, size_t max_free);
+  // Buffers of `buffer_size` bytes are pooled, at most `max_free` kept when unused; with
+  // `huge_pages`, fresh ones are mapped with transparent huge pages when buffer_size allows.
+  static void Configure(size_t buffer_size, size_t max_free, bool huge_pages);
+  // Whether `p` (from Acquire, not yet released) is on a huge-page mapping of its own.
+  static bool IsHuge(const char* p);
   // A page-aligned buffer with room for RoundUpToPage(n) bytes.
   static char* Acquire(size_t n);
   static void Release(char* p, size_t n);

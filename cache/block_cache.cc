@@ -44,7 +44,8 @@ BlockCache::BlockCache(CacheOptions options)
     options_.max_pending_write_bytes = std::max<uint64_t>(options_.memory_bytes / 4, 4 * options_.block_size);
   // Recycle block buffers: up to a quarter of the memory budget (at least 8) waiting for reuse.
   BufferPool::Configure(options_.block_size,
-                        std::max<size_t>(8, options_.memory_bytes / 4 / std::max<size_t>(options_.block_size, 1)));
+                        std::max<size_t>(8, options_.memory_bytes / 4 / std::max<size_t>(options_.block_size, 1)),
+                        options_.huge_pages);
   if (disk_) {
     verified_dir_ = options_.disk_dir + "/" + kDiskFormatDir + "/verified";
     ::mkdir(verified_dir_.c_str(), 0700);

@@ -82,6 +82,8 @@ struct CacheOptions {
   int small_write_quiet_ms = 200;
   uint64_t max_deferred_write_bytes = 16ULL << 20;
   std::chrono::seconds prefetch_timeout{60};
+  // Block buffers on transparent huge pages (block.h: fewer, larger disk requests).
+  bool huge_pages = true;
 };
 
 // Fills buf[0, len) with the block's bytes; returns the byte count (must equal len).

@@ -216,6 +216,7 @@ int main(int argc, char** argv) {
   int revision_ttl = 60, request_timeout = 50, stall_timeout = 15;
   unsigned block_mib = 4;
   int loader_threads = 8;
+  bool no_huge_pages = false;
   fs::MountOptions mo;
   std::vector<std::string> fuse_opts;
 
@@ -244,6 +245,9 @@ int main(int argc, char** argv) {
   mount->add_option("--block-size-mib", block_mib, "Cache block size in MiB (default 4)")->check(CLI::Range(1, 64));
   mount->add_option("--fetch-threads", loader_threads, "Parallel background range fetches (default 8)")
       ->check(CLI::Range(1, 64));
+  mount->add_flag("--no-huge-pages", no_huge_pages,
+                  "Keep cache block buffers in 4 KiB pages (default: transparent huge pages, which "
+                  "make disk cache reads and writes fewer, larger requests)");
   mount->add_option("-o", fuse_opts, "FUSE mount options, e.g. allow_other")->allow_extra_args(false);
   std::string metrics_file;
   mount->add_option("--metrics", metrics_file, "Write Prometheus text metrics to FILE every second");
@@ -354,6 +358,7 @@ int main(int argc, char** argv) {
     co.disk_bytes = cache_bytes;
     co.min_free_bytes = free_bytes;
     co.loader_threads = loader_threads;
+    co.huge_pages = !no_huge_pages;
     auto block_cache = std::make_shared<cache::BlockCache>(co);
     fs::FsOptions fo;
     fo.revision_ttl = std::chrono::seconds(revision_ttl);

@@ -1,0 +1,120 @@
+// The block buffer pool: alignment, reuse, and huge-page mappings for pooled buffers.
+#include "cache/block.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstring>
+#include <fstream>
+#include <string>
+
+namespace hubfs::cache {
+namespace {
+
+constexpr size_t kMiB = 1u << 20;
+
+// The /proc/self/smaps entry of the mapping that contains `p`: its start, end and field lines.
+struct Vma {
+  uintptr_t start = 0, end = 0;
+  std::string fields;
+};
+
+Vma VmaOf(const void* p) {
+  std::ifstream in("/proc/self/smaps");
+  std::string line;
+  Vma cur;
+  bool found = false;
+  const auto addr = reinterpret_cast<uintptr_t>(p);
+  while (std::getline(in, line)) {
+    const size_t dash = line.find('-');
+    const size_t space = line.find(' ');
+    const bool header = dash != std::string::npos && space != std::string::npos && dash < space &&
+                        line.find_first_not_of("0123456789abcdef") == dash;
+    if (header) {
+      if (found) return cur;
+      cur = Vma{std::stoull(line.substr(0, dash), nullptr, 16), std::stoull(line.substr(dash + 1, space - dash - 1), nullptr, 16), ""};
+      found = addr >= cur.start && addr < cur.end;
+    } else if (found) {
+      cur.fields += line + "\n";
+    }
+  }
+  return found ? cur : Vma{};
+}
+
+TEST(BufferPool, PooledBuffersGetHugePageMappingsOfTheirOwn) {
+  BufferPool::Configure(4 * kMiB, 8, true);
+  char* b = BufferPool::Acquire(4 * kMiB);
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(b) % kHugePageSize, 0u);
+  EXPECT_TRUE(BufferPool::IsHuge(b));
+  std::memset(b, 0x5a, 4 * kMiB);
+  const Vma v = VmaOf(b);
+  // Its own mapping, exactly the buffer, marked for huge pages (the madvise took effect).
+  EXPECT_EQ(v.start, reinterpret_cast<uintptr_t>(b));
+  EXPECT_EQ(v.end - v.start, 4 * kMiB);
+  std::ifstream thp("/sys/kernel/mm/transparent_hugepage/enabled");
+  std::string mode;
+  std::getline(thp, mode);
+  if (!mode.empty() && mode.find("[never]") == std::string::npos) {
+    const size_t flags = v.fields.find("VmFlags:");
+    ASSERT_NE(flags, std::string::npos) << v.fields;
+    const std::string line = v.fields.substr(flags, v.fields.find('\n', flags) - flags) + " ";
+    EXPECT_NE(line.find(" hg "), std::string::npos) << line;  // MADV_HUGEPAGE
+  }
+  BufferPool::Release(b, 4 * kMiB);
+}
+
+TEST(BufferPool, ReleasedBuffersAreReusedUpToTheCapThenUnmapped) {
+  BufferPool::Configure(4 * kMiB, 1, true);
+  char* a = BufferPool::Acquire(4 * kMiB);
+  char* b = BufferPool::Acquire(4 * kMiB - 100);  // a last block: shorter, same pooled size
+  ASSERT_TRUE(BufferPool::IsHuge(a));
+  ASSERT_TRUE(BufferPool::IsHuge(b));
+  b[4 * kMiB - 101] = 1;
+  BufferPool::Release(a, 4 * kMiB);             // kept (one free buffer allowed)
+  BufferPool::Release(b, 4 * kMiB - 100);       // beyond the cap: unmapped
+  EXPECT_FALSE(BufferPool::IsHuge(b));
+  EXPECT_EQ(VmaOf(b).start, 0u) << "the released buffer is still mapped";
+  char* c = BufferPool::Acquire(4 * kMiB);
+  EXPECT_EQ(c, a);  // the pooled one comes back
+  BufferPool::Release(c, 4 * kMiB);
+}
+
+TEST(BufferPool, SmallOrOddSizesAndHugePagesOffUseOrdinaryPages) {
+  BufferPool::Configure(4 * kMiB, 8, true);
+  char* small = BufferPool::Acquire(100 * 1024);  // not pooled
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(small) % kPageSize, 0u);
+  EXPECT_FALSE(BufferPool::IsHuge(small));
+  BufferPool::Release(small, 100 * 1024);
+
+  BufferPool::Configure(3 * kMiB, 8, true);  // pooled, but not a whole number of huge pages
+  char* odd = BufferPool::Acquire(3 * kMiB);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(odd) % kPageSize, 0u);
+  EXPECT_FALSE(BufferPool::IsHuge(odd));
+  BufferPool::Release(odd, 3 * kMiB);
+
+  BufferPool::Configure(4 * kMiB, 8, false);
+  char* off = BufferPool::Acquire(4 * kMiB);
+  EXPECT_FALSE(BufferPool::IsHuge(off));
+  std::memset(off, 1, 4 * kMiB);
+  BufferPool::Release(off, 4 * kMiB);
+}
+
+TEST(BufferPool, BuffersOutstandingAcrossAReconfigureAreFreedTheWayTheyWereMade) {
+  // A cache re-created with other settings (tests, `hubfs warm` then a mount in one process):
+  // buffers handed out before must still be released correctly (ASan checks munmap vs free).
+  BufferPool::Configure(4 * kMiB, 8, true);
+  char* huge = BufferPool::Acquire(4 * kMiB);
+  ASSERT_TRUE(BufferPool::IsHuge(huge));
+  BufferPool::Configure(4 * kMiB, 8, false);
+  char* plain = BufferPool::Acquire(4 * kMiB);
+  ASSERT_FALSE(BufferPool::IsHuge(plain));
+  BufferPool::Configure(2 * kMiB, 8, true);  // other size: neither is pooled any more
+  BufferPool::Release(huge, 4 * kMiB);
+  BufferPool::Release(plain, 4 * kMiB);
+  EXPECT_FALSE(BufferPool::IsHuge(huge));
+  BufferPool::Configure(4 * kMiB, 8, true);
+}
+
+}  // namespace
+}  // namespace hubfs::cache
