@@ -647,24 +647,24 @@ class Bench:
             m.sample_hwm()
 
     def measure_local(self):
-        cold, hot, steady = [], [], []
-        for _ in range(self.a.repeat):
-            drop_caches()
-            with self.win("local cold"):
-                n, dt = run_dd(self.local[0])
-            cold.append(n / dt)
-            with self.win("local hot"):
-                n, dt = run_dd(self.local[0])
-            hot.append(n / dt)
-            for _ in range(2):  # steady state: the page cache's first re-read also ages its pages
-                n, dt = run_dd(self.local[0])
-                steady.append(n / dt)
-        self.local_cold, self.local_hot = median(cold), median(hot)
-        self.local_steady = median(steady)
-        self.local_folio_kib = page_cache_folio_kib(self.local[0])
-        self.info["local_cold_gbps"] = [r / GB for r in cold]
-        self.info["local_hot_gbps"] = [r / GB for r in hot]
-        log("local copy: cold %.2f GB/s, page cache %.2f GB/s" % (self.local_cold / GB, self.local_hot / GB))
+        """One measurement of the local copy: cold (page cache dropped), first re-read, and the 2nd
+        and 3rd re-reads. Taken right before each hubfs warm/hot repetition: this VM's disk reads
+        anywhere from 1.0 to 2.0 GB/s minute to minute, so a baseline taken minutes apart from the
+        hubfs read it is compared with says more about the disk than about hubfs."""
+        drop_caches()
+        with self.win("local cold"):
+            n, dt = run_dd(self.local[0])
+        cold = n / dt
+        with self.win("local hot"):
+            n, dt = run_dd(self.local[0])
+        hot = n / dt
+        steady = []
+        for _ in range(2):  # steady state: the page cache's first re-read also ages its pages
+            n, dt = run_dd(self.local[0])
+            steady.append(n / dt)
+        if not hasattr(self, "local_folio_kib"):
+            self.local_folio_kib = page_cache_folio_kib(self.local[0])
+        return cold, hot, steady
 
     # -- hubfs rows ----------------------------------------------------------------------------
     def cold_mount(self, what):
@@ -784,7 +784,12 @@ class Bench:
     def measure_warm_hot(self):
         # the cache of the last cold row (8 readers of shard 1) is kept; fill it if it is not complete
         warm, hot, steady = [], [], []
+        lcold, lhot, lsteady = [], [], []
         for k in range(self.a.repeat):
+            c, h, st = self.measure_local()  # the baseline, right before the hubfs read it is set against
+            lcold.append(c)
+            lhot.append(h)
+            lsteady.extend(st)
             m = self.hubfs_mount("warm/hot")
             m.__enter__()
             try:
@@ -812,6 +817,11 @@ class Bench:
             finally:
                 m.close()
                 self.hubfs_done(m)
+        self.local_cold, self.local_hot = median(lcold), median(lhot)
+        self.local_steady = median(lsteady)
+        self.info["local_cold_gbps"] = [r / GB for r in lcold]
+        self.info["local_hot_gbps"] = [r / GB for r in lhot]
+        log("local copy: cold %.2f GB/s, page cache %.2f GB/s" % (self.local_cold / GB, self.local_hot / GB))
         self.warm, self.hot = median(warm), median(hot)
         self.hot_steady = median(steady)
         self.info["hubfs_warm_gbps"], self.info["hubfs_hot_gbps"] = [r / GB for r in warm], [r / GB for r in hot]
@@ -1223,7 +1233,6 @@ http {
             self.measure_curl()
             self.measure_aria2c()
             self.measure_stub()
-            self.measure_local()
             self.measure_hubfs_cold()
             self.measure_time_to_model()
             self.measure_eight()
