@@ -41,8 +41,15 @@ Vma VmaOf(const void* p) {
   return found ? cur : Vma{};
 }
 
+// The pool is process-wide: start each test with no free buffers left by another (changing the
+// huge-page setting drops the free list).
+void FreshPool(size_t buffer_size, size_t max_free, bool huge_pages) {
+  BufferPool::Configure(buffer_size, max_free, !huge_pages);
+  BufferPool::Configure(buffer_size, max_free, huge_pages);
+}
+
 TEST(BufferPool, PooledBuffersGetHugePageMappingsOfTheirOwn) {
-  BufferPool::Configure(4 * kMiB, 8, true);
+  FreshPool(4 * kMiB, 8, true);
   char* b = BufferPool::Acquire(4 * kMiB);
   ASSERT_NE(b, nullptr);
   EXPECT_EQ(reinterpret_cast<uintptr_t>(b) % kHugePageSize, 0u);
@@ -65,7 +72,7 @@ TEST(BufferPool, PooledBuffersGetHugePageMappingsOfTheirOwn) {
 }
 
 TEST(BufferPool, ReleasedBuffersAreReusedUpToTheCapThenUnmapped) {
-  BufferPool::Configure(4 * kMiB, 1, true);
+  FreshPool(4 * kMiB, 1, true);
   char* a = BufferPool::Acquire(4 * kMiB);
   char* b = BufferPool::Acquire(4 * kMiB - 100);  // a last block: shorter, same pooled size
   ASSERT_TRUE(BufferPool::IsHuge(a));
@@ -81,7 +88,7 @@ TEST(BufferPool, ReleasedBuffersAreReusedUpToTheCapThenUnmapped) {
 }
 
 TEST(BufferPool, SmallOrOddSizesAndHugePagesOffUseOrdinaryPages) {
-  BufferPool::Configure(4 * kMiB, 8, true);
+  FreshPool(4 * kMiB, 8, true);
   char* small = BufferPool::Acquire(100 * 1024);  // not pooled
   EXPECT_EQ(reinterpret_cast<uintptr_t>(small) % kPageSize, 0u);
   EXPECT_FALSE(BufferPool::IsHuge(small));
@@ -101,9 +108,9 @@ TEST(BufferPool, SmallOrOddSizesAndHugePagesOffUseOrdinaryPages) {
 }
 
 TEST(BufferPool, BuffersOutstandingAcrossAReconfigureAreFreedTheWayTheyWereMade) {
-  // A cache re-created with other settings (tests, `hubfs warm` then a mount in one process):
-  // buffers handed out before must still be released correctly (ASan checks munmap vs free).
-  BufferPool::Configure(4 * kMiB, 8, true);
+  // A cache re-created with other settings in the same process (as these tests do): buffers
+  // handed out before must still be released correctly (ASan checks munmap against free).
+  FreshPool(4 * kMiB, 8, true);
   char* huge = BufferPool::Acquire(4 * kMiB);
   ASSERT_TRUE(BufferPool::IsHuge(huge));
   BufferPool::Configure(4 * kMiB, 8, false);
