@@ -46,12 +46,10 @@ char* MapHuge(size_t len) {
   return reinterpret_cast<char*>(start);
 }
 
-// Frees buffers taken out of the pool (its lock not held).
-void FreeAll(const std::vector<std::pair<char*, size_t>>& bufs) {
-  for (const auto& [b, mapped_len] : bufs) {
-    if (mapped_len != 0) ::munmap(b, mapped_len);
-    else std::free(b);
-  }
+// Frees a buffer taken out of the pool (its lock not held): `mapped_len` from Unregister.
+void FreeBuffer(char* b, size_t mapped_len) {
+  if (mapped_len != 0) ::munmap(b, mapped_len);
+  else std::free(b);
 }
 
 // Takes `b` out of the registry of mapped buffers; its mapped length, 0 for a malloc'd one.
@@ -78,7 +76,7 @@ void BufferPool::Configure(size_t buffer_size, size_t max_free, bool huge_pages)
     p.max_free = max_free;
     p.huge_pages = huge_pages;
   }
-  FreeAll(drop);
+  for (const auto& [b, mapped_len] : drop) FreeBuffer(b, mapped_len);
 }
 
 bool BufferPool::IsHuge(const char* b) {
@@ -131,7 +129,7 @@ void BufferPool::Release(char* b, size_t n) {
     }
     mapped_len = Unregister(p, b);
   }
-  FreeAll({{b, mapped_len}});  // outside the lock
+  FreeBuffer(b, mapped_len);  // outside the lock
 }
 
 }  // namespace hubfs::cache

@@ -87,11 +87,6 @@ class WorkerPool {
     if (on) surge_cv_.notify_all();
   }
 
-  // Jobs run by surge threads so far.
-  size_t surge_jobs() const {
-    std::lock_guard lock(mu_);
-    return surge_jobs_;
-  }
   // Whether the calling thread is a surge thread of some pool (for a job's own accounting).
   static bool InSurgeThread() { return SurgeFlag(); }
 
@@ -117,7 +112,6 @@ class WorkerPool {
       if (stopping_ && (jobs_.empty() || surge_thread)) return;
       auto job = std::move(jobs_.front());
       jobs_.pop_front();
-      if (surge_thread) ++surge_jobs_;
       lock.unlock();
       job();
       job = nullptr;  // release captures outside the lock
@@ -127,11 +121,10 @@ class WorkerPool {
   }
 
   const int base_;
-  mutable std::mutex mu_;
+  std::mutex mu_;
   std::condition_variable cv_, surge_cv_, idle_cv_;
   std::deque<std::function<void()>> jobs_;
   size_t pending_ = 0;
-  size_t surge_jobs_ = 0;
   bool surge_ = false;
   bool stopping_ = false;
   std::vector<std::thread> threads_;
