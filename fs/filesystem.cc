@@ -613,9 +613,15 @@ Result<std::vector<ReadSlice>> Filesystem::Read(uint64_t fh, uint64_t offset, si
   {
     std::lock_guard lock(f->mu);
     ra = f->ra.OnRead(offset, end - offset, f->size, waited);
-    // One jump is a reader positioning itself (a worker taking its 1/16 of the file); a second
-    // one is a loader walking tensors in key order.
-    if (ra.jump && f->safetensors && ++f->jumps >= 2) f->plan_mode = true;
+    // A handle's first read may land anywhere (a worker taking its 1/16 of the file); a jump
+    // after that is a loader walking tensors in key order. (The kernel's re-ordered readahead
+    // READs are not jumps: see ReadaheadConfig::backward_tolerance.)
+    const bool first_read = f->reads++ == 0;
+    if (ra.jump && f->safetensors && !first_read && !f->plan_mode) {
+      f->plan_mode = true;
+      static auto& m_plan_mode = metrics::Get("fs.readahead.plan_mode_handles");
+      m_plan_mode.Add();
+    }
     want_plan = f->plan_mode && !f->plan_tried;
     if (want_plan) f->plan_tried = true;
     if (f->plan_mode) plan = f->plan;

@@ -20,8 +20,14 @@ namespace hubfs::fs {
 struct ReadaheadConfig {
   uint64_t initial_window = 8u << 20;       // two 4 MiB blocks: covers the kernel's readahead tail
   uint64_t max_window = 64u << 20;          // 16 blocks in flight per stream
-  uint64_t forward_tolerance = 16u << 20;   // a skipped tensor is not a random jump
-  uint64_t backward_tolerance = 1u << 20;   // kernel readahead can re-order a little
+  // How far from where a stream stands a READ may land and still belong to it. The kernel keeps
+  // up to two readahead batches (read_ahead_kb each) of 1 MiB READs in flight per file, and FUSE
+  // threads answer them in any order: a READ up to that far ahead of or behind the stream is
+  // the same sequential reader (hubfs sets both to 2 x read_ahead_kb, 16-64 MiB). Beyond it, a
+  // READ starts a new stream (a jump). 1 MiB behind put 9 of 16 sequential handles of a
+  // 16-thread read into tensor-plan mode.
+  uint64_t forward_tolerance = 32u << 20;   // also: a skipped tensor is not a random jump
+  uint64_t backward_tolerance = 32u << 20;
 };
 
 struct PrefetchRange {

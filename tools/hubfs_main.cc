@@ -1,5 +1,6 @@
 // The hubfs command line: mount, unmount, and the cache tools. Thin: it parses options, builds the
 // fetch client, the block cache and the filesystem core, and hands them to the FUSE adapter.
+#include <algorithm>
 #include <pwd.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -366,6 +367,9 @@ int main(int argc, char** argv) {
     fo.uid = getuid();
     fo.gid = getgid();
     fo.capacity_bytes = cache_bytes;
+    // Two kernel readahead batches (read_ahead_kb each) arrive in any order: one stream.
+    fo.readahead.forward_tolerance = fo.readahead.backward_tolerance =
+        std::clamp<uint64_t>(uint64_t{mo.read_ahead_kb} << 11, 16u << 20, 64u << 20);
     fo.status_header = "endpoint: " + endpoint + "\ncache: " + cache_dir + " (cap " + cache_size + ", memory " +
                        memory_cache + ")\nversion: 0.1.0\n";
     if (block_cache->disk() || !metrics_file.empty())

@@ -120,8 +120,9 @@ TEST(Readahead, RandomReadsPrefetchNothing) {
   const uint64_t seed = hubfs::testing::TestSeed();
   std::mt19937_64 rng(seed);
   const ReadaheadConfig cfg;
-  const uint64_t stride = 64 * kMiB;  // far more than forward_tolerance between any two reads
-  ASSERT_GT(stride, cfg.forward_tolerance + kMiB);
+  // Reads in neighbouring slots are more than stride / 2 - 1 MiB apart: beyond both tolerances.
+  const uint64_t stride = 128 * kMiB;
+  ASSERT_GT(stride / 2 - kMiB, std::max(cfg.forward_tolerance, cfg.backward_tolerance));
   std::vector<uint64_t> slots(2000);
   std::iota(slots.begin(), slots.end(), 1);  // never offset 0: that one is a sequential start by design
   std::shuffle(slots.begin(), slots.end(), rng);
@@ -183,8 +184,53 @@ TEST(Readahead, LargeBackwardJumpStartsANewStream) {
   const uint64_t file_size = 1ULL << 30;
   Readahead ra;
   for (uint64_t off = 0; off < 100 * kMiB; off += kMiB) (void)ra.OnRead(off, kMiB, file_size, false);
-  // 10 MiB back is beyond backward_tolerance (1 MiB): a new stream, which prefetches nothing yet.
-  EXPECT_TRUE(ra.OnRead(90 * kMiB, kMiB, file_size, true).empty());
+  // 50 MiB back is beyond backward_tolerance (32 MiB): a new stream, which prefetches nothing yet.
+  ASSERT_GT(50 * kMiB, ReadaheadConfig{}.backward_tolerance);
+  const PrefetchRange r = ra.OnRead(50 * kMiB, kMiB, file_size, true);
+  EXPECT_TRUE(r.empty());
+  EXPECT_TRUE(r.jump);
+}
+
+// The kernel's readahead of one sequential reader: two batches of sixteen 1 MiB READs in flight,
+// answered by FUSE threads in any order (here: every run of 32 consecutive READs shuffled).
+std::vector<uint64_t> ReorderedReadaheadTrace(uint64_t file_size, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<uint64_t> offs;
+  for (uint64_t off = 0; off < file_size; off += kMiB) offs.push_back(off);
+  for (size_t i = 0; i < offs.size(); i += 32)
+    std::shuffle(offs.begin() + static_cast<long>(i), offs.begin() + static_cast<long>(std::min(offs.size(), i + 32)), rng);
+  return offs;
+}
+
+TEST(Readahead, ReorderedReadaheadBatchesStayOneStream) {
+  const uint64_t seed = hubfs::testing::TestSeed();
+  const uint64_t file_size = 1ULL << 30;
+  const std::vector<uint64_t> trace = ReorderedReadaheadTrace(file_size, seed);
+  Readahead ra;
+  std::vector<PrefetchRange> ranges;
+  size_t jumps = 0;
+  for (size_t i = 0; i < trace.size(); ++i) {
+    const PrefetchRange r = ra.OnRead(trace[i], kMiB, file_size, true);
+    if (r.jump && i > 0) ++jumps;  // the first READ may land anywhere in the first batch
+    if (!r.empty()) ranges.push_back(r);
+  }
+  // A jump after a handle's first read makes a safetensors handle follow the tensor plan
+  // (fs/filesystem.cc) instead of streaming.
+  EXPECT_EQ(jumps, 0u) << "seed " << seed;
+  ExpectDisjointAndBounded(ranges, file_size);
+  uint64_t prefetched = 0;
+  for (const PrefetchRange& r : ranges) prefetched += r.end - r.begin;
+  EXPECT_GE(prefetched, file_size - 32 * kMiB) << "the stream stopped prefetching";
+
+  // The same trace with the tolerances hubfs had before (1 MiB behind, 16 MiB ahead) reports
+  // jumps: the trace is as re-ordered as the kernel's READs are.
+  ReadaheadConfig old;
+  old.backward_tolerance = kMiB;
+  old.forward_tolerance = 16 * kMiB;
+  Readahead narrow(old);
+  size_t narrow_jumps = 0;
+  for (size_t i = 0; i < trace.size(); ++i) narrow_jumps += narrow.OnRead(trace[i], kMiB, file_size, true).jump && i > 0 ? 1 : 0;
+  EXPECT_GT(narrow_jumps, 0u) << "seed " << seed;
 }
 
 TEST(Readahead, ForwardSkipWithinToleranceContinues) {
