@@ -1,6 +1,5 @@
 // The hubfs command line: mount, unmount, and the cache tools. Thin: it parses options, builds the
 // fetch client, the block cache and the filesystem core, and hands them to the FUSE adapter.
-#include <algorithm>
 #include <pwd.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -8,6 +7,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
