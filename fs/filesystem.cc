@@ -607,6 +607,10 @@ Result<std::vector<ReadSlice>> Filesystem::Read(uint64_t fh, uint64_t offset, si
   // Readahead first, so prefetches overlap the wait for the demand blocks.
   bool waited = false;
   for (uint64_t b = first; b <= last && !waited; ++b) waited = !cache_->InMemory(cache::BlockKey{f->content, b});
+  if (waited) {
+    static auto& m_waited = metrics::Get("fs.reads_waited");  // a block was not in memory yet
+    m_waited.Add();
+  }
   PrefetchRange ra;
   bool want_plan = false;
   std::shared_ptr<const SafetensorsPlan> plan;
