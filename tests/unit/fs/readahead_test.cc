@@ -202,21 +202,28 @@ std::vector<uint64_t> ReorderedReadaheadTrace(uint64_t file_size, uint64_t seed)
   return offs;
 }
 
+// Replays `trace` (1 MiB READs) through `ra`; returns the jumps after the first READ (which may
+// land anywhere in the first batch) and appends the prefetch ranges to `ranges`.
+size_t ReplayJumps(Readahead& ra, const std::vector<uint64_t>& trace, uint64_t file_size,
+                   std::vector<PrefetchRange>* ranges) {
+  size_t jumps = 0;
+  for (size_t i = 0; i < trace.size(); ++i) {
+    const PrefetchRange r = ra.OnRead(trace[i], kMiB, file_size, true);
+    if (r.jump && i > 0) ++jumps;
+    if (!r.empty()) ranges->push_back(r);
+  }
+  return jumps;
+}
+
 TEST(Readahead, ReorderedReadaheadBatchesStayOneStream) {
   const uint64_t seed = hubfs::testing::TestSeed();
   const uint64_t file_size = 1ULL << 30;
   const std::vector<uint64_t> trace = ReorderedReadaheadTrace(file_size, seed);
   Readahead ra;
   std::vector<PrefetchRange> ranges;
-  size_t jumps = 0;
-  for (size_t i = 0; i < trace.size(); ++i) {
-    const PrefetchRange r = ra.OnRead(trace[i], kMiB, file_size, true);
-    if (r.jump && i > 0) ++jumps;  // the first READ may land anywhere in the first batch
-    if (!r.empty()) ranges.push_back(r);
-  }
   // A jump after a handle's first read makes a safetensors handle follow the tensor plan
   // (fs/filesystem.cc) instead of streaming.
-  EXPECT_EQ(jumps, 0u) << "seed " << seed;
+  EXPECT_EQ(ReplayJumps(ra, trace, file_size, &ranges), 0u) << "seed " << seed;
   ExpectDisjointAndBounded(ranges, file_size);
   uint64_t prefetched = 0;
   for (const PrefetchRange& r : ranges) prefetched += r.end - r.begin;
@@ -228,9 +235,8 @@ TEST(Readahead, ReorderedReadaheadBatchesStayOneStream) {
   old.backward_tolerance = kMiB;
   old.forward_tolerance = 16 * kMiB;
   Readahead narrow(old);
-  size_t narrow_jumps = 0;
-  for (size_t i = 0; i < trace.size(); ++i) narrow_jumps += narrow.OnRead(trace[i], kMiB, file_size, true).jump && i > 0 ? 1 : 0;
-  EXPECT_GT(narrow_jumps, 0u) << "seed " << seed;
+  std::vector<PrefetchRange> narrow_ranges;
+  EXPECT_GT(ReplayJumps(narrow, trace, file_size, &narrow_ranges), 0u) << "seed " << seed;
 }
 
 TEST(Readahead, ForwardSkipWithinToleranceContinues) {
