@@ -736,6 +736,20 @@ def test_cdn_url_expiry(fixture_dir, fx):
         hub.close()
 
 
+def test_cdn_rate_limit_caps_each_connection(fixture_dir, fx):
+    # --cdn-rate-limit models a distant CDN (one stream is slow, parallel ranges add up); nginx
+    # lets the first second's worth through at once, so 16 MiB at 4 MiB/s takes about 3 s.
+    rate, n = 4 << 20, 16 << 20
+    with Emulator(fixture_dir, cdn_rate_limit=rate) as e:
+        loc = Client(e.hub_url).get("/%s/resolve/main/model.safetensors" % TINY).h["location"]
+        assert loc.startswith(e.cdn_url)
+        t = time.monotonic()
+        r = fetch_url(loc, {"Range": "bytes=0-%d" % (n - 1)})
+        took = time.monotonic() - t
+        assert r.status == 206 and r.body == fx.data(TINY, "model.safetensors")[:n]
+        assert took >= 2.0, "a capped connection delivered %d bytes in %.2f s" % (n, took)
+
+
 def test_keepalive_and_log_fields(emu, hub):
     emu.clear_log()
     for _ in range(20):

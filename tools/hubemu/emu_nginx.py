@@ -70,6 +70,7 @@ http {{
             if ($secure_link = "") {{ return 403; }}
             if ($secure_link = "0") {{ return 403; }}
 {reject_auth}
+{rate_limit}
             alias {objects}/$emu_sha;
             add_header Content-Disposition $emu_cd;
         }}
@@ -106,7 +107,9 @@ def free_port():
         s.close()
 
 
-def write_config(ndir, port, objects_dir, secret, reject_auth=False):
+def write_config(ndir, port, objects_dir, secret, reject_auth=False, rate_limit=0):
+    """rate_limit: bytes per second per connection for object bodies (nginx limit_rate; 0 = none),
+    the way one TCP stream to a distant CDN is capped by its round trip while parallel streams add up."""
     os.makedirs(os.path.join(ndir, "tmp"), exist_ok=True)
     for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
         os.makedirs(os.path.join(ndir, "tmp", sub), exist_ok=True)
@@ -118,7 +121,8 @@ def write_config(ndir, port, objects_dir, secret, reject_auth=False):
     if reject_auth:
         reject = "            if ($has_auth = 1) { return 400; }"
     conf = CONF_TEMPLATE.format(ndir=ndir, port=port, objects=os.path.abspath(objects_dir), secret=secret,
-                                user_line=user_line, reject_auth=reject)
+                                user_line=user_line, reject_auth=reject,
+                                rate_limit="            limit_rate %d;" % rate_limit if rate_limit > 0 else "")
     path = os.path.join(ndir, "nginx.conf")
     with open(path, "w") as f:
         f.write(conf)

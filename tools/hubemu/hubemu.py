@@ -68,6 +68,9 @@ def build_arg_parser():
                    help="auto: nginx unless a fault rule targets origin cdn; python: always the python CDN")
     s.add_argument("--cdn-reject-auth", action="store_true",
                    help="CDN answers 400 when a request carries Authorization (default: only logged)")
+    s.add_argument("--cdn-rate-limit", type=int, default=0, metavar="BYTES_PER_S",
+                   help="cap each nginx CDN connection at this many bytes/s (0 = none): a distant CDN, "
+                        "where one stream is slow and parallel range requests add up")
     s.add_argument("--exit-with-parent", action="store_true",
                    help="exit when the parent process dies (used by the Emulator class)")
     return ap
@@ -111,7 +114,7 @@ def serve(args):
     last_err = None
     for _attempt in range(6):
         port = args.cdn_port or free_port()
-        conf = write_config(ndir, port, store.objects_dir, ctx.secret, args.cdn_reject_auth)
+        conf = write_config(ndir, port, store.objects_dir, ctx.secret, args.cdn_reject_auth, args.cdn_rate_limit)
         try:
             nginx = start_nginx(ndir, conf, port)
             ctx.cdn_url = "http://127.0.0.1:%d" % port
@@ -228,8 +231,8 @@ class Emulator:
 
     Emulator(fixture_dir, *, state_dir=None, page_size=1000, expand_page_size=50, org_page_size=2,
              small_file_redirect=307, cdn_expiry_s=3600, lenient_refs=False, cdn_mode="auto",
-             cdn_reject_auth=False, hub_port=0, cdn_port=0, startup_timeout=30.0, keep_state=False,
-             python=sys.executable)
+             cdn_reject_auth=False, cdn_rate_limit=0, hub_port=0, cdn_port=0, startup_timeout=30.0,
+             keep_state=False, python=sys.executable)
 
     Attributes: hub_url, cdn_url (nginx), cdn_py_url (python CDN), pid, nginx_pid, state_dir,
     fixture_dir. Use as a context manager or call stop() (idempotent, also run at exit).
@@ -237,8 +240,8 @@ class Emulator:
 
     def __init__(self, fixture_dir, *, state_dir=None, page_size=1000, expand_page_size=50, org_page_size=2,
                  small_file_redirect=307, cdn_expiry_s=3600, lenient_refs=False, cdn_mode="auto",
-                 cdn_reject_auth=False, hub_port=0, cdn_port=0, startup_timeout=30.0, keep_state=False,
-                 python=None):
+                 cdn_reject_auth=False, cdn_rate_limit=0, hub_port=0, cdn_port=0, startup_timeout=30.0,
+                 keep_state=False, python=None):
         self.fixture_dir = os.path.abspath(fixture_dir)
         if not os.path.exists(os.path.join(self.fixture_dir, "repos.json")):
             raise EmulatorError("no repos.json in %s (run gen_fixture.py first)" % self.fixture_dir)
@@ -261,6 +264,8 @@ class Emulator:
             cmd.append("--lenient-refs")
         if cdn_reject_auth:
             cmd.append("--cdn-reject-auth")
+        if cdn_rate_limit:
+            cmd += ["--cdn-rate-limit", str(int(cdn_rate_limit))]
         self.server_log_path = os.path.join(self.state_dir, "server.log")
         out = open(self.server_log_path, "ab")
         try:
