@@ -7,7 +7,9 @@ missing and builds first.
 
 Everything talks to 127.0.0.1 only: the Hub emulator (tools/hubemu, LFS objects served by nginx
 from a copy of the fixture on tmpfs, so that dropping the page cache makes the client cold, not
-the origin) and, for the peers, a second nginx with `autoindex on` over the same objects.
+the origin) and, for the peers, a second nginx with `autoindex on` over the same objects. The
+network-bound rows start a second emulator whose nginx caps each connection (--net-conn-mibps),
+the way one TCP stream to a distant CDN is slow while parallel streams add up.
 Needs root (drop_caches, FUSE mounts, read_ahead_kb).
 """
 
@@ -393,6 +395,7 @@ class Bench:
         self.hubfs_hwm = []  # (what, KiB)
         self.mounts = []
         self.emu = None
+        self.net_emus = []  # emulators with a capped CDN (stopped by cleanup too)
         self.peer_nginx = None
         self.work = None
         self.origin = None
@@ -439,9 +442,9 @@ class Bench:
         self.mounts.append(path)
         return path
 
-    def hubfs_mount(self, what, cache_dir=None, extra=()):
+    def hubfs_mount(self, what, cache_dir=None, extra=(), emu=None):
         cache_dir = cache_dir or self.cache
-        cmd = [HUBFS, "mount", self.mp("hubfs"), "--foreground", "--endpoint", self.emu.hub_url,
+        cmd = [HUBFS, "mount", self.mp("hubfs"), "--foreground", "--endpoint", (emu or self.emu).hub_url,
                "--cache-dir", cache_dir] + list(self.a.hubfs_arg) + list(extra)
         m = Mount(cmd[2], cmd, os.path.join(self.work, "hubfs.log"))
         m.what = what
@@ -667,12 +670,12 @@ class Bench:
         return cold, hot, steady
 
     # -- hubfs rows ----------------------------------------------------------------------------
-    def cold_mount(self, what):
+    def cold_mount(self, what, emu=None):
         self.clear_hubfs_cache()
-        m = self.hubfs_mount(what)
+        m = self.hubfs_mount(what, emu=emu)
         m.__enter__()
         drop_caches()
-        self.emu.clear_log()
+        (emu or self.emu).clear_log()
         return m
 
     def measure_hubfs_cold(self):
@@ -708,6 +711,71 @@ class Bench:
             self.info["hubfs_cold_%s_gbps" % name] = [r / GB for r in rates]
             log("hubfs cold %s: %.2f GB/s (origin %.3f x file)" % (name, self.hub[name] / GB,
                                                                   self.hub_origin[name] / self.size[0]))
+
+    def measure_network_bound(self):
+        """A distant CDN: a second emulator whose nginx caps every connection at --net-conn-mibps, as
+        one TCP stream over a long round trip is capped while parallel streams add up. The rows
+        that matter on a cloud VM: hubfs against one curl stream and against aria2c -x16 -s16."""
+        rate = self.a.net_conn_mibps << 20
+        emu = Emulator(self.origin, cdn_rate_limit=rate)
+        self.net_emus.append(emu)
+        try:
+            url = "%s/%s/resolve/main/%s" % (emu.hub_url, MODEL, SHARDS[0])
+            drop_caches()
+            with self.win("net curl"):
+                t0 = time.perf_counter()
+                p = subprocess.run(["curl", "-sfL", "--noproxy", "*", "-o", "/dev/null", "-w", "%{size_download}",
+                                    url], capture_output=True, text=True, check=True)
+                dt = time.perf_counter() - t0
+            if int(float(p.stdout)) != self.size[0]:
+                raise RuntimeError("curl (capped CDN) got %s bytes" % p.stdout)
+            self.net_curl = self.size[0] / dt
+            aria = []
+            if shutil.which("aria2c"):
+                for _ in range(self.a.repeat):
+                    d = tempfile.mkdtemp(prefix="hubfs-bench-aria2c-", dir="/dev/shm")
+                    try:
+                        drop_caches()
+                        with self.win("net aria2c"):
+                            t0 = time.perf_counter()
+                            subprocess.run(["aria2c", "-x16", "-s16", "-q", "--file-allocation=none",
+                                            "--allow-overwrite=true", "--no-conf", "--all-proxy=", "-d", d, "-o",
+                                            "shard", url], check=True, capture_output=True)
+                            dt = time.perf_counter() - t0
+                        n = os.path.getsize(os.path.join(d, "shard"))
+                        if n != self.size[0]:
+                            raise RuntimeError("aria2c (capped CDN) wrote %d bytes" % n)
+                        aria.append(self.size[0] / dt)
+                    finally:
+                        shutil.rmtree(d, ignore_errors=True)
+            self.net_aria2c = median(aria) if aria else None
+            self.net_hub, hub = {}, {}
+            for name in ("seq", "st"):
+                rates = []
+                for _ in range(self.a.repeat):
+                    m = self.cold_mount("capped CDN " + name, emu=emu)
+                    try:
+                        path = self.shard_path(m.mp)
+                        with self.win("net hubfs " + name):
+                            n, dt = self.patterns(path)[name]()
+                        if n != self.expected_bytes(name):
+                            raise RuntimeError("hubfs (capped CDN) %s read %d bytes" % (name, n))
+                        m.sample_hwm()
+                        self.verify_sha(path, 0, "hubfs capped CDN " + name)
+                        rates.append(n / dt)
+                    finally:
+                        m.close()
+                        self.hubfs_done(m)
+                self.net_hub[name] = median(rates)
+                hub[name] = [r / GB for r in rates]
+            self.info["net"] = {"conn_mibps": self.a.net_conn_mibps, "curl_gbps": self.net_curl / GB,
+                                "aria2c_gbps": [r / GB for r in aria], "hubfs_gbps": hub}
+            log("capped CDN (%d MiB/s per connection): curl %.2f GB/s, aria2c -x16 %s, hubfs seq %.2f, st %.2f GB/s" % (
+                self.a.net_conn_mibps, self.net_curl / GB,
+                "%.2f GB/s" % (self.net_aria2c / GB) if self.net_aria2c else "-",
+                self.net_hub["seq"] / GB, self.net_hub["st"] / GB))
+        finally:
+            emu.stop()
 
     def measure_time_to_model(self):
         both = self.size[0] + self.size[1]
@@ -1058,6 +1126,18 @@ http {
                 if self.aria2c:
                     self.row("cold sequential, vs aria2c -x8 -s8", gb(self.hub[k]), "aria2c " + gb(self.aria2c),
                              "%.2f" % (self.hub[k] / self.aria2c), "-", None, ("hubfs seq", "aria2c"))
+        if getattr(self, "net_hub", None):
+            cap = "CDN capped at %d MiB/s per connection" % self.a.net_conn_mibps
+            labs = {"seq": "cold sequential", "st": "cold safetensors load"}
+            for k in ("seq", "st"):
+                if self.net_aria2c:
+                    r = self.net_hub[k] / self.net_aria2c
+                    self.row("%s, %s" % (labs[k], cap), gb(self.net_hub[k]),
+                             "aria2c -x16 -s16 %s (curl one stream %s)" % (gb(self.net_aria2c), gb(self.net_curl)),
+                             "%.2f" % r, ">= 1.00", r >= 1.0, ("net hubfs " + k, "net aria2c"))
+                else:
+                    self.row("%s, %s" % (labs[k], cap), gb(self.net_hub[k]), "curl one stream " + gb(self.net_curl),
+                             "%.2f" % (self.net_hub[k] / self.net_curl), "-", None, ("net hubfs " + k, "net curl"))
         if hasattr(self, "ttm_hub"):
             r = self.ttm_hub / self.ttm_base
             self.row("time to a loaded model (cold load of both shards)", "%.2f s" % self.ttm_hub,
@@ -1234,6 +1314,8 @@ http {
             self.measure_aria2c()
             self.measure_stub()
             self.measure_hubfs_cold()
+            if self.a.net_conn_mibps > 0:
+                self.measure_network_bound()
             self.measure_time_to_model()
             self.measure_eight()
             self.measure_warm_hot()
@@ -1325,6 +1407,8 @@ http {
                 self.peer_nginx.wait(10)
             except subprocess.TimeoutExpired:
                 self.peer_nginx.kill()
+        for e in self.net_emus:
+            e.stop()
         if self.emu is not None:
             self.emu.stop()
         if self.origin and self.origin.startswith("/dev/shm/"):
@@ -1349,6 +1433,9 @@ def main():
                     help="after each page-cache drop, write and free this much memory first (VMs with free "
                          "page reporting: see pretouch()); default 0")
     ap.add_argument("--peer-cap-s", type=float, default=None, help="time cap per peer measurement (default 45; --quick 15)")
+    ap.add_argument("--net-conn-mibps", type=int, default=64,
+                    help="the network-bound rows: a second emulator whose CDN caps each connection at this many "
+                         "MiB/s (a distant CDN); 0 skips them (default 64)")
     ap.add_argument("--origin-on-disk", action="store_true",
                     help="serve the origin from the fixture on disk instead of a tmpfs copy")
     ap.add_argument("--hubfs-arg", action="append", default=[],
