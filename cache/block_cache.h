@@ -58,7 +58,7 @@ struct CacheOptions {
   std::string disk_dir;  // empty: memory tier only
   uint64_t disk_bytes = 20ULL << 30;
   uint64_t min_free_bytes = 1ULL << 30;
-  int loader_threads = 8;              // background (prefetch) fetches in parallel
+  int loader_threads = 16;             // background (prefetch) fetches in parallel
   // Beyond this (or beyond what the memory tier leaves of 1.25 x memory_bytes, at most
   // memory_bytes, whichever is larger), fetches wait for the disk writers (0: memory/4).
   uint64_t max_pending_write_bytes = 0;

@@ -18,7 +18,7 @@ struct WarmOptions {
   uint64_t cache_bytes = 0;
   uint64_t min_free_bytes = 0;
   size_t block_size = 4u << 20;
-  int threads = 8;
+  int threads = 16;
   std::string repo;                 // "org/name[@rev]", "datasets/org/name[@rev]", "spaces/..."
   std::vector<std::string> globs;   // paths or fnmatch globs; empty = every file
 };

@@ -216,7 +216,7 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
   int revision_ttl = 60, request_timeout = 50, stall_timeout = 15;
   unsigned block_mib = 4;
-  int loader_threads = 8;
+  int loader_threads = 16;
   bool no_huge_pages = false;
   fs::MountOptions mo;
   std::vector<std::string> fuse_opts;
@@ -244,7 +244,7 @@ int main(int argc, char** argv) {
                     "Kernel readahead of the mount, set on its BDI when root (default 16384)")
       ->check(CLI::Range(0, 1 << 20));
   mount->add_option("--block-size-mib", block_mib, "Cache block size in MiB (default 4)")->check(CLI::Range(1, 64));
-  mount->add_option("--fetch-threads", loader_threads, "Parallel background range fetches (default 8)")
+  mount->add_option("--fetch-threads", loader_threads, "Parallel background range fetches (default 16)")
       ->check(CLI::Range(1, 64));
   mount->add_flag("--no-huge-pages", no_huge_pages,
                   "Keep cache block buffers in 4 KiB pages (default: transparent huge pages, which "
@@ -270,7 +270,7 @@ int main(int argc, char** argv) {
   warm->add_option("--cache-size", warm_cache_size, "Disk cache cap (default 20G)")->check(SizeValidator());
   warm->add_option("--block-size-mib", block_mib, "Cache block size in MiB; must match the mount's (default 4)")
       ->check(CLI::Range(1, 64));
-  warm->add_option("-j,--jobs", wo.threads, "Parallel range fetches (default 8)")->check(CLI::Range(1, 64));
+  warm->add_option("-j,--jobs", wo.threads, "Parallel range fetches (default 16)")->check(CLI::Range(1, 64));
 
   std::string unmount_point;
   auto* unmount = app.add_subcommand("unmount", "Unmount a hubfs mount");
