@@ -616,7 +616,9 @@ Result<std::vector<ReadSlice>> Filesystem::Read(uint64_t fh, uint64_t offset, si
   std::shared_ptr<const SafetensorsPlan> plan;
   {
     std::lock_guard lock(f->mu);
-    ra = f->ra.OnRead(offset, end - offset, f->size, waited);
+    // (f->mu, then the inode's KernelCached::mu: never taken the other way round.)
+    ra = f->ra.OnRead(offset, end - offset, f->size, waited,
+                      [this, &f](uint64_t a, uint64_t b) { return KernelAccountsFor(*f, a, b); });
     // A handle's first read may land anywhere (a worker taking its 1/16 of the file); a jump
     // after that is a loader walking tensors in key order. (The kernel's re-ordered readahead
     // READs are not jumps: see ReadaheadConfig::backward_tolerance.)
@@ -706,6 +708,13 @@ void Filesystem::NoteReturned(const OpenFile& f, uint64_t begin, uint64_t end) {
   std::lock_guard lock(kc.mu);
   if (!kc.blocks) kc.blocks.emplace(cache_->block_size(), f.size);
   kc.blocks->Note(begin, end);
+}
+
+bool Filesystem::KernelAccountsFor(const OpenFile& f, uint64_t begin, uint64_t end) const {
+  KernelCached& kc = *f.inode->cached;
+  std::lock_guard lock(kc.mu);
+  return kc.blocks && kc.blocks->AccountsFor(begin, end, options_.readahead.backward_tolerance,
+                                             options_.readahead.forward_tolerance);
 }
 
 bool Filesystem::KernelHas(const OpenFile& f, uint64_t block) const {

@@ -182,6 +182,8 @@ class Filesystem {
   // READ [begin, end) of f is being answered (see ReturnedBlocks).
   void NoteReturned(const OpenFile& f, uint64_t begin, uint64_t end);
   bool KernelHas(const OpenFile& f, uint64_t block) const;
+  // ReturnedBlocks::AccountsFor for f's inode, within the readahead tolerances.
+  bool KernelAccountsFor(const OpenFile& f, uint64_t begin, uint64_t end) const;
 
   FsOptions options_;
   std::shared_ptr<fetch::HubClient> hub_;

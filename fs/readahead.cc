@@ -5,7 +5,8 @@
 
 namespace hubfs::fs {
 
-PrefetchRange Readahead::OnRead(uint64_t offset, uint64_t len, uint64_t file_size, bool waited) {
+PrefetchRange Readahead::OnRead(uint64_t offset, uint64_t len, uint64_t file_size, bool waited,
+                                const HeldFn& held) {
   ++tick_;
   const uint64_t end = std::min(offset + len, file_size);
   Stream* s = nullptr;
@@ -16,6 +17,14 @@ PrefetchRange Readahead::OnRead(uint64_t offset, uint64_t len, uint64_t file_siz
       s = &st;
       break;
     }
+  }
+  if (s == nullptr && held) {
+    // Past every tolerance: still the stream right behind, if the kernel holds everything between.
+    Stream* behind = nullptr;
+    for (auto& st : streams_) {
+      if (st.active && st.next <= offset && (behind == nullptr || st.next > behind->next)) behind = &st;
+    }
+    if (behind != nullptr && held(behind->next, offset)) s = behind;
   }
   if (s == nullptr) {
     // A new stream: replace the least recently used one. Random reads prefetch nothing.
@@ -51,6 +60,7 @@ void Readahead::Unissued(const PrefetchRange& r, uint64_t offset) {
 void ReturnedBlocks::Note(uint64_t begin, uint64_t end) {
   end = std::min(end, size_);
   if (begin >= end) return;
+  recent_ends_[noted_++ % recent_ends_.size()] = end;
   const uint64_t first = begin / bs_, last = (end - 1) / bs_;
   for (uint64_t b = first; b <= last && b < served_.size(); ++b) {
     if (Has(b)) {  // asked again: the kernel let its pages go
@@ -63,6 +73,23 @@ void ReturnedBlocks::Note(uint64_t begin, uint64_t end) {
     const uint64_t s = std::max(begin, b * bs_), e = std::min(end, (b + 1) * bs_);
     served_[b] = static_cast<uint32_t>(std::min<uint64_t>(served_[b] + (e - s), BlockLen(b)));
   }
+}
+
+bool ReturnedBlocks::Holds(uint64_t begin, uint64_t end) const {
+  const uint64_t first = (begin + bs_ - 1) / bs_, stop = std::min(end, size_) / bs_;
+  if (first >= stop) return false;
+  for (uint64_t b = first; b < stop; ++b) {
+    if (!Has(b)) return false;
+  }
+  return true;
+}
+
+bool ReturnedBlocks::AccountsFor(uint64_t begin, uint64_t end, uint64_t back, uint64_t fwd) const {
+  if (Holds(begin, end)) return true;
+  const uint64_t lo = end > back ? end - back : 0, hi = end + fwd;
+  const size_t n = std::min(noted_, recent_ends_.size());
+  return std::any_of(recent_ends_.begin(), recent_ends_.begin() + static_cast<long>(n),
+                     [&](uint64_t e) { return e >= lo && e <= hi; });
 }
 
 }  // namespace hubfs::fs

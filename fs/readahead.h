@@ -8,11 +8,18 @@
 // reader actually waited for data (the window was too small), as mountpoint-s3 does; a reader that
 // never waits keeps its window, so fast re-reads do not balloon memory. Prefetch is issued only past
 // what the stream already asked for, so each byte is requested once.
+//
+// Several handles of one file share the kernel's page cache: when another handle (8 processes
+// reading one shard, tensor-parallel ranks) has brought a range in, the kernel skips it and this
+// handle's next READ lands past it, beyond any tolerance. Given a way to ask whether the kernel
+// holds the bytes in between, such a READ continues the stream behind it instead of looking like
+// a random jump (which would reset its window, and send a safetensors handle to its tensor plan).
 #pragma once
 
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 namespace hubfs::fs {
@@ -43,8 +50,11 @@ class Readahead {
   static constexpr int kMaxStreams = 4;
   explicit Readahead(ReadaheadConfig config = {}) : config_(config) {}
 
-  // `waited`: the reader had to wait for at least one of the blocks it asked for.
-  PrefetchRange OnRead(uint64_t offset, uint64_t len, uint64_t file_size, bool waited);
+  // Whether the kernel's page cache holds all of [begin, end) of the file.
+  using HeldFn = std::function<bool(uint64_t begin, uint64_t end)>;
+  // `waited`: the reader had to wait for at least one of the blocks it asked for. `held` (may be
+  // empty) is asked only when the read continues no stream within the tolerances.
+  PrefetchRange OnRead(uint64_t offset, uint64_t len, uint64_t file_size, bool waited, const HeldFn& held = {});
   // Range `r` (from OnRead) was issued only up to `offset` (the cache's prefetch budget was
   // spent): the rest is offered again by its stream's next read instead of being dropped.
   void Unissued(const PrefetchRange& r, uint64_t offset);
@@ -74,11 +84,21 @@ class ReturnedBlocks {
   // A READ of [begin, end) is being answered.
   void Note(uint64_t begin, uint64_t end);
   bool Has(uint64_t block) const { return block < served_.size() && served_[block] >= BlockLen(block); }
+  // Whether every block lying wholly inside [begin, end) was given whole (the partial blocks at the
+  // edges are not asked: their other bytes belong to the reads on either side). False when no
+  // block lies wholly inside.
+  bool Holds(uint64_t begin, uint64_t end) const;
+  // Holds(begin, end), or one of the latest READs (any handle) ended within [end - back,
+  // end + fwd]: a handle whose kernel skipped pages that other handles' READs, perhaps not
+  // answered yet, are bringing in (for Readahead::OnRead's `held`).
+  bool AccountsFor(uint64_t begin, uint64_t end, uint64_t back, uint64_t fwd) const;
 
  private:
   uint64_t BlockLen(uint64_t block) const { return std::min(bs_, size_ - std::min(size_, block * bs_)); }
   uint64_t bs_, size_;
   std::vector<uint32_t> served_;  // bytes given per block, grown on demand
+  std::array<uint64_t, 16> recent_ends_{};  // a ring over the latest READs' ends
+  size_t noted_ = 0;                        // READs noted so far
 };
 
 }  // namespace hubfs::fs

@@ -252,6 +252,47 @@ TEST(Readahead, ForwardSkipWithinToleranceContinues) {
   EXPECT_TRUE(ra.OnRead(200 * kMiB, kMiB, file_size, false).empty());
 }
 
+// Eight processes reading one shard share the kernel's page cache: a handle that falls behind
+// finds what the others brought in and its next READ lands past it, far beyond the tolerance.
+// Told that the kernel accounts for the bytes in between, the policy keeps the handle's stream
+// (and its window) instead of starting a new one and reporting a jump.
+TEST(Readahead, ReadPastBytesTheKernelHoldsContinuesTheStream) {
+  const uint64_t file_size = 1ULL << 30;
+  auto held_from = [](uint64_t from, uint64_t to) {
+    return [from, to](uint64_t a, uint64_t b) { return a >= from && b <= to; };
+  };
+  Readahead ra;
+  uint64_t window_end = 0;
+  for (uint64_t off = 0; off < 20 * kMiB; off += kMiB) {
+    const PrefetchRange r = ra.OnRead(off, kMiB, file_size, /*waited=*/true);
+    if (!r.empty()) window_end = r.end;
+  }
+  ASSERT_GT(window_end, 20 * kMiB);
+  // Another handle read [20 MiB, 300 MiB): this handle's next READ is at 300 MiB.
+  const PrefetchRange r = ra.OnRead(300 * kMiB, kMiB, file_size, true, held_from(20 * kMiB, 300 * kMiB));
+  EXPECT_FALSE(r.jump);
+  ASSERT_FALSE(r.empty()) << "the stream's window was lost";
+  EXPECT_EQ(r.begin, 301 * kMiB);
+  EXPECT_GT(r.end - r.begin, ReadaheadConfig{}.initial_window) << "the window grown before was reset";
+  // The stream goes on from there.
+  const PrefetchRange next = ra.OnRead(301 * kMiB, kMiB, file_size, true);
+  EXPECT_FALSE(next.jump);
+
+  // The same READ without that knowledge, or with bytes in between the kernel does not hold, is
+  // a jump and prefetches nothing.
+  for (const Readahead::HeldFn& held : {Readahead::HeldFn{}, Readahead::HeldFn(held_from(20 * kMiB, 299 * kMiB))}) {
+    Readahead other;
+    for (uint64_t off = 0; off < 20 * kMiB; off += kMiB) (void)other.OnRead(off, kMiB, file_size, true);
+    const PrefetchRange j = other.OnRead(300 * kMiB, kMiB, file_size, true, held);
+    EXPECT_TRUE(j.jump);
+    EXPECT_TRUE(j.empty());
+  }
+  // A READ behind every stream is a jump whatever the kernel holds (there is no stream behind it).
+  Readahead back;
+  for (uint64_t off = 500 * kMiB; off < 520 * kMiB; off += kMiB) (void)back.OnRead(off, kMiB, file_size, true);
+  EXPECT_TRUE(back.OnRead(100 * kMiB, kMiB, file_size, true, [](uint64_t, uint64_t) { return true; }).jump);
+}
+
 TEST(Readahead, SixteenRegionsEachWithItsOwnHandle) {
   const uint64_t file_size = 16ULL << 30;  // 16 regions of 1 GiB
   const uint64_t region = file_size / 16;
@@ -344,6 +385,36 @@ TEST(ReturnedBlocks, WholeBlocksOnlyAndAReRequestClearsEverything) {
   r.Note(5 * kB, 5 * kB);
   r.Note(20 * kB, 21 * kB);
   EXPECT_FALSE(r.Has(5));
+}
+
+// Holds(begin, end): every block wholly inside the range was given whole; the partial blocks at
+// the edges are not asked.
+TEST(ReturnedBlocks, HoldsAsksTheWholeBlocksInside) {
+  constexpr uint64_t kB = 4 << 20;
+  ReturnedBlocks r(kB, 10 * kB);
+  r.Note(2 * kB, 6 * kB);  // blocks 2-5
+  EXPECT_TRUE(r.Holds(2 * kB, 6 * kB));
+  EXPECT_TRUE(r.Holds(kB + 5, 6 * kB + 7)) << "edge blocks 1 and 6 are partial: not asked";
+  EXPECT_FALSE(r.Holds(kB, 6 * kB)) << "block 1 lies wholly inside and was not given";
+  EXPECT_FALSE(r.Holds(2 * kB, 7 * kB)) << "block 6 lies wholly inside and was not given";
+  EXPECT_FALSE(r.Holds(2 * kB + 1, 3 * kB - 1)) << "no whole block inside: nothing known";
+  EXPECT_FALSE(r.Holds(8 * kB, 12 * kB)) << "past what was noted";
+}
+
+// AccountsFor: held in the page cache, or one of the latest 16 READs (any handle) ended near the
+// far end (READs of other handles the kernel already issued for the bytes in between).
+TEST(ReturnedBlocks, AccountsForRecentReadsNearTheFarEnd) {
+  constexpr uint64_t kB = 4 << 20, kTol = 32 * kMiB;
+  ReturnedBlocks r(kB, 1ULL << 30);
+  r.Note(0, kMiB);
+  EXPECT_FALSE(r.AccountsFor(kMiB, 300 * kMiB, kTol, kTol)) << "nothing near 300 MiB";
+  r.Note(290 * kMiB, 291 * kMiB);  // another handle's READ
+  EXPECT_TRUE(r.AccountsFor(kMiB, 300 * kMiB, kTol, kTol));
+  EXPECT_FALSE(r.AccountsFor(kMiB, 400 * kMiB, kTol, kTol)) << "291 MiB is not within 32 MiB of 400 MiB";
+  // Only the latest 16 READs count.
+  for (uint64_t i = 0; i < 16; ++i) r.Note(600 * kMiB + i * kMiB, 601 * kMiB + i * kMiB);
+  EXPECT_FALSE(r.AccountsFor(kMiB, 300 * kMiB, kTol, kTol)) << "the READ near 300 MiB is no longer among the latest";
+  EXPECT_TRUE(r.AccountsFor(kMiB, 620 * kMiB, kTol, kTol));
 }
 
 }  // namespace
