@@ -564,28 +564,34 @@ class Bench:
         self.info["curl_gbps"] = [r / GB for r in rates]
         log("curl one stream: %.2f GB/s" % (self.curl / GB))
 
-    def measure_aria2c(self):
-        if not shutil.which("aria2c"):
-            self.aria2c = None
-            self.note("aria2c is not installed: no aria2c baseline")
-            return
+    def aria2c_rates(self, url, conns, key):
+        """aria2c -xN -sN downloading shard 0 from `url` into tmpfs, page cache dropped first, --repeat
+        times: the rates (bytes/s); its timed parts are recorded under `key`."""
         rates = []
         for _ in range(self.a.repeat):
             d = tempfile.mkdtemp(prefix="hubfs-bench-aria2c-", dir="/dev/shm")
             try:
                 drop_caches()
-                with self.win("aria2c"):
+                with self.win(key):
                     t0 = time.perf_counter()
-                    subprocess.run(["aria2c", "-x8", "-s8", "-q", "--file-allocation=none", "--allow-overwrite=true",
-                                    "--check-certificate=false", "--no-conf", "--all-proxy=", "-d", d, "-o", "shard",
-                                    self.cdn[0]], check=True, capture_output=True)
+                    subprocess.run(["aria2c", "-x%d" % conns, "-s%d" % conns, "-q", "--file-allocation=none",
+                                    "--allow-overwrite=true", "--check-certificate=false", "--no-conf", "--all-proxy=",
+                                    "-d", d, "-o", "shard", url], check=True, capture_output=True)
                     dt = time.perf_counter() - t0
                 n = os.path.getsize(os.path.join(d, "shard"))
                 if n != self.size[0]:
-                    raise RuntimeError("aria2c wrote %d bytes" % n)
+                    raise RuntimeError("aria2c (%s) wrote %d bytes" % (key, n))
                 rates.append(self.size[0] / dt)
             finally:
                 shutil.rmtree(d, ignore_errors=True)
+        return rates
+
+    def measure_aria2c(self):
+        if not shutil.which("aria2c"):
+            self.aria2c = None
+            self.note("aria2c is not installed: no aria2c baseline")
+            return
+        rates = self.aria2c_rates(self.cdn[0], 8, "aria2c")
         self.aria2c = median(rates)
         self.info["aria2c_gbps"] = [r / GB for r in rates]
         log("aria2c -x8 -s8 (to tmpfs): %.2f GB/s" % (self.aria2c / GB))
@@ -730,24 +736,7 @@ class Bench:
             if int(float(p.stdout)) != self.size[0]:
                 raise RuntimeError("curl (capped CDN) got %s bytes" % p.stdout)
             self.net_curl = self.size[0] / dt
-            aria = []
-            if shutil.which("aria2c"):
-                for _ in range(self.a.repeat):
-                    d = tempfile.mkdtemp(prefix="hubfs-bench-aria2c-", dir="/dev/shm")
-                    try:
-                        drop_caches()
-                        with self.win("net aria2c"):
-                            t0 = time.perf_counter()
-                            subprocess.run(["aria2c", "-x16", "-s16", "-q", "--file-allocation=none",
-                                            "--allow-overwrite=true", "--no-conf", "--all-proxy=", "-d", d, "-o",
-                                            "shard", url], check=True, capture_output=True)
-                            dt = time.perf_counter() - t0
-                        n = os.path.getsize(os.path.join(d, "shard"))
-                        if n != self.size[0]:
-                            raise RuntimeError("aria2c (capped CDN) wrote %d bytes" % n)
-                        aria.append(self.size[0] / dt)
-                    finally:
-                        shutil.rmtree(d, ignore_errors=True)
+            aria = self.aria2c_rates(url, 16, "net aria2c") if shutil.which("aria2c") else []
             self.net_aria2c = median(aria) if aria else None
             self.net_hub, hub = {}, {}
             for name in ("seq", "st"):
