@@ -320,7 +320,7 @@ void BlockCache::MarkUsed(Shard& s, const BlockKey& key) {
 }
 
 bool BlockCache::PrefetchRoom(size_t len) const {
-  // Queued plus loaded-but-unread prefetch stays within half the memory budget.
+  // Queued, loading and loaded-but-unread prefetch stays within half the memory budget.
   const uint64_t budget = std::max<uint64_t>(options_.memory_bytes / 2, options_.block_size);
   return queued_bytes_.load() + unused_prefetch_bytes_.load() + len <= budget;
 }
@@ -359,13 +359,15 @@ void BlockCache::LoaderMain() {
       queue_.pop_front();
     }
     if (!flight || flight->claimed.exchange(true)) continue;  // a demand reader took it
-    queued_bytes_ -= flight->len;
     CancelToken cancel(Clock::now() + options_.prefetch_timeout);
     bool write_to_disk = false;
     auto r = Load(key, flight->len, flight->fetch, &cancel, &write_to_disk);
     const bool ok = r.ok();
     BlockRef block = write_to_disk ? r.value() : nullptr;
     Complete(key, flight, std::move(r), /*prefetched=*/true);
+    // Counted until now, loading included (16 loaders hold 64 MiB of buffers while they fetch);
+    // from here on the block counts as unread prefetch, or is gone.
+    queued_bytes_ -= flight->len;
     if (block) ScheduleWrite(key, std::move(block));
     if (ok) NotePresent(key);
   }

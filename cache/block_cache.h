@@ -106,7 +106,7 @@ class BlockCache {
   // Starts loading in the background unless resident or in flight; never blocks on I/O. Returns
   // false when the block was skipped (already present, or the in-flight budget is spent).
   bool Prefetch(const BlockKey& key, size_t len, FetchFn fetch);
-  // Whether the prefetch budget (queued plus loaded-but-unread, half the memory cap) has room.
+  // Whether the prefetch budget (queued, loading and loaded-but-unread, half the memory cap) has room.
   bool PrefetchRoom(size_t len) const;
   // True if the block is in memory or on disk (no I/O).
   bool Contains(const BlockKey& key) const;
@@ -191,7 +191,7 @@ class BlockCache {
   // Weak: a queued flight lives in its shard's `flights` until it completes; one a demand reader
   // claimed and completed must not stay alive here (its result would pin the block in memory).
   std::deque<std::pair<BlockKey, std::weak_ptr<Flight>>> queue_;
-  std::atomic<uint64_t> queued_bytes_{0};
+  std::atomic<uint64_t> queued_bytes_{0};  // prefetches queued or being loaded by a loader
   std::atomic<uint64_t> unused_prefetch_bytes_{0};  // resident, prefetched, not read yet
   std::atomic<uint64_t> served_bytes_{0};           // resident, returned whole to readers
   std::atomic<uint64_t> resident_bytes_{0};         // the memory tier, all shards

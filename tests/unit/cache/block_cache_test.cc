@@ -252,6 +252,39 @@ TEST(BlockCache, PrefetchLoadsInTheBackground) {
   EXPECT_EQ(origin.calls.load(), 8);
 }
 
+// The prefetch budget (half the memory cap) counts blocks while loaders fetch them, not only while
+// they wait in the queue: 16 loaders would otherwise hold 64 MiB of buffers outside it.
+TEST(BlockCache, PrefetchBudgetCountsBlocksBeingLoaded) {
+  CacheOptions o = MemOptions(8 * kBlock);  // budget: 4 blocks
+  o.loader_threads = 4;
+  BlockCache cache(o);
+  std::atomic<int> inside{0};
+  std::atomic<bool> release{false};
+  auto gated = [&](const BlockKey& k) -> FetchFn {
+    return [&, k](char* buf, size_t len, const CancelToken*) -> Result<size_t> {
+      inside.fetch_add(1);
+      while (!release.load()) std::this_thread::sleep_for(milliseconds(1));
+      const std::string d = Expected(k, len);
+      std::memcpy(buf, d.data(), len);
+      return len;
+    };
+  };
+  for (uint64_t i = 0; i < 4; ++i) ASSERT_TRUE(cache.Prefetch(Key(300 + i), kBlock, gated(Key(300 + i))));
+  const auto deadline = Clock::now() + std::chrono::seconds(5);
+  while (inside.load() < 4 && Clock::now() < deadline) std::this_thread::sleep_for(milliseconds(1));
+  ASSERT_EQ(inside.load(), 4) << "every loader should be fetching";
+  EXPECT_FALSE(cache.PrefetchRoom(kBlock)) << "four blocks being loaded fill a four-block budget";
+  EXPECT_FALSE(cache.Prefetch(Key(310), kBlock, gated(Key(310))));
+  release = true;
+  for (uint64_t i = 0; i < 4; ++i)
+    while (!cache.InMemory(Key(300 + i)) && Clock::now() < deadline) std::this_thread::sleep_for(milliseconds(1));
+  EXPECT_FALSE(cache.PrefetchRoom(kBlock)) << "loaded but unread: still counted";
+  std::atomic<int> unexpected{0};
+  for (uint64_t i = 0; i < 4; ++i) ASSERT_TRUE(cache.Get(Key(300 + i), kBlock, MustNotFetch(&unexpected), nullptr).ok());
+  EXPECT_TRUE(cache.PrefetchRoom(kBlock)) << "read blocks leave the budget";
+  EXPECT_EQ(unexpected.load(), 0);
+}
+
 TEST(BlockCache, DestroyWithQueuedPrefetchesDoesNotHang) {
   const auto t0 = Clock::now();
   {
