@@ -370,6 +370,11 @@ int main(int argc, char** argv) {
     // Two kernel readahead batches (read_ahead_kb each) arrive in any order: one stream.
     fo.readahead.forward_tolerance = fo.readahead.backward_tolerance =
         std::clamp<uint64_t>(uint64_t{mo.read_ahead_kb} << 11, 16u << 20, 64u << 20);
+    // One sequential stream can keep every fetch thread busy (against a distant CDN, where each
+    // connection is slow, more threads only help if a stream may have that many blocks in flight);
+    // the prefetch budget (half the memory cache) still bounds all streams together.
+    fo.readahead.max_window =
+        std::max<uint64_t>(fo.readahead.max_window, static_cast<uint64_t>(loader_threads) * co.block_size);
     fo.status_header = "endpoint: " + endpoint + "\ncache: " + cache_dir + " (cap " + cache_size + ", memory " +
                        memory_cache + ")\nversion: 0.1.0\n";
     if (block_cache->disk() || !metrics_file.empty())
