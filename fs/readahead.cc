@@ -19,7 +19,7 @@ PrefetchRange Readahead::OnRead(uint64_t offset, uint64_t len, uint64_t file_siz
     }
   }
   if (s == nullptr && held) {
-    // Past every tolerance: still the stream right behind, if the kernel holds everything between.
+    // Past every tolerance: still the stream right behind, if the kernel accounts for the gap.
     Stream* behind = nullptr;
     for (auto& st : streams_) {
       if (st.active && st.next <= offset && (behind == nullptr || st.next > behind->next)) behind = &st;

@@ -12,8 +12,9 @@
 // Several handles of one file share the kernel's page cache: when another handle (8 processes
 // reading one shard, tensor-parallel ranks) has brought a range in, the kernel skips it and this
 // handle's next READ lands past it, beyond any tolerance. Given a way to ask whether the kernel
-// holds the bytes in between, such a READ continues the stream behind it instead of looking like
-// a random jump (which would reset its window, and send a safetensors handle to its tensor plan).
+// accounts for the bytes in between (holds them, or has READs for them on the way), such a READ
+// continues the stream behind it instead of looking like a random jump (which would reset its
+// window, and send a safetensors handle to its tensor plan).
 #pragma once
 
 #include <algorithm>
@@ -50,7 +51,8 @@ class Readahead {
   static constexpr int kMaxStreams = 4;
   explicit Readahead(ReadaheadConfig config = {}) : config_(config) {}
 
-  // Whether the kernel's page cache holds all of [begin, end) of the file.
+  // Whether the kernel accounts for [begin, end) of the file: its page cache holds those bytes, or
+  // READs for them are on the way (ReturnedBlocks::AccountsFor).
   using HeldFn = std::function<bool(uint64_t begin, uint64_t end)>;
   // `waited`: the reader had to wait for at least one of the blocks it asked for. `held` (may be
   // empty) is asked only when the read continues no stream within the tolerances.

@@ -255,11 +255,11 @@ TEST(BlockCache, PrefetchLoadsInTheBackground) {
 // The prefetch budget (half the memory cap) counts blocks while loaders fetch them, not only while
 // they wait in the queue: 16 loaders would otherwise hold 64 MiB of buffers outside it.
 TEST(BlockCache, PrefetchBudgetCountsBlocksBeingLoaded) {
+  std::atomic<int> inside{0};
+  std::atomic<bool> release{false};  // (declared before the cache: its loaders use them)
   CacheOptions o = MemOptions(8 * kBlock);  // budget: 4 blocks
   o.loader_threads = 4;
   BlockCache cache(o);
-  std::atomic<int> inside{0};
-  std::atomic<bool> release{false};
   auto gated = [&](const BlockKey& k) -> FetchFn {
     return [&, k](char* buf, size_t len, const CancelToken*) -> Result<size_t> {
       inside.fetch_add(1);
@@ -281,6 +281,8 @@ TEST(BlockCache, PrefetchBudgetCountsBlocksBeingLoaded) {
   EXPECT_FALSE(cache.PrefetchRoom(kBlock)) << "loaded but unread: still counted";
   std::atomic<int> unexpected{0};
   for (uint64_t i = 0; i < 4; ++i) ASSERT_TRUE(cache.Get(Key(300 + i), kBlock, MustNotFetch(&unexpected), nullptr).ok());
+  // (A loader leaves the budget just after its block lands: wait for the last one, bounded.)
+  while (!cache.PrefetchRoom(kBlock) && Clock::now() < deadline) std::this_thread::sleep_for(milliseconds(1));
   EXPECT_TRUE(cache.PrefetchRoom(kBlock)) << "read blocks leave the budget";
   EXPECT_EQ(unexpected.load(), 0);
 }
