@@ -546,20 +546,23 @@ class Bench:
             self.cdn.append(loc)
 
     # -- ceilings and local baselines ------------------------------------------------------------
+    def curl_rate(self, url, key):
+        """One curl stream (following redirects) of shard 0 from `url` to /dev/null, page cache
+        dropped first: the rate (bytes/s); the timed part is recorded under `key`."""
+        drop_caches()
+        with self.win(key):
+            t0 = time.perf_counter()
+            p = subprocess.run(["curl", "-sfL", "--noproxy", "*", "-o", "/dev/null", "-w", "%{size_download}", url],
+                               capture_output=True, text=True, check=True)
+            dt = time.perf_counter() - t0
+        if int(float(p.stdout)) != self.size[0]:
+            raise RuntimeError("curl (%s) got %s bytes" % (key, p.stdout))
+        return self.size[0] / dt
+
     def measure_curl(self):
         # one untimed request first: the origin's first connection after start-up is not its steady state
         subprocess.run(["curl", "-sf", "--noproxy", "*", "-o", "/dev/null", self.cdn[0]], check=True)
-        rates = []
-        for _ in range(self.a.repeat):
-            drop_caches()
-            with self.win("curl"):
-                t0 = time.perf_counter()
-                p = subprocess.run(["curl", "-sf", "--noproxy", "*", "-o", "/dev/null", "-w", "%{size_download}",
-                                    self.cdn[0]], capture_output=True, text=True, check=True)
-                dt = time.perf_counter() - t0
-            if int(float(p.stdout)) != self.size[0]:
-                raise RuntimeError("curl got %s bytes" % p.stdout)
-            rates.append(self.size[0] / dt)
+        rates = [self.curl_rate(self.cdn[0], "curl") for _ in range(self.a.repeat)]
         self.curl = median(rates)
         self.info["curl_gbps"] = [r / GB for r in rates]
         log("curl one stream: %.2f GB/s" % (self.curl / GB))
@@ -727,15 +730,7 @@ class Bench:
         self.net_emus.append(emu)
         try:
             url = "%s/%s/resolve/main/%s" % (emu.hub_url, MODEL, SHARDS[0])
-            drop_caches()
-            with self.win("net curl"):
-                t0 = time.perf_counter()
-                p = subprocess.run(["curl", "-sfL", "--noproxy", "*", "-o", "/dev/null", "-w", "%{size_download}",
-                                    url], capture_output=True, text=True, check=True)
-                dt = time.perf_counter() - t0
-            if int(float(p.stdout)) != self.size[0]:
-                raise RuntimeError("curl (capped CDN) got %s bytes" % p.stdout)
-            self.net_curl = self.size[0] / dt
+            self.net_curl = self.curl_rate(url, "net curl")
             aria = self.aria2c_rates(url, 16, "net aria2c") if shutil.which("aria2c") else []
             self.net_aria2c = median(aria) if aria else None
             self.net_hub, hub = {}, {}
