@@ -243,7 +243,15 @@ Result<BlockRef> BlockCache::Get(const BlockKey& key, size_t len, const FetchFn&
 }
 
 void BlockCache::TrackFile(const ContentId& id, uint64_t size) {
-  tracker_.Track(id, size, options_.block_size, verified_dir_);
+  // A file verified before whole files were on is verified again, to be joined.
+  const bool join = whole_files_ && disk_ && size >= kWholeMinBytes;
+  if (join && disk_->Contains(BlockKey{id, kWholeIndex})) return;
+  tracker_.Track(id, size, options_.block_size, join ? std::string() : verified_dir_);
+}
+
+std::string BlockCache::WholePath(const ContentId& id) {
+  if (!whole_files_ || !disk_) return "";
+  return disk_->WholePath(id);
 }
 
 void BlockCache::NotePresent(const BlockKey& key) {
@@ -269,8 +277,15 @@ void BlockCache::VerifyFile(const ContentId& id, uint64_t size) {
   const uint64_t bs = options_.block_size;
   const uint64_t nblocks = (size + bs - 1) / bs;
   ContentHasher hasher(id, size);
+  // The bytes being hashed are also written out as the whole file, kept if they verify.
+  std::unique_ptr<WholeFileWriter> whole;
+  if (whole_files_ && disk_ && size >= kWholeMinBytes) whole = disk_->BeginWhole(id, size);
   bool complete = true;
   for (uint64_t i = 0; i < nblocks && complete; ++i) {
+    {
+      std::lock_guard lock(queue_mu_);
+      if (stopping_) break;  // unmounting: the file is verified when next seen complete
+    }
     const BlockKey key{id, i};
     const size_t len = static_cast<size_t>(std::min<uint64_t>(bs, size - i * bs));
     BlockRef block;
@@ -292,6 +307,11 @@ void BlockCache::VerifyFile(const ContentId& id, uint64_t size) {
       break;
     }
     hasher.Update(block->data.get(), block->size);
+    if (whole && !whole->Append(block->data.get(), block->size)) whole.reset();
+  }
+  {
+    std::lock_guard lock(queue_mu_);
+    if (stopping_) complete = false;
   }
   if (!complete) {
     m_incomplete.Add();  // evicted before verification: it will be verified when complete again
@@ -301,6 +321,13 @@ void BlockCache::VerifyFile(const ContentId& id, uint64_t size) {
   if (hasher.Matches()) {
     m_ok.Add();
     if (!verified_dir_.empty()) std::ofstream(FileTracker::MarkerPath(verified_dir_, id));
+    if (whole) {
+      // Blocks still queued for the disk would be written after the whole file replaced them.
+      SubmitDeferred();
+      writers_->Wait();
+      if (auto st = whole->Commit(nblocks); !st.ok())
+        LOG_WARN("cannot keep %s as a whole file: %s", id.Hex().c_str(), st.error().ToString().c_str());
+    }
     return;
   }
   m_bad.Add();

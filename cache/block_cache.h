@@ -120,6 +120,12 @@ class BlockCache {
   void Purge(const BlockKey& key);
   // Asks for whole-file verification of `id` (size bytes) once all its blocks have been cached.
   void TrackFile(const ContentId& id, uint64_t size);
+  // From now on a verified file of at least kWholeMinBytes is also joined into one whole file on
+  // the disk tier (disk_store.h), which replaces its blocks; for FUSE passthrough.
+  void EnableWholeFiles(bool on) { whole_files_ = on; }
+  // The path of `id`'s whole file on the disk tier, or "" (none, or whole files are off).
+  std::string WholePath(const ContentId& id);
+  static constexpr uint64_t kWholeMinBytes = 1 << 20;
 
   size_t block_size() const { return options_.block_size; }
   CacheStats Stats() const;
@@ -217,6 +223,7 @@ class BlockCache {
   std::unique_ptr<WorkerPool> writers_;    // disk writes
   std::unique_ptr<WorkerPool> verifier_;   // whole-file verification, at idle priority
   std::atomic<bool> logged_disk_error_{false};
+  std::atomic<bool> whole_files_{false};
   FileTracker tracker_;
   std::string verified_dir_;  // markers of files verified in this cache directory
 };

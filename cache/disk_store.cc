@@ -13,10 +13,12 @@
 #include <xxh_x86dispatch.h>
 #endif
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <random>
+#include <vector>
 
 #include "common/log.h"
 #include "common/metrics.h"
@@ -197,6 +199,25 @@ void ForEachBlockFile(const std::string& blocks_dir, F&& f) {
   ::closedir(top);
 }
 
+// "<hex>-<kind>": the name of a whole file.
+std::optional<ContentId> ParseWholeFileName(const std::string& name) {
+  const size_t a = name.find('-');
+  if (a == std::string::npos) return std::nullopt;
+  const std::string kind = name.substr(a + 1);
+  if (kind == "1") return ContentId::FromHex(IdKind::kSha256, name.substr(0, a));
+  if (kind == "2") return ContentId::FromHex(IdKind::kGitSha1, name.substr(0, a));
+  return std::nullopt;
+}
+
+template <typename F>
+void ForEachFile(const std::string& dir, F&& f) {
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return;
+  while (dirent* e = ::readdir(d))
+    if (e->d_name[0] != '.') f(dir + "/" + e->d_name, std::string(e->d_name));
+  ::closedir(d);
+}
+
 }  // namespace
 
 std::optional<BlockKey> ParseBlockFileName(const std::string& name) {
@@ -231,6 +252,7 @@ Result<std::unique_ptr<DiskStore>> DiskStore::Open(const DiskOptions& options) {
   std::unique_ptr<DiskStore> store(new DiskStore(options));
   if (auto st = MakeDirs(store->root_ + "/blocks"); !st.ok()) return st.error();
   if (auto st = MakeDirs(store->root_ + "/tmp"); !st.ok()) return st.error();
+  if (auto st = MakeDirs(store->root_ + "/files"); !st.ok()) return st.error();
   if (options.block_size != 0) {
     const std::string path = store->root_ + "/block_size";
     const std::string want = std::to_string(options.block_size);
@@ -269,6 +291,15 @@ Result<std::unique_ptr<DiskStore>> DiskStore::Open(const DiskOptions& options) {
     }
     store->Index(*key, static_cast<uint64_t>(st.st_size));
   });
+  ForEachFile(store->root_ + "/files", [&](const std::string& path, const std::string& name) {
+    auto id = ParseWholeFileName(name);
+    struct stat st {};
+    if (!id || ::stat(path.c_str(), &st) != 0) {
+      ::unlink(path.c_str());
+      return;
+    }
+    store->Index(BlockKey{*id, kWholeIndex}, static_cast<uint64_t>(st.st_size));
+  });
   store->EvictIfNeeded();  // the cap may have been lowered since the last mount
   metrics::Get("cache.disk.bytes").Set(store->used_bytes());
   return store;
@@ -276,6 +307,7 @@ Result<std::unique_ptr<DiskStore>> DiskStore::Open(const DiskOptions& options) {
 
 std::string DiskStore::PathFor(const BlockKey& key) const {
   const std::string hex = key.content.Hex();
+  if (key.index == kWholeIndex) return root_ + "/files/" + hex + "-" + std::to_string(static_cast<int>(key.content.kind));
   return root_ + "/blocks/" + hex.substr(0, 2) + "/" + hex + "-" +
          std::to_string(static_cast<int>(key.content.kind)) + "-" + std::to_string(key.index);
 }
@@ -297,7 +329,93 @@ void DiskStore::Index(const BlockKey& key, uint64_t bytes) {
 
 bool DiskStore::Contains(const BlockKey& key) const {
   std::lock_guard lock(mu_);
-  return index_.count(key) != 0;
+  return index_.count(key) != 0 || (options_.block_size != 0 && index_.count(BlockKey{key.content, kWholeIndex}) != 0);
+}
+
+std::string DiskStore::WholePath(const ContentId& id) {
+  const BlockKey key{id, kWholeIndex};
+  {
+    std::lock_guard lock(mu_);
+    auto it = index_.find(key);
+    if (it == index_.end()) return "";
+    lru_.erase(lru_.iterator_to(*it->second));
+    lru_.push_back(*it->second);
+  }
+  return PathFor(key);
+}
+
+bool DiskStore::RoomFor(uint64_t bytes) {
+  if (options_.min_free_bytes == 0) return true;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    struct statvfs vfs {};
+    if (::statvfs(root_.c_str(), &vfs) != 0) return false;
+    if (static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize >= options_.min_free_bytes + bytes) return true;
+    if (attempt == 0) EvictIfNeeded(bytes);
+  }
+  return false;
+}
+
+std::unique_ptr<WholeFileWriter> DiskStore::BeginWhole(const ContentId& id, uint64_t size) {
+  // The block files stay until the whole file replaces them: for a moment the file is there twice.
+  if (options_.block_size == 0 || !RoomFor(size)) return nullptr;
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  std::string tmp = root_ + "/tmp/" + std::to_string(rng());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return nullptr;
+  return std::unique_ptr<WholeFileWriter>(new WholeFileWriter(this, id, size, std::move(tmp), fd));
+}
+
+WholeFileWriter::~WholeFileWriter() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!tmp_.empty()) ::unlink(tmp_.c_str());
+}
+
+bool WholeFileWriter::Append(const char* data, size_t len) {
+  // Buffered: the bytes were just read, and a reader handed this file next finds them in the page
+  // cache rather than on the disk.
+  if (failed_ || fd_ < 0 || written_ + len > size_ || WriteAll(fd_, data, len) != 0) {
+    failed_ = true;
+    return false;
+  }
+  written_ += len;
+  return true;
+}
+
+Status WholeFileWriter::Commit(uint64_t nblocks) {
+  if (failed_ || fd_ < 0 || written_ != size_) return MakeError(ErrorKind::kIo, "whole file incomplete");
+  // Durable before it is visible: after a crash the name never points at unwritten bytes.
+  int err = ::fdatasync(fd_) != 0 ? errno : 0;
+  if (::close(fd_) != 0 && err == 0) err = errno;
+  fd_ = -1;
+  const BlockKey key{id_, kWholeIndex};
+  if (err == 0 && ::rename(tmp_.c_str(), store_->PathFor(key).c_str()) != 0) err = errno;
+  if (err != 0) return MakeError(err == ENOSPC ? ErrorKind::kNoSpace : ErrorKind::kIo, std::strerror(err));
+  tmp_.clear();
+  store_->Index(key, RoundUpToPage(size_));
+  for (uint64_t i = 0; i < nblocks; ++i) store_->Remove(BlockKey{id_, i});
+  metrics::Get("cache.disk.whole_files").Add();
+  metrics::Get("cache.disk.bytes").Set(store_->used_bytes());
+  store_->EvictIfNeeded();
+  return OkStatus();
+}
+
+Result<BlockRef> DiskStore::ReadFromWhole(const BlockKey& key, size_t expected_len) {
+  const BlockKey whole{key.content, kWholeIndex};
+  const int fd = ::open(PathFor(whole).c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    Remove(whole);  // deleted behind our back (cache clear): a plain miss
+    return MakeError(ErrorKind::kNotFound, "whole file gone");
+  }
+  auto block = std::make_shared<Block>(expected_len);
+  const bool ok = PreadAll(fd, block->data.get(), expected_len, static_cast<off_t>(key.index * options_.block_size));
+  ::close(fd);
+  if (!ok) {
+    metrics::Get("cache.disk.corrupt").Add();
+    LOG_WARN("whole cache file of %s is short: dropped, will refetch", key.content.Hex().c_str());
+    Remove(whole);
+    return MakeError(ErrorKind::kCorrupt, "whole file short");
+  }
+  return BlockRef(std::move(block));
 }
 
 uint64_t DiskStore::used_bytes() const {
@@ -324,13 +442,19 @@ void DiskStore::Remove(const BlockKey& key) {
 
 Result<BlockRef> DiskStore::Read(const BlockKey& key, size_t expected_len) {
   static auto& m_corrupt = metrics::Get("cache.disk.corrupt");
+  bool whole = false;
   {
     std::lock_guard lock(mu_);
     auto it = index_.find(key);
+    if (it == index_.end() && options_.block_size != 0 && key.index != kWholeIndex) {
+      it = index_.find(BlockKey{key.content, kWholeIndex});
+      whole = it != index_.end();
+    }
     if (it == index_.end()) return MakeError(ErrorKind::kNotFound, "not on disk");
     lru_.erase(lru_.iterator_to(*it->second));
     lru_.push_back(*it->second);
   }
+  if (whole) return ReadFromWhole(key, expected_len);
   // The hit path reads an uncompressed block straight into its final buffer: one copy, no temp.
   auto block = ReadBlockFile(PathFor(key), &key, expected_len);
   if (!block.ok()) {
@@ -493,6 +617,33 @@ VerifyReport DiskStore::VerifyAll(const std::string& dir, bool remove_bad) {
       if (remove_bad) ::unlink(path.c_str());
     }
   });
+  ForEachFile(dir + "/" + kDiskFormatDir + "/files", [&](const std::string& path, const std::string& name) {
+    ++report.blocks;
+    auto id = ParseWholeFileName(name);
+    bool ok = false;
+    struct stat st {};
+    const int fd = id ? ::open(path.c_str(), O_RDONLY | O_CLOEXEC) : -1;
+    if (fd >= 0 && ::fstat(fd, &st) == 0) {
+      ContentHasher hasher(*id, static_cast<uint64_t>(st.st_size));
+      std::vector<char> buf(8 << 20);
+      uint64_t off = 0;
+      ok = true;
+      while (ok && off < static_cast<uint64_t>(st.st_size)) {
+        const size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), static_cast<uint64_t>(st.st_size) - off));
+        ok = PreadAll(fd, buf.data(), n, static_cast<off_t>(off));
+        if (ok) hasher.Update(buf.data(), n);
+        off += n;
+      }
+      ok = ok && hasher.Matches();
+    }
+    if (fd >= 0) ::close(fd);
+    if (ok) {
+      report.bytes += static_cast<uint64_t>(st.st_size);
+    } else {
+      ++report.bad;
+      if (remove_bad) ::unlink(path.c_str());
+    }
+  });
   return report;
 }
 
@@ -513,6 +664,7 @@ Status DiskStore::Clear(const std::string& dir) {
         if (d->d_name[0] != '.') ::rmdir((gen + "/blocks/" + d->d_name).c_str());
       ::closedir(b);
     }
+    ForEachFile(gen + "/files", [](const std::string& path, const std::string&) { ::unlink(path.c_str()); });
     if (DIR* t = ::opendir((gen + "/tmp").c_str())) {
       while (dirent* d = ::readdir(t))
         if (d->d_name[0] != '.') ::unlink((gen + "/tmp/" + d->d_name).c_str());

@@ -11,6 +11,11 @@
 // weights (which do not compress) cost no compression time. Size is bounded by max_bytes and by a
 // minimum free space on the filesystem; eviction is LRU down to a low-water mark. Files are 0600
 // in 0700 directories. No I/O happens under the index mutex.
+//
+// Whole files: once a file has been verified against its content id, its bytes can be joined into
+// one plain file, <dir>/v2/files/<content hex>-<kind>, which then replaces its block files (and is
+// evicted as one entry). The FUSE layer hands such a file to the kernel (passthrough), which then
+// reads and maps it like a local file; Read() serves the blocks of a whole file from it.
 #pragma once
 
 #include <boost/intrusive/list.hpp>
@@ -45,6 +50,37 @@ struct DiskOptions {
   uint64_t block_size = 0;
 };
 
+// Key index of a whole file's entry: content plus this index.
+constexpr uint64_t kWholeIndex = UINT64_MAX;
+
+class DiskStore;
+
+// Writes a whole file to a temp path; Commit() moves it into place. Dropped uncommitted, the temp
+// file is removed.
+class WholeFileWriter {
+ public:
+  ~WholeFileWriter();
+  WholeFileWriter(const WholeFileWriter&) = delete;
+  WholeFileWriter& operator=(const WholeFileWriter&) = delete;
+  // Appends the next bytes; false once any write failed (the writer is then useless).
+  bool Append(const char* data, size_t len);
+  // Makes the bytes durable (fdatasync), renames the file into place and drops the content's
+  // `nblocks` block files. The caller has checked the bytes against the content id.
+  Status Commit(uint64_t nblocks);
+
+ private:
+  friend class DiskStore;
+  WholeFileWriter(DiskStore* store, ContentId id, uint64_t size, std::string tmp, int fd)
+      : store_(store), id_(id), size_(size), tmp_(std::move(tmp)), fd_(fd) {}
+  DiskStore* store_;
+  ContentId id_;
+  uint64_t size_;
+  uint64_t written_ = 0;
+  std::string tmp_;
+  int fd_;
+  bool failed_ = false;
+};
+
 struct VerifyReport {
   uint64_t blocks = 0;
   uint64_t bad = 0;
@@ -61,8 +97,13 @@ class DiskStore {
   Result<BlockRef> Read(const BlockKey& key, size_t expected_len);
   // Writes a block; kNoSpace when the filesystem is full or the floor would be crossed.
   Status Write(const BlockKey& key, const char* data, size_t len);
+  // True for a block file, or a whole file that holds the block.
   bool Contains(const BlockKey& key) const;
   void Remove(const BlockKey& key);
+  // Starts writing `id`'s whole file (size bytes); null when the disk has no room for it.
+  std::unique_ptr<WholeFileWriter> BeginWhole(const ContentId& id, uint64_t size);
+  // The path of `id`'s whole file (and marks it used), or "" when there is none.
+  std::string WholePath(const ContentId& id);
   uint64_t used_bytes() const;
   uint64_t block_count() const;
 
@@ -77,8 +118,12 @@ class DiskStore {
   };
   using Lru = boost::intrusive::list<Entry>;
 
+  friend class WholeFileWriter;
   explicit DiskStore(DiskOptions options);
   std::string PathFor(const BlockKey& key) const;
+  Result<BlockRef> ReadFromWhole(const BlockKey& key, size_t expected_len);
+  // Whether `bytes` more fit above the free-space floor (evicting to make room).
+  bool RoomFor(uint64_t bytes);
   void Index(const BlockKey& key, uint64_t bytes);
   // Evicts LRU blocks down to the low-water mark, and until `incoming` more bytes fit above the floor.
   void EvictIfNeeded(uint64_t incoming = 0);

@@ -437,6 +437,8 @@ Result<OpenOut> Filesystem::Open(uint64_t ino, int flags) {
   const uint64_t fh = next_fh_++;
   handles_.insert({fh, f});
   cache_->TrackFile(f->content, f->size);
+  OpenOut out{fh, false, passthrough_ ? cache_->WholePath(f->content) : std::string()};
+  if (!out.backing.empty()) return out;  // the kernel reads the local copy: nothing to fetch
   // Most readers start at the beginning (a safetensors header, a config): start fetching it now.
   // (Not when the kernel already holds it: a reopened file is read from the page cache.)
   if (f->size > 0 && !KernelHas(*f, 0))
@@ -457,7 +459,12 @@ Result<OpenOut> Filesystem::Open(uint64_t ino, int flags) {
       ++issued;
     }
   }
-  return OpenOut{fh, false};
+  return out;
+}
+
+void Filesystem::SetPassthrough(bool on) {
+  passthrough_ = on;
+  cache_->EnableWholeFiles(on);
 }
 
 void Filesystem::Release(uint64_t fh) {

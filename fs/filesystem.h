@@ -47,6 +47,9 @@ namespace hubfs::fs {
 struct OpenOut {
   uint64_t fh = 0;
   bool direct_io = false;  // generated content (the stats file): no page cache
+  // The file's verified whole copy on the local disk, when there is one and passthrough is on:
+  // the FUSE layer may let the kernel read it directly.
+  std::string backing;
 };
 
 // The hidden live-statistics file at the root of the mount.
@@ -109,6 +112,9 @@ class Filesystem {
   Result<std::vector<DirEntryOut>> ReadDir(uint64_t ino);
   Result<std::string> ReadLink(uint64_t ino);
   Result<OpenOut> Open(uint64_t ino, int flags);
+  // The kernel can read cached files directly (FUSE passthrough): keep verified files whole on the
+  // disk tier and name them in OpenOut::backing. Off again if the kernel refuses them.
+  void SetPassthrough(bool on);
   // Hub metadata as extended attributes: user.hf.{commit,etag,sha256,size,lfs,repo}.
   Result<std::string> GetXattr(uint64_t ino, const std::string& name);
   Result<std::vector<std::string>> ListXattr(uint64_t ino);
@@ -212,6 +218,7 @@ class Filesystem {
   // lock. Accessors are held only to copy the shared_ptr out.
   tbb::concurrent_hash_map<uint64_t, std::shared_ptr<OpenFile>> handles_;
   std::atomic<uint64_t> next_fh_{1};
+  std::atomic<bool> passthrough_{false};
 
   // Background work of the read path (next-shard prefetch). Last member: destroyed (joined) first.
   std::unique_ptr<cache::WorkerPool> background_;

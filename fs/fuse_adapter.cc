@@ -22,17 +22,21 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "fs/errno_map.h"
+#include "fs/passthrough.h"
 
 namespace hubfs::fs {
 namespace {
 
 struct Context {
+  explicit Context(bool passthrough) : pt(passthrough) {}
   std::unique_ptr<Filesystem> fs;
+  Passthrough pt;
   std::atomic<bool> initialized{false};  // FUSE_INIT answered
   std::atomic<bool> done{false};         // the session loop has ended
 };
 
-Filesystem* FsOf(fuse_req_t req) { return static_cast<Context*>(fuse_req_userdata(req))->fs.get(); }
+Context* CtxOf(fuse_req_t req) { return static_cast<Context*>(fuse_req_userdata(req)); }
+Filesystem* FsOf(fuse_req_t req) { return CtxOf(req)->fs.get(); }
 
 void ReplyError(fuse_req_t req, const Error& e, const char* op) {
   static auto& m_errors = metrics::Get("fuse.errors");
@@ -60,7 +64,14 @@ struct stat ToStat(const Attr& a) {
 void OnInterrupt(fuse_req_t, void* data) { static_cast<CancelToken*>(data)->Cancel(); }
 
 void Init(void* userdata, fuse_conn_info* conn) {
-  static_cast<Context*>(userdata)->initialized = true;
+  auto* ctx = static_cast<Context*>(userdata);
+  ctx->initialized = true;
+  // Passthrough needs CAP_SYS_ADMIN for its backing files: asked for only as root.
+  ctx->pt.Request(::geteuid() == 0);
+  if (ctx->pt.active()) {
+    ctx->fs->SetPassthrough(true);
+    LOG_INFO("FUSE passthrough on: cached files are read by the kernel from their local copies");
+  }
   conn->max_write = 1u << 20;      // libfuse derives max_pages from it: 1 MiB READs
   conn->max_readahead = 1u << 20;  // the kernel can only lower the BDI readahead with this
   conn->max_background = 64;       // readahead READs are background requests
@@ -115,7 +126,16 @@ void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   fi->direct_io = r->direct_io ? 1 : 0;
   fi->keep_cache = r->direct_io ? 0 : 1;  // every inode's content is immutable: keep its page cache
   fi->noflush = 1;
-  if (fuse_reply_open(req, fi) == -ENOENT) FsOf(req)->Release(fi->fh);  // interrupted open
+  Context* ctx = CtxOf(req);
+  const int backing = r->direct_io ? -1 : ctx->pt.Acquire(ino, r->backing);
+  if (ctx->pt.refused()) ctx->fs->SetPassthrough(false);
+  Passthrough::SetReplyBacking(backing);
+  const int sent = fuse_reply_open(req, fi);
+  Passthrough::SetReplyBacking(-1);
+  if (sent == -ENOENT) {  // interrupted open
+    if (!r->direct_io) ctx->pt.Release(ino);
+    FsOf(req)->Release(fi->fh);
+  }
 }
 
 void Read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
@@ -142,7 +162,8 @@ void Read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi
   fuse_reply_iov(req, v, static_cast<int>(r->size()));  // blocks stay alive until this returns
 }
 
-void Release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+void Release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  CtxOf(req)->pt.Release(ino);
   FsOf(req)->Release(fi->fh);
   fuse_reply_err(req, 0);
 }
@@ -342,7 +363,7 @@ int RunMount(const MountOptions& options, const std::function<std::unique_ptr<Fi
   static const fuse_lowlevel_ops ops = MakeOps();
   // The Filesystem is created after daemonizing (its threads must live in the daemon); requests
   // are only read by the session loop, after it is set.
-  Context ctx;
+  Context ctx(options.passthrough);
   fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, &ctx);
   fuse_opt_free_args(&args);
   if (se == nullptr) {
@@ -362,6 +383,17 @@ int RunMount(const MountOptions& options, const std::function<std::unique_ptr<Fi
     fuse_remove_signal_handlers(se);
     fuse_session_destroy(se);
     return 1;
+  }
+  // Between libfuse and the device, for passthrough (passthrough.h). Nothing has been read yet.
+  static const fuse_custom_io io = [] {
+    fuse_custom_io v{};
+    v.read = [](int fd, void* buf, size_t len, void* ud) { return static_cast<Context*>(ud)->pt.Read(fd, buf, len); };
+    v.writev = [](int fd, iovec* iov, int count, void* ud) { return static_cast<Context*>(ud)->pt.Writev(fd, iov, count); };
+    return v;
+  }();
+  if (options.passthrough) {
+    const int dev = fuse_session_fd(se);
+    if (fuse_session_custom_io(se, &io, dev) == 0) ctx.pt.SetDevice(dev);
   }
   // Mounted: the parent exits now, with the mount ready; the daemon carries on.
   if (fuse_daemonize(options.foreground ? 1 : 0) != 0) return 1;

@@ -18,6 +18,9 @@ struct MountOptions {
   bool debug = false;
   unsigned max_threads = 64;
   unsigned read_ahead_kb = 16384;  // raised on the mount's BDI when running as root
+  // Let the kernel read cached files from their local copies (FUSE passthrough, Linux >= 6.9,
+  // root): see passthrough.h.
+  bool passthrough = true;
 };
 
 // Mounts, daemonizes once the mount is ready (unless foreground), then calls make_fs (after the

@@ -218,6 +218,7 @@ int main(int argc, char** argv) {
   unsigned block_mib = 4;
   int loader_threads = 16;
   bool no_huge_pages = false;
+  bool no_passthrough = false;
   fs::MountOptions mo;
   std::vector<std::string> fuse_opts;
 
@@ -249,6 +250,9 @@ int main(int argc, char** argv) {
   mount->add_flag("--no-huge-pages", no_huge_pages,
                   "Keep cache block buffers in 4 KiB pages (default: transparent huge pages, which "
                   "make disk cache reads and writes fewer, larger requests)");
+  mount->add_flag("--no-passthrough", no_passthrough,
+                  "Serve cached files through the daemon (default, as root on Linux >= 6.9: the kernel "
+                  "reads a cached file's verified local copy directly, at local-disk speed)");
   mount->add_option("-o", fuse_opts, "FUSE mount options, e.g. allow_other")->allow_extra_args(false);
   std::string metrics_file;
   mount->add_option("--metrics", metrics_file, "Write Prometheus text metrics to FILE every second");
@@ -328,6 +332,7 @@ int main(int argc, char** argv) {
   log::SetLevel(levels.at(log_level));
   if (mo.debug) mo.foreground = true;
   mo.fuse_options = fuse_opts;
+  mo.passthrough = !no_passthrough;
   uint64_t cache_bytes = 0, mem_bytes = 0, free_bytes = 0;
   ParseSize(cache_size, &cache_bytes);
   ParseSize(memory_cache, &mem_bytes);

@@ -32,6 +32,13 @@ def block_files(cache_dir):
     return out
 
 
+def cache_files(cache_dir):
+    """Block files and whole files (a verified file joined into one, for passthrough)."""
+    whole = os.path.join(cache_dir, "v2", "files")
+    return block_files(cache_dir) + [os.path.join(whole, n) for n in os.listdir(whole)] if os.path.isdir(whole) \
+        else block_files(cache_dir)
+
+
 def run_cli(*args):
     return subprocess.run([HUBFS_BIN, *args], capture_output=True, text=True, timeout=120)
 
@@ -55,7 +62,7 @@ def test_cache_files_are_private(emu, fixture, tmp_path):
     with Mount(emu.hub_url, cache_dir=cache) as m:
         sha256_file(model_path(m, MODEL, "model.safetensors"))
         sha256_file(model_path(m, MODEL, "config.json"))
-    files = block_files(cache)
+    files = cache_files(cache)
     assert files
     for d, dirs, names in os.walk(cache):
         assert stat.S_IMODE(os.stat(d).st_mode) == 0o700, d
@@ -66,7 +73,8 @@ def test_cache_files_are_private(emu, fixture, tmp_path):
 def test_corrupt_block_is_refetched_not_served(emu, fixture, tmp_path):
     meta = fixture.files(MODEL)["model.safetensors"]
     cache = str(tmp_path / "cache")
-    with Mount(emu.hub_url, cache_dir=cache) as m:
+    # Block files only: a verified file may otherwise become a whole file (test_passthrough.py).
+    with Mount(emu.hub_url, cache_dir=cache, extra_args=["--no-passthrough"]) as m:
         assert sha256_file(model_path(m, MODEL, "model.safetensors")) == meta["sha256"]
     victims = [f for f in block_files(cache) if os.path.basename(f).startswith(meta["sha256"])]
     assert victims
@@ -80,7 +88,7 @@ def test_corrupt_block_is_refetched_not_served(emu, fixture, tmp_path):
     assert r.returncode == 1, r.stdout + r.stderr
     assert "1 bad" in r.stdout
     emu.clear_log()
-    with Mount(emu.hub_url, cache_dir=cache) as m:
+    with Mount(emu.hub_url, cache_dir=cache, extra_args=["--no-passthrough"]) as m:
         assert sha256_file(model_path(m, MODEL, "model.safetensors")) == meta["sha256"]
     refetched = cdn_bytes(emu, meta["sha256"])
     assert 0 < refetched < meta["size"]  # just the bad block
@@ -139,7 +147,7 @@ def test_cache_cap_holds(emu, fixture, tmp_path):
         for rid in (MODEL, GPT2):
             for name, meta in fixture.files(rid).items():
                 assert sha256_file(model_path(m, rid, name)) == meta["sha256"]
-    used = sum(os.path.getsize(f) for f in block_files(cache))
+    used = sum(os.path.getsize(f) for f in cache_files(cache))
     assert 0 < used <= cap
 
 
@@ -151,10 +159,10 @@ def test_cache_stats_and_clear(emu, fixture, tmp_path):
         r = run_cli("cache", "stats", "--cache-dir", cache)
     assert r.returncode == 0
     assert "disk blocks:" in r.stdout and "hit ratio:" in r.stdout and "origin bytes:" in r.stdout
-    assert block_files(cache)
+    assert cache_files(cache)
     r = run_cli("cache", "clear", "--cache-dir", cache)
     assert r.returncode == 0
-    assert not block_files(cache)
+    assert not cache_files(cache)
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@
 #include "cache/block_cache.h"
 
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
 
 #include <atomic>
 #include <chrono>
@@ -581,6 +582,71 @@ TEST_F(BlockCacheDiskTest, WholeFileVerificationWaitsForQuietThenPurgesWrongByte
   EXPECT_EQ(mismatches.Get(), before + 1);
   for (uint64_t i = 0; i < 3; ++i) EXPECT_FALSE(cache.Contains(BlockKey{id, i})) << "block " << i;
   EXPECT_TRUE(cache.Contains(other));
+}
+
+// With whole files on (FUSE passthrough), a file that verifies is joined into one local file that
+// replaces its blocks and still serves them; with them off, the blocks stay.
+TEST_F(BlockCacheDiskTest, VerifiedFileBecomesOneWholeFileWhenEnabled) {
+  for (const bool on : {true, false}) {
+    hubfs::testing::TempDir dir;
+    CacheOptions o = DiskOptions();
+    o.disk_dir = dir.path() + "/cache";
+    o.verify_quiet_ms = 50;
+    BlockCache cache(o);
+    ASSERT_NE(cache.disk(), nullptr);
+    cache.EnableWholeFiles(on);
+    const size_t blocks = 20;  // 1.25 MiB: above the floor for whole files
+    std::string data(blocks * kBlock - 1000, '\0');
+    std::mt19937_64 rng(hubfs::testing::TestSeed());
+    for (auto& c : data) c = static_cast<char>(rng());
+    unsigned char md[32];
+    unsigned int mdlen = 0;
+    ASSERT_EQ(EVP_Digest(data.data(), data.size(), md, &mdlen, EVP_sha256(), nullptr), 1);
+    std::string hex;
+    for (unsigned char c : md) {
+      char h[3];
+      std::snprintf(h, sizeof h, "%02x", c);
+      hex += h;
+    }
+    const ContentId id = *ContentId::FromHex(IdKind::kSha256, hex);
+    cache.TrackFile(id, data.size());
+    auto fetch = [&](uint64_t i) -> FetchFn {
+      return [&data, i](char* buf, size_t len, const CancelToken*) -> Result<size_t> {
+        std::memcpy(buf, data.data() + i * kBlock, len);
+        return len;
+      };
+    };
+    auto len_of = [&](uint64_t i) { return std::min<size_t>(kBlock, data.size() - i * kBlock); };
+    for (uint64_t i = 0; i < blocks; ++i) ASSERT_TRUE(cache.Get(BlockKey{id, i}, len_of(i), fetch(i), nullptr).ok());
+    auto& ok = metrics::Get("cache.verify.ok");
+    const uint64_t before = ok.Get();
+    for (auto end = Clock::now() + std::chrono::seconds(10); ok.Get() == before && Clock::now() < end;)
+      std::this_thread::sleep_for(milliseconds(20));
+    cache.Flush();
+    ASSERT_GT(ok.Get(), before);
+    const std::string whole = cache.WholePath(id);
+    auto block_file = [&](uint64_t i) {
+      return o.disk_dir + "/v2/blocks/" + hex.substr(0, 2) + "/" + hex + "-1-" + std::to_string(i);
+    };
+    if (!on) {
+      EXPECT_EQ(whole, "");
+      for (uint64_t i = 0; i < blocks; ++i) EXPECT_TRUE(fsys::exists(block_file(i))) << i;
+      continue;
+    }
+    ASSERT_NE(whole, "");
+    EXPECT_TRUE(hubfs::testing::ReadFileBytes(whole) == data);
+    for (uint64_t i = 0; i < blocks; ++i) EXPECT_FALSE(fsys::exists(block_file(i))) << i;
+    // After a restart its blocks come from the disk, now from the whole file.
+    std::atomic<int> unexpected{0};
+    BlockCache reopened(o);
+    reopened.EnableWholeFiles(true);
+    for (uint64_t i = 0; i < blocks; ++i) {
+      auto r = reopened.Get(BlockKey{id, i}, len_of(i), MustNotFetch(&unexpected), nullptr);
+      ASSERT_TRUE(r.ok()) << i << ": " << r.error().ToString();
+      EXPECT_TRUE(AsString(*r) == data.substr(i * kBlock, len_of(i))) << i;
+    }
+    EXPECT_EQ(unexpected.load(), 0);
+  }
 }
 
 // Blocks queued for the disk may leave the memory tier before they are written: none is lost,

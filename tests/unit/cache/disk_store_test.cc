@@ -2,6 +2,7 @@
 #include "cache/disk_store.h"
 
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
@@ -509,6 +510,151 @@ TEST_F(DiskStoreTest, ClearLeavesUnrelatedFilesAlone) {
   ASSERT_TRUE(DiskStore::Clear(dir_).ok());
   EXPECT_TRUE(fsys::exists(dir_ + "/stats"));
   EXPECT_TRUE(DiskStore::Clear(dir_ + "/does-not-exist").ok());
+}
+
+// Whole files (passthrough): a verified file's bytes joined into one plain file that replaces its
+// blocks, serves them, persists, is evicted as one entry and is checked by VerifyAll.
+class WholeFileTest : public DiskStoreTest {
+ protected:
+  static constexpr uint64_t kBs = 64 * 1024;
+  std::unique_ptr<DiskStore> OpenBs(uint64_t max_bytes = 1ULL << 30) {
+    auto r = DiskStore::Open(DiskOptions{dir_, max_bytes, /*min_free_bytes=*/0, kBs});
+    EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().ToString());
+    return r.ok() ? std::move(r.value()) : nullptr;
+  }
+  // Writes `data` as blocks of `id`, then as its whole file; returns the commit status.
+  Status Join(DiskStore& store, const ContentId& id, const std::string& data, bool commit = true) {
+    const uint64_t n = (data.size() + kBs - 1) / kBs;
+    for (uint64_t i = 0; i < n; ++i) {
+      const size_t len = std::min<size_t>(kBs, data.size() - i * kBs);
+      EXPECT_TRUE(store.Write(BlockKey{id, i}, data.data() + i * kBs, len).ok());
+    }
+    auto w = store.BeginWhole(id, data.size());
+    if (!w) return MakeError(ErrorKind::kIo, "no writer");
+    for (uint64_t i = 0; i < n; ++i)
+      EXPECT_TRUE(w->Append(data.data() + i * kBs, std::min<size_t>(kBs, data.size() - i * kBs)));
+    return commit ? w->Commit(n) : OkStatus();
+  }
+  std::string WholePathOf(const ContentId& id) const {
+    return dir_ + "/v2/files/" + id.Hex() + "-" + std::to_string(static_cast<int>(id.kind));
+  }
+};
+
+TEST_F(WholeFileTest, ReplacesBlocksAndServesThem) {
+  std::mt19937_64 rng(hubfs::testing::TestSeed());
+  auto store = OpenBs();
+  ASSERT_NE(store, nullptr);
+  const ContentId id = Key(40).content;
+  const std::string data = RandomBytes(rng, 5 * kBs + 123);
+  ASSERT_TRUE(Join(*store, id, data).ok());
+  EXPECT_EQ(FilesUnder(dir_ + "/v2/blocks"), 0u);  // the block files are gone
+  EXPECT_EQ(store->WholePath(id), WholePathOf(id));
+  EXPECT_TRUE(ReadFileBytes(WholePathOf(id)) == data);  // a plain copy of the file
+  EXPECT_EQ(ModeOf(WholePathOf(id)) & 0777, 0600u);
+  EXPECT_EQ(store->block_count(), 1u);
+  EXPECT_EQ(store->used_bytes(), RoundUpToPage(data.size()));
+  for (uint64_t i = 0; i < 6; ++i) {
+    const size_t len = std::min<size_t>(kBs, data.size() - i * kBs);
+    EXPECT_TRUE(store->Contains(BlockKey{id, i}));
+    EXPECT_TRUE(ReadStr(*store, BlockKey{id, i}, len) == data.substr(i * kBs, len)) << i;
+  }
+  EXPECT_EQ(store->WholePath(Key(41).content), "");
+}
+
+TEST_F(WholeFileTest, UncommittedWriterLeavesNothingBehind) {
+  std::mt19937_64 rng(hubfs::testing::TestSeed());
+  auto store = OpenBs();
+  ASSERT_NE(store, nullptr);
+  const ContentId id = Key(42).content;
+  const std::string data = RandomBytes(rng, 3 * kBs);
+  ASSERT_TRUE(Join(*store, id, data, /*commit=*/false).ok());
+  EXPECT_EQ(FilesUnder(dir_ + "/v2/tmp"), 0u);
+  EXPECT_EQ(FilesUnder(dir_ + "/v2/files"), 0u);
+  EXPECT_EQ(FilesUnder(dir_ + "/v2/blocks"), 3u);  // the blocks stay
+  EXPECT_EQ(store->WholePath(id), "");
+  // A writer that got fewer bytes than the file has cannot commit.
+  auto w = store->BeginWhole(id, data.size());
+  ASSERT_NE(w, nullptr);
+  ASSERT_TRUE(w->Append(data.data(), kBs));
+  EXPECT_FALSE(w->Commit(3).ok());
+  EXPECT_FALSE(w->Append(data.data(), 4 * kBs));  // more than the file has
+  w.reset();
+  EXPECT_EQ(FilesUnder(dir_ + "/v2/tmp"), 0u);
+  EXPECT_EQ(FilesUnder(dir_ + "/v2/blocks"), 3u);
+}
+
+TEST_F(WholeFileTest, PersistsAcrossReopenAndIsEvictedAsOne) {
+  std::mt19937_64 rng(hubfs::testing::TestSeed());
+  const ContentId a = Key(43).content, b = Key(44).content;
+  const std::string da = RandomBytes(rng, 4 * kBs), db = RandomBytes(rng, 4 * kBs);
+  {
+    auto store = OpenBs();
+    ASSERT_NE(store, nullptr);
+    ASSERT_TRUE(Join(*store, a, da).ok());
+  }
+  // Reopened with a cap that holds one file: the next one evicts the older whole file.
+  auto store = OpenBs(6 * kBs);
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->WholePath(a), WholePathOf(a));
+  EXPECT_TRUE(ReadStr(*store, BlockKey{a, 2}, kBs) == da.substr(2 * kBs, kBs));
+  ASSERT_TRUE(Join(*store, b, db).ok());
+  EXPECT_EQ(store->WholePath(a), "");
+  EXPECT_FALSE(fsys::exists(WholePathOf(a)));
+  EXPECT_FALSE(store->Contains(BlockKey{a, 0}));
+  EXPECT_EQ(store->WholePath(b), WholePathOf(b));
+  EXPECT_LE(store->used_bytes(), 6 * kBs);
+}
+
+TEST_F(WholeFileTest, ShortOrMissingWholeFileIsAMissNotWrongBytes) {
+  std::mt19937_64 rng(hubfs::testing::TestSeed());
+  auto store = OpenBs();
+  ASSERT_NE(store, nullptr);
+  const ContentId id = Key(45).content;
+  const std::string data = RandomBytes(rng, 4 * kBs);
+  ASSERT_TRUE(Join(*store, id, data).ok());
+  fsys::resize_file(WholePathOf(id), 2 * kBs);
+  EXPECT_FALSE(store->Read(BlockKey{id, 3}, kBs).ok());
+  EXPECT_EQ(store->WholePath(id), "");  // dropped: the blocks are refetched
+  EXPECT_FALSE(store->Contains(BlockKey{id, 0}));
+}
+
+TEST_F(WholeFileTest, VerifyAllHashesWholeFilesAndClearRemovesThem) {
+  std::mt19937_64 rng(hubfs::testing::TestSeed());
+  const std::string good = RandomBytes(rng, 3 * kBs), bad = RandomBytes(rng, 3 * kBs);
+  // Whole files are named by the sha256 of their bytes.
+  auto sha = [](const std::string& d) {
+    unsigned char md[32];
+    unsigned int n = 0;
+    EXPECT_EQ(EVP_Digest(d.data(), d.size(), md, &n, EVP_sha256(), nullptr), 1);
+    std::string hex;
+    char h[3];
+    for (unsigned char c : md) {
+      std::snprintf(h, sizeof h, "%02x", c);
+      hex += h;
+    }
+    return *ContentId::FromHex(IdKind::kSha256, hex);
+  };
+  const ContentId g = sha(good), b = sha(bad);
+  {
+    auto store = OpenBs();
+    ASSERT_NE(store, nullptr);
+    ASSERT_TRUE(Join(*store, g, good).ok());
+    ASSERT_TRUE(Join(*store, b, bad).ok());
+  }
+  auto rep = DiskStore::VerifyAll(dir_, false);
+  EXPECT_EQ(rep.blocks, 2u);
+  EXPECT_EQ(rep.bad, 0u);
+  {
+    std::string flipped = ReadFileBytes(WholePathOf(b));
+    flipped[kBs + 7] ^= 0x40;
+    WriteFileBytes(WholePathOf(b), flipped);
+  }
+  rep = DiskStore::VerifyAll(dir_, /*remove_bad=*/true);
+  EXPECT_EQ(rep.bad, 1u);
+  EXPECT_FALSE(fsys::exists(WholePathOf(b)));
+  EXPECT_TRUE(fsys::exists(WholePathOf(g)));
+  ASSERT_TRUE(DiskStore::Clear(dir_).ok());
+  EXPECT_FALSE(fsys::exists(WholePathOf(g)));
 }
 
 TEST(ParseBlockFileName, RoundTrip) {

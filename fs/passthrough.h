@@ -1,0 +1,77 @@
+// FUSE passthrough (Linux >= 6.9) over libfuse 3.14, which predates it.
+//
+// With passthrough the kernel serves READs and mmap faults of an open file straight from a local
+// "backing" file, at the speed of a local file (its page cache, large folios, the disk's own
+// readahead), with no request to the daemon. hubfs uses it for files whose verified whole copy is
+// on the disk tier (cache/disk_store.h).
+//
+// libfuse 3.14 can neither ask for it in FUSE_INIT nor say it in an OPEN reply, so this sits
+// between libfuse and /dev/fuse (fuse_session_custom_io): it reads the kernel's INIT request to see
+// whether passthrough is offered, sets FUSE_PASSTHROUGH and max_stack_depth in the INIT reply,
+// and sets FOPEN_PASSTHROUGH and the backing id in the OPEN replies it was told about. Backing ids
+// come from the FUSE_DEV_IOC_BACKING_OPEN ioctl on the session's device (CAP_SYS_ADMIN).
+//
+// The kernel refuses (EIO to the opener) a passthrough open of an inode that has files open
+// through the page cache, and a cached open of one with passthrough files: Acquire() keeps both
+// counts per inode and gives a new open the mode its inode's open files already have. The counts
+// drop on RELEASE, which the kernel sends after its own counts dropped, so they never undercount.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+namespace hubfs::fs {
+
+class Passthrough {
+ public:
+  // `allowed`: the user did not turn it off. The device fd is set once the session is mounted.
+  explicit Passthrough(bool allowed) : allowed_(allowed) {}
+  void SetDevice(int fd) { dev_fd_ = fd; }
+
+  // The custom-io hooks (read and writev on the device, errno semantics).
+  ssize_t Read(int fd, void* buf, size_t len);
+  ssize_t Writev(int fd, iovec* iov, int count);
+
+  // Whether the kernel offered passthrough in FUSE_INIT (known before libfuse's init callback).
+  bool offered() const { return offered_; }
+  // Called from the init callback: whether the INIT reply asks for passthrough.
+  void Request(bool on) { requested_ = on && offered_ && allowed_; }
+  bool active() const { return requested_ && !refused_; }
+
+  // An open of inode `ino` whose whole local copy is `backing` ("" if none): the backing id to
+  // answer with, or -1 for a page-cache open. Counts the open either way.
+  int Acquire(uint64_t ino, const std::string& backing);
+  // The open counted by Acquire is gone (RELEASE, or its reply could not be sent).
+  void Release(uint64_t ino);
+  // True once a backing open failed for good (not permitted, a stacked cache filesystem): the
+  // caller turns whole files off.
+  bool refused() const { return refused_; }
+
+  // The backing id the OPEN reply about to be sent on this thread carries (-1: none).
+  static void SetReplyBacking(int id);
+
+ private:
+  struct InodeIo {
+    int passthrough = 0;  // open files in passthrough mode
+    int cached = 0;       // open files through the page cache
+    int backing_id = -1;
+  };
+  int OpenBacking(const std::string& path);
+  void CloseBacking(int id);
+
+  const bool allowed_;
+  int dev_fd_ = -1;
+  std::atomic<bool> offered_{false};
+  std::atomic<bool> requested_{false};
+  std::atomic<bool> refused_{false};
+  std::atomic<uint64_t> init_unique_{0};
+  std::mutex mu_;
+  std::unordered_map<uint64_t, InodeIo> inodes_;
+};
+
+}  // namespace hubfs::fs
