@@ -314,7 +314,7 @@ void BlockCache::VerifyFile(const ContentId& id, uint64_t size) {
     if (stopping_) complete = false;
   }
   if (!complete) {
-    m_incomplete.Add();  // evicted before verification: it will be verified when complete again
+    m_incomplete.Add();  // evicted before verification, or unmounting: verified when complete again
     tracker_.Forget(id);
     return;
   }

@@ -17,6 +17,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <random>
 #include <vector>
 
@@ -277,28 +278,21 @@ Result<std::unique_ptr<DiskStore>> DiskStore::Open(const DiskOptions& options) {
   }
   ::chmod(options.dir.c_str(), 0700);
   // Leftover temp files are from a daemon that died mid-write: they never became blocks.
-  if (DIR* tmp = ::opendir((store->root_ + "/tmp").c_str())) {
-    while (dirent* d = ::readdir(tmp))
-      if (d->d_name[0] != '.') ::unlink((store->root_ + "/tmp/" + d->d_name).c_str());
-    ::closedir(tmp);
-  }
-  ForEachBlockFile(store->root_ + "/blocks", [&](const std::string& path, const std::string& name) {
-    auto key = ParseBlockFileName(name);
+  ForEachFile(store->root_ + "/tmp", [](const std::string& path, const std::string&) { ::unlink(path.c_str()); });
+  auto index_or_drop = [&](const std::string& path, std::optional<BlockKey> key) {
     struct stat st {};
     if (!key || ::stat(path.c_str(), &st) != 0) {
       ::unlink(path.c_str());
       return;
     }
     store->Index(*key, static_cast<uint64_t>(st.st_size));
+  };
+  ForEachBlockFile(store->root_ + "/blocks", [&](const std::string& path, const std::string& name) {
+    index_or_drop(path, ParseBlockFileName(name));
   });
   ForEachFile(store->root_ + "/files", [&](const std::string& path, const std::string& name) {
-    auto id = ParseWholeFileName(name);
-    struct stat st {};
-    if (!id || ::stat(path.c_str(), &st) != 0) {
-      ::unlink(path.c_str());
-      return;
-    }
-    store->Index(BlockKey{*id, kWholeIndex}, static_cast<uint64_t>(st.st_size));
+    const auto id = ParseWholeFileName(name);
+    index_or_drop(path, id ? std::optional<BlockKey>(BlockKey{*id, kWholeIndex}) : std::nullopt);
   });
   store->EvictIfNeeded();  // the cap may have been lowered since the last mount
   metrics::Get("cache.disk.bytes").Set(store->used_bytes());
@@ -664,12 +658,8 @@ Status DiskStore::Clear(const std::string& dir) {
         if (d->d_name[0] != '.') ::rmdir((gen + "/blocks/" + d->d_name).c_str());
       ::closedir(b);
     }
-    ForEachFile(gen + "/files", [](const std::string& path, const std::string&) { ::unlink(path.c_str()); });
-    if (DIR* t = ::opendir((gen + "/tmp").c_str())) {
-      while (dirent* d = ::readdir(t))
-        if (d->d_name[0] != '.') ::unlink((gen + "/tmp/" + d->d_name).c_str());
-      ::closedir(t);
-    }
+    for (const char* sub : {"/files", "/tmp"})
+      ForEachFile(gen + sub, [](const std::string& path, const std::string&) { ::unlink(path.c_str()); });
   }
   return OkStatus();
 }

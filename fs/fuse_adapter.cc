@@ -66,8 +66,7 @@ void OnInterrupt(fuse_req_t, void* data) { static_cast<CancelToken*>(data)->Canc
 void Init(void* userdata, fuse_conn_info* conn) {
   auto* ctx = static_cast<Context*>(userdata);
   ctx->initialized = true;
-  // Passthrough needs CAP_SYS_ADMIN for its backing files: asked for only as root.
-  ctx->pt.Request(::geteuid() == 0);
+  ctx->pt.Request(true);  // if offered (the hooks are installed only as root)
   if (ctx->pt.active()) {
     ctx->fs->SetPassthrough(true);
     LOG_INFO("FUSE passthrough on: cached files are read by the kernel from their local copies");
@@ -391,7 +390,7 @@ int RunMount(const MountOptions& options, const std::function<std::unique_ptr<Fi
     v.writev = [](int fd, iovec* iov, int count, void* ud) { return static_cast<Context*>(ud)->pt.Writev(fd, iov, count); };
     return v;
   }();
-  if (options.passthrough) {
+  if (options.passthrough && ::geteuid() == 0) {  // its backing files need CAP_SYS_ADMIN
     const int dev = fuse_session_fd(se);
     if (fuse_session_custom_io(se, &io, dev) == 0) ctx.pt.SetDevice(dev);
   }

@@ -57,6 +57,13 @@ def wait_whole(cache, sha, timeout=60):
     return False
 
 
+def fill_whole(emu, meta, cache):
+    """A mount reads the file once and stays until the daemon has kept it whole."""
+    with Mount(emu.hub_url, cache_dir=cache) as m:
+        assert sha256_file(m.path(*MODEL.split("/"), NAME)) == meta["sha256"]
+        assert wait_whole(cache, meta["sha256"]), m.read_log()
+
+
 def read_uncached(path):
     """sha256 of the file read with its FUSE page cache dropped first (so a read the kernel does
     not pass through would reach the daemon)."""
@@ -94,9 +101,7 @@ def test_cached_file_is_read_by_the_kernel(emu, fixture, tmp_path):
 def test_whole_file_survives_remount_without_origin_traffic(emu, fixture, tmp_path):
     meta = fixture.files(MODEL)[NAME]
     cache = str(tmp_path / "cache")
-    with Mount(emu.hub_url, cache_dir=cache) as m:
-        assert sha256_file(m.path(*MODEL.split("/"), NAME)) == meta["sha256"]
-        assert wait_whole(cache, meta["sha256"])
+    fill_whole(emu, meta, cache)
     emu.clear_log()
     with Mount(emu.hub_url, cache_dir=cache) as m:
         path = m.path(*MODEL.split("/"), NAME)
@@ -134,9 +139,7 @@ def test_open_beside_a_page_cache_handle_is_never_refused(emu, fixture, tmp_path
 def test_corrupt_whole_file_is_found_by_cache_verify(emu, fixture, tmp_path):
     meta = fixture.files(MODEL)[NAME]
     cache = str(tmp_path / "cache")
-    with Mount(emu.hub_url, cache_dir=cache) as m:
-        assert sha256_file(m.path(*MODEL.split("/"), NAME)) == meta["sha256"]
-        assert wait_whole(cache, meta["sha256"])
+    fill_whole(emu, meta, cache)
     victim = os.path.join(cache, "v2", "files", [n for n in whole_files(cache) if n.startswith(meta["sha256"])][0])
     with open(victim, "r+b") as f:
         f.seek(meta["size"] // 2)

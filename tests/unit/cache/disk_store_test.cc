@@ -535,18 +535,25 @@ class WholeFileTest : public DiskStoreTest {
       EXPECT_TRUE(w->Append(data.data() + i * kBs, std::min<size_t>(kBs, data.size() - i * kBs)));
     return commit ? w->Commit(n) : OkStatus();
   }
+  // A store with file `n` of `bytes` random bytes (returned in *data) written as blocks and joined.
+  std::unique_ptr<DiskStore> StoreWithWhole(int n, size_t bytes, std::string* data) {
+    std::mt19937_64 rng(hubfs::testing::TestSeed());
+    auto store = OpenBs();
+    if (store == nullptr) return nullptr;
+    *data = RandomBytes(rng, bytes);
+    EXPECT_TRUE(Join(*store, Key(n).content, *data).ok());
+    return store;
+  }
   std::string WholePathOf(const ContentId& id) const {
     return dir_ + "/v2/files/" + id.Hex() + "-" + std::to_string(static_cast<int>(id.kind));
   }
 };
 
 TEST_F(WholeFileTest, ReplacesBlocksAndServesThem) {
-  std::mt19937_64 rng(hubfs::testing::TestSeed());
-  auto store = OpenBs();
+  std::string data;
+  auto store = StoreWithWhole(40, 5 * kBs + 123, &data);
   ASSERT_NE(store, nullptr);
   const ContentId id = Key(40).content;
-  const std::string data = RandomBytes(rng, 5 * kBs + 123);
-  ASSERT_TRUE(Join(*store, id, data).ok());
   EXPECT_EQ(FilesUnder(dir_ + "/v2/blocks"), 0u);  // the block files are gone
   EXPECT_EQ(store->WholePath(id), WholePathOf(id));
   EXPECT_TRUE(ReadFileBytes(WholePathOf(id)) == data);  // a plain copy of the file
@@ -606,12 +613,10 @@ TEST_F(WholeFileTest, PersistsAcrossReopenAndIsEvictedAsOne) {
 }
 
 TEST_F(WholeFileTest, ShortOrMissingWholeFileIsAMissNotWrongBytes) {
-  std::mt19937_64 rng(hubfs::testing::TestSeed());
-  auto store = OpenBs();
+  std::string data;
+  auto store = StoreWithWhole(45, 4 * kBs, &data);
   ASSERT_NE(store, nullptr);
   const ContentId id = Key(45).content;
-  const std::string data = RandomBytes(rng, 4 * kBs);
-  ASSERT_TRUE(Join(*store, id, data).ok());
   fsys::resize_file(WholePathOf(id), 2 * kBs);
   EXPECT_FALSE(store->Read(BlockKey{id, 3}, kBs).ok());
   EXPECT_EQ(store->WholePath(id), "");  // dropped: the blocks are refetched
