@@ -9,7 +9,6 @@
 #include <cstring>
 
 #include "common/metrics.h"
-#include "fetch/http_direct.h"
 
 namespace hubfs::fetch {
 namespace {
@@ -103,65 +102,6 @@ HttpClient::~HttpClient() {
   for (void* h : idle_) curl_easy_cleanup(static_cast<CURL*>(h));
 }
 
-std::unique_ptr<internal::DirectConnection> HttpClient::TakeDirect(const std::string& origin) const {
-  std::vector<std::unique_ptr<internal::DirectConnection>> closed;  // freed outside the lock
-  std::unique_ptr<internal::DirectConnection> found;
-  {
-    std::lock_guard lock(mu_);
-    for (size_t i = idle_direct_.size(); i-- > 0 && !found;) {
-      if (idle_direct_[i]->origin() != origin) continue;
-      auto conn = std::move(idle_direct_[i]);
-      idle_direct_.erase(idle_direct_.begin() + static_cast<std::ptrdiff_t>(i));
-      if (conn->IdleAndOpen()) found = std::move(conn);
-      else closed.push_back(std::move(conn));
-    }
-  }
-  return found;
-}
-
-void HttpClient::KeepDirect(std::unique_ptr<internal::DirectConnection> conn) const {
-  std::unique_ptr<internal::DirectConnection> oldest;
-  std::lock_guard lock(mu_);
-  if (idle_direct_.size() >= kMaxIdleDirect) {
-    oldest = std::move(idle_direct_.front());
-    idle_direct_.erase(idle_direct_.begin());
-  }
-  idle_direct_.push_back(std::move(conn));
-}
-
-Result<HttpResponse> HttpClient::PerformDirect(const internal::DirectTarget& target, const HttpRequest& req,
-                                               const CancelToken* cancel) const {
-  static auto& m_requests = metrics::Get("fetch.requests");
-  static auto& m_errors = metrics::Get("fetch.transport_errors");
-  m_requests.Add();
-  auto deadline = internal::DirectConnection::Clock::now() + std::chrono::milliseconds(options_.total_timeout_ms);
-  if (cancel != nullptr) deadline = std::min(deadline, cancel->deadline());
-  // A kept-alive connection may have been closed by the server just before it was reused: the
-  // request goes again, once, on a new connection if not one byte of an answer came back.
-  for (int attempt = 0;; ++attempt) {
-    auto conn = attempt == 0 ? TakeDirect(target.origin) : nullptr;
-    const bool reused = conn != nullptr;
-    if (!conn) {
-      auto opened = internal::DirectConnection::Open(target, options_, cancel, deadline);
-      if (!opened.ok()) {
-        m_errors.Add();
-        return opened.error();
-      }
-      conn = std::move(opened.value());
-    }
-    bool before_response = false;
-    auto r = conn->RoundTrip(target, req, cancel, deadline, &before_response);
-    if (r.ok()) {
-      if (conn->reusable()) KeepDirect(std::move(conn));
-      return r;
-    }
-    const ErrorKind kind = r.error().kind;
-    if (reused && before_response && kind == ErrorKind::kIo) continue;
-    m_errors.Add();
-    return r;
-  }
-}
-
 void* HttpClient::Acquire() const {
   {
     std::lock_guard lock(mu_);
@@ -180,10 +120,6 @@ void HttpClient::Release(void* handle) const {
 }
 
 Result<HttpResponse> HttpClient::Perform(const HttpRequest& req, const CancelToken* cancel) const {
-  if (options_.direct_body && req.method == "GET" && req.sink != nullptr && !internal::ProxyConfigured()) {
-    internal::DirectTarget target;
-    if (internal::ParseDirectTarget(req.url, &target)) return PerformDirect(target, req, cancel);
-  }
   static auto& m_requests = metrics::Get("fetch.requests");
   static auto& m_errors = metrics::Get("fetch.transport_errors");
   CURL* curl = static_cast<CURL*>(Acquire());

@@ -3,11 +3,6 @@
 // here: the Hub client follows them itself, so that it can read the headers of the 302 and so that
 // the Authorization header can never travel to another origin. Timeouts: connect, stall (no bytes
 // for N seconds), and a total deadline; cancellation is polled from the progress callback.
-//
-// A GET whose body goes to a sink (a range of file content) takes the direct path instead
-// (http_direct.h): libcurl opens the connection, the body is received straight into the sink,
-// with the same timeouts, errors and curl codes; kept-alive connections are pooled per origin.
-// Where the environment configures a proxy, or direct_body is off, every request uses libcurl.
 #pragma once
 
 #include <cstddef>
@@ -23,10 +18,6 @@
 #include "common/status.h"
 
 namespace hubfs::fetch {
-namespace internal {
-class DirectConnection;
-struct DirectTarget;
-}  // namespace internal
 
 struct HttpOptions {
   std::string user_agent = "hubfs/0.1";
@@ -34,7 +25,6 @@ struct HttpOptions {
   long stall_timeout_s = 15;      // fewer than 1 byte/s for this long: the connection is replaced
   long total_timeout_ms = 60000;  // upper bound for one request, whatever the caller's deadline
   size_t max_string_body = 256u << 20;  // JSON listings larger than this are refused
-  bool direct_body = true;              // sink GETs received straight into the sink (see above)
 };
 
 struct HttpRequest {
@@ -77,18 +67,10 @@ class HttpClient {
  private:
   void* Acquire() const;
   void Release(void* handle) const;
-  Result<HttpResponse> PerformDirect(const internal::DirectTarget& target, const HttpRequest& request,
-                                     const CancelToken* cancel) const;
-  // A kept-alive connection to `origin` that still looks open, or null.
-  std::unique_ptr<internal::DirectConnection> TakeDirect(const std::string& origin) const;
-  void KeepDirect(std::unique_ptr<internal::DirectConnection> conn) const;
-
-  static constexpr size_t kMaxIdleDirect = 64;
 
   HttpOptions options_;
   mutable std::mutex mu_;
   mutable std::vector<void*> idle_;  // CURL* easy handles with live connections
-  mutable std::vector<std::unique_ptr<internal::DirectConnection>> idle_direct_;  // guarded by mu_
 };
 
 }  // namespace hubfs::fetch
