@@ -274,3 +274,15 @@ def test_raw_refused_falls_back_to_resolve(faults, fixture, status):
     paths = [r["path"] for r in faults.log("hub") if "config.json" in r["path"]]
     assert any("/raw/" in p for p in paths) and any("/resolve/" in p for p in paths), paths
     assert all(f["applied"] >= 1 for f in faults.faults())
+
+
+def test_range_reads_share_kept_alive_cdn_connections(faults, fixture):
+    """Range GETs of file content reuse kept-alive connections: many requests, few connections
+    at the CDN (nginx numbers each connection)."""
+    with Mount(faults.hub_url, extra_args=FAST + ["--block-size-mib", "1"]) as m:
+        assert sha256_file(shard(m)) == fixture.files(MODEL)["model.safetensors"]["sha256"]
+        recs = faults.wait_log(lambda rs: sum(1 for r in rs if r.get("status") == 206) >= 8, origin="cdn")
+    ranges = [r for r in recs if r.get("status") == 206]
+    conns = {r["conn"] for r in ranges}
+    assert len(ranges) >= 8 and None not in conns
+    assert len(conns) < len(ranges), (len(conns), len(ranges))
