@@ -5,6 +5,7 @@ import errno
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -32,6 +33,11 @@ def expect_errno(code, fn, *args):
     with pytest.raises(OSError) as e:
         fn(*args)
     assert e.value.errno == code, e.value
+
+
+def mount_stats(m):
+    with open(m.path(".hubfs-stats")) as f:
+        return dict(line.split()[:2] for line in f if line.strip() and not line.startswith("#"))
 
 
 def read_all(path):
@@ -220,6 +226,45 @@ def test_mount_readahead_is_raised_as_root(emu):
             with open(path) as f:
                 assert f.read().strip() == "8192", m.read_log()
     finally:
+        os.rmdir(mp)
+        os.rmdir(base)
+
+
+def test_file_opened_right_after_mount_gets_the_raised_readahead(emu, fixture):
+    """The kernel takes a file's readahead window from the mount's BDI when the file is opened:
+    an open that raced the daemon's raise of read_ahead_kb kept 128 KiB READs for good. Opens
+    wait (briefly, once) until the raise is done, so even a file opened the instant the mount
+    answers is read in 1 MiB READs."""
+    import tempfile
+    base = tempfile.mkdtemp(prefix="hubfs-ra-")
+    mp = os.path.join(base, "mnt")
+    os.mkdir(mp)
+    target = os.path.join(mp, *MODEL.split("/"), "model.safetensors")
+    # A reader polling for the file before the mount exists: it opens it as soon as FUSE_INIT is
+    # answered, well before any test code after the mount could.
+    reader = subprocess.Popen([sys.executable, "-c", """
+import os, sys, time
+deadline = time.time() + 30
+while True:
+    try:
+        fd = os.open(sys.argv[1], os.O_RDONLY)
+        break
+    except OSError:
+        if time.time() > deadline:
+            sys.exit(2)
+        time.sleep(0.0005)
+while os.read(fd, 1 << 20):
+    pass
+""", target])
+    try:
+        with Mount(emu.hub_url, mountpoint=mp) as m:
+            assert reader.wait(30) == 0
+            stats = mount_stats(m)
+        assert stats["fuse.read.size_kib.p50"] == "1024", {k: v for k, v in stats.items() if "read.size" in k}
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+            reader.wait()
         os.rmdir(mp)
         os.rmdir(base)
 
