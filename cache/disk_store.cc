@@ -183,40 +183,32 @@ Result<BlockRef> ReadBlockFile(const std::string& path, const BlockKey* expected
 }
 
 template <typename F>
-void ForEachBlockFile(const std::string& blocks_dir, F&& f) {
-  DIR* top = ::opendir(blocks_dir.c_str());
-  if (top == nullptr) return;
-  while (dirent* d = ::readdir(top)) {
-    if (d->d_name[0] == '.') continue;
-    const std::string sub = blocks_dir + "/" + d->d_name;
-    DIR* inner = ::opendir(sub.c_str());
-    if (inner == nullptr) continue;
-    while (dirent* e = ::readdir(inner)) {
-      if (e->d_name[0] == '.') continue;
-      f(sub + "/" + e->d_name, std::string(e->d_name));
-    }
-    ::closedir(inner);
-  }
-  ::closedir(top);
-}
-
-// "<hex>-<kind>": the name of a whole file.
-std::optional<ContentId> ParseWholeFileName(const std::string& name) {
-  const size_t a = name.find('-');
-  if (a == std::string::npos) return std::nullopt;
-  const std::string kind = name.substr(a + 1);
-  if (kind == "1") return ContentId::FromHex(IdKind::kSha256, name.substr(0, a));
-  if (kind == "2") return ContentId::FromHex(IdKind::kGitSha1, name.substr(0, a));
-  return std::nullopt;
-}
-
-template <typename F>
 void ForEachFile(const std::string& dir, F&& f) {
   DIR* d = ::opendir(dir.c_str());
   if (d == nullptr) return;
   while (dirent* e = ::readdir(d))
     if (e->d_name[0] != '.') f(dir + "/" + e->d_name, std::string(e->d_name));
   ::closedir(d);
+}
+
+// Block files sit one directory level down (blocks/<prefix>/<name>).
+template <typename F>
+void ForEachBlockFile(const std::string& blocks_dir, F&& f) {
+  ForEachFile(blocks_dir, [&](const std::string& sub, const std::string&) { ForEachFile(sub, f); });
+}
+
+// "1" (SHA-256) or "2" (git SHA-1): the kind field of block and whole file names.
+std::optional<ContentId> ParseIdAndKind(const std::string& hex, const std::string& kind) {
+  if (kind == "1") return ContentId::FromHex(IdKind::kSha256, hex);
+  if (kind == "2") return ContentId::FromHex(IdKind::kGitSha1, hex);
+  return std::nullopt;
+}
+
+// "<hex>-<kind>": the name of a whole file.
+std::optional<ContentId> ParseWholeFileName(const std::string& name) {
+  const size_t a = name.find('-');
+  if (a == std::string::npos) return std::nullopt;
+  return ParseIdAndKind(name.substr(0, a), name.substr(a + 1));
 }
 
 }  // namespace
@@ -226,12 +218,7 @@ std::optional<BlockKey> ParseBlockFileName(const std::string& name) {
   if (a == std::string::npos) return std::nullopt;
   const size_t b = name.find('-', a + 1);
   if (b == std::string::npos || b + 1 >= name.size()) return std::nullopt;
-  const std::string kind = name.substr(a + 1, b - a - 1);
-  IdKind k;
-  if (kind == "1") k = IdKind::kSha256;
-  else if (kind == "2") k = IdKind::kGitSha1;
-  else return std::nullopt;
-  auto id = ContentId::FromHex(k, name.substr(0, a));
+  auto id = ParseIdAndKind(name.substr(0, a), name.substr(a + 1, b - a - 1));
   if (!id) return std::nullopt;
   uint64_t index = 0;
   for (size_t i = b + 1; i < name.size(); ++i) {

@@ -35,6 +35,7 @@ struct Context {
   Passthrough pt;
   std::atomic<bool> initialized{false};  // FUSE_INIT answered
   std::atomic<bool> done{false};         // the session loop has ended
+  std::atomic<bool> passthrough_off{false};  // the kernel refused it: the filesystem was told once
   // False while the mount's readahead is being raised (RaiseReadahead): the kernel sizes a file's
   // readahead window from the mount's BDI when the file is opened, for as long as it stays open,
   // so opens wait for the raise (once, a few tens of ms after FUSE_INIT) instead of keeping the
@@ -152,7 +153,7 @@ void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   fi->noflush = 1;
   Context* ctx = CtxOf(req);
   const int backing = r->direct_io ? -1 : ctx->pt.Acquire(ino, r->backing);
-  if (ctx->pt.refused()) ctx->fs->SetPassthrough(false);
+  if (ctx->pt.refused() && !ctx->passthrough_off.exchange(true)) ctx->fs->SetPassthrough(false);
   Passthrough::SetReplyBacking(backing);
   const int sent = fuse_reply_open(req, fi);
   Passthrough::SetReplyBacking(-1);
