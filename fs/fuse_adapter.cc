@@ -38,7 +38,7 @@ struct Context {
   std::atomic<bool> passthrough_off{false};  // the kernel refused it: the filesystem was told once
   // False while the mount's readahead is being raised (RaiseReadahead): the kernel sizes a file's
   // readahead window from the mount's BDI when the file is opened, for as long as it stays open,
-  // so opens wait for the raise (once, a few tens of ms after FUSE_INIT) instead of keeping the
+  // so opens wait for the raise (once, a few ms after FUSE_INIT) instead of keeping the
   // 128 KiB window of a mount not yet tuned (measured: 128 KiB READs for the whole file, 8x the
   // requests of 1 MiB ones).
   std::atomic<bool> readahead_settled{true};

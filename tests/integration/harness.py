@@ -129,6 +129,11 @@ class Mount:
     def path(self, *parts):
         return os.path.join(self.mountpoint, *parts)
 
+    def stats(self):
+        """The live metrics of the mount (.hubfs-stats): name -> value, as text."""
+        with open(self.path(".hubfs-stats")) as f:
+            return dict(line.split()[:2] for line in f if line.strip() and not line.startswith("#"))
+
     def read_log(self):
         try:
             with open(self.log_path, "rb") as f:

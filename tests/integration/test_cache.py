@@ -245,8 +245,7 @@ def test_loading_a_shard_prefetches_the_next_one_named_in_the_index(emu, fixture
         assert cdn_bytes(emu) == total
         # more readers of the same shard (ranks, workers): its successor is looked up once
         read_in_key_order(m.path(*rid.split("/"), shards[0]))
-        with open(m.path(".hubfs-stats")) as f:
-            stats = dict(line.split()[:2] for line in f if line.strip() and not line.startswith("#"))
+        stats = m.stats()
         assert stats.get("fs.next_shard_prefetches") == "2", stats.get("fs.next_shard_prefetches")
 
 
@@ -259,11 +258,6 @@ def read_range(path, begin, end, chunk=1 << 20):
             assert b, "short read"
             got += len(b)
     return got
-
-
-def mount_stats(m):
-    with open(m.path(".hubfs-stats")) as f:
-        return dict(line.split()[:2] for line in f if line.strip() and not line.startswith("#"))
 
 
 def test_readahead_skips_blocks_the_kernel_already_holds(emu, fixture, tmp_path):
@@ -289,7 +283,7 @@ def test_readahead_skips_blocks_the_kernel_already_holds(emu, fixture, tmp_path)
         # Then the first worker's, whose readahead runs on past `half`.
         assert read_range(p, 0, half) == half
         time.sleep(0.5)  # background prefetches land
-        stats = mount_stats(m)
+        stats = m.stats()
         # The first slice's readahead (8 MiB from block 0) reaches the second slice's blocks and
         # skips them. (A disk-read count is not asserted: the kernel now and then re-requests a
         # page it had, which rightly clears the marks, and a block prefetched early may leave the

@@ -35,11 +35,6 @@ def expect_errno(code, fn, *args):
     assert e.value.errno == code, e.value
 
 
-def mount_stats(m):
-    with open(m.path(".hubfs-stats")) as f:
-        return dict(line.split()[:2] for line in f if line.strip() and not line.startswith("#"))
-
-
 def read_all(path):
     with open(path, "rb") as f:
         return f.read()
@@ -259,7 +254,7 @@ while os.read(fd, 1 << 20):
     try:
         with Mount(emu.hub_url, mountpoint=mp) as m:
             assert reader.wait(30) == 0
-            stats = mount_stats(m)
+            stats = m.stats()
         assert stats["fuse.read.size_kib.p50"] == "1024", {k: v for k, v in stats.items() if "read.size" in k}
     finally:
         if reader.poll() is None:

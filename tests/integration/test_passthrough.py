@@ -29,11 +29,7 @@ pytestmark = pytest.mark.skipif(not kernel_offers_passthrough(), reason="needs r
 
 
 def stat_value(m, key):
-    with open(m.path(".hubfs-stats")) as f:
-        for line in f:
-            if line.startswith(key + " "):
-                return int(float(line.split()[1]))
-    return 0
+    return int(float(m.stats().get(key, 0)))
 
 
 def whole_files(cache):
