@@ -225,6 +225,7 @@ def test_mount_readahead_is_raised_as_root(emu):
         os.rmdir(base)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="the daemon raises read_ahead_kb only as root")
 def test_file_opened_right_after_mount_gets_the_raised_readahead(emu, fixture):
     """The kernel takes a file's readahead window from the mount's BDI when the file is opened:
     an open that raced the daemon's raise of read_ahead_kb kept 128 KiB READs for good. Opens
