@@ -56,6 +56,7 @@ class ScriptedServer {
       for (int fd : fds_) ::shutdown(fd, SHUT_RDWR);
     }
     for (auto& t : workers_) t.join();
+    for (int fd : fds_) ::close(fd);
     ::close(listen_fd_);
   }
   std::string url(const std::string& path = "/file") const {
