@@ -30,7 +30,7 @@ namespace hubfs::fs {
 namespace {
 
 struct Context {
-  explicit Context(bool passthrough) : pt(passthrough) {}
+  Context(bool passthrough, uint64_t prefetch_ahead) : pt(passthrough, prefetch_ahead) {}
   std::unique_ptr<Filesystem> fs;
   Passthrough pt;
   std::atomic<bool> initialized{false};  // FUSE_INIT answered
@@ -395,7 +395,7 @@ int RunMount(const MountOptions& options, const std::function<std::unique_ptr<Fi
   static const fuse_lowlevel_ops ops = MakeOps();
   // The Filesystem is created after daemonizing (its threads must live in the daemon); requests
   // are only read by the session loop, after it is set.
-  Context ctx(options.passthrough);
+  Context ctx(options.passthrough, uint64_t{options.passthrough_prefetch_mib} << 20);
   fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, &ctx);
   fuse_opt_free_args(&args);
   if (se == nullptr) {

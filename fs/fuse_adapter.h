@@ -21,6 +21,9 @@ struct MountOptions {
   // Let the kernel read cached files from their local copies (FUSE passthrough, Linux >= 6.9,
   // root): see passthrough.h.
   bool passthrough = true;
+  // Read this much of a passthrough file from the disk ahead of a sequential reader
+  // (backing_prefetch.h); 0: the kernel's readahead only.
+  unsigned passthrough_prefetch_mib = 256;
 };
 
 // Mounts, daemonizes once the mount is ready (unless foreground), then calls make_fs (after the

@@ -108,14 +108,16 @@ ssize_t Passthrough::Writev(int fd, iovec* iov, int count) {
   return ::writev(fd, iov, count);
 }
 
-int Passthrough::OpenBacking(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;  // evicted meanwhile: a page-cache open
-  BackingMap map{fd, 0, 0};
+// The backing id, and in *fd the descriptor the id was made from (the caller's to close).
+int Passthrough::OpenBacking(const std::string& path, int* fd) {
+  *fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (*fd < 0) return -1;  // evicted meanwhile: a page-cache open
+  BackingMap map{*fd, 0, 0};
   const int id = ::ioctl(dev_fd_, kIocBackingOpen, &map);
   const int err = errno;
-  ::close(fd);
   if (id > 0) return id;
+  ::close(*fd);
+  *fd = -1;
   // Not permitted (no CAP_SYS_ADMIN), or the cache sits on a stacked filesystem (ELOOP): every
   // later open would fail the same way.
   if (!refused_.exchange(true))
@@ -139,8 +141,10 @@ int Passthrough::Acquire(uint64_t ino, const std::string& backing) {
     return io.backing_id;
   }
   if (io.cached == 0 && active() && !backing.empty() && dev_fd_ >= 0) {
-    const int id = OpenBacking(backing);
+    int fd = -1;
+    const int id = OpenBacking(backing, &fd);
     if (id > 0) {
+      prefetch_.Start(ino, fd);
       io.backing_id = id;
       io.passthrough = 1;
       m_pt.Add();
@@ -159,6 +163,7 @@ void Passthrough::Release(uint64_t ino) {
   if (io.passthrough > 0) {
     if (--io.passthrough == 0) {
       CloseBacking(io.backing_id);
+      prefetch_.Stop(ino);
       io.backing_id = -1;
     }
   } else if (io.cached > 0) {

@@ -15,6 +15,9 @@
 // through the page cache, and a cached open of one with passthrough files: Acquire() keeps both
 // counts per inode and gives a new open the mode its inode's open files already have. The counts
 // drop on RELEASE, which the kernel sends after its own counts dropped, so they never undercount.
+//
+// While an inode is open in passthrough mode, BackingPrefetcher (backing_prefetch.h) keeps the
+// disk read ahead of a sequential reader of its backing file.
 #pragma once
 
 #include <sys/uio.h>
@@ -25,12 +28,16 @@
 #include <string>
 #include <unordered_map>
 
+#include "fs/backing_prefetch.h"
+
 namespace hubfs::fs {
 
 class Passthrough {
  public:
-  // `allowed`: the user did not turn it off. The device fd is set once the session is mounted.
-  explicit Passthrough(bool allowed) : allowed_(allowed) {}
+  // `allowed`: the user did not turn it off; `prefetch_ahead`: bytes of a backing file read ahead
+  // of a sequential reader (0: the kernel's readahead only). The device fd is set once the session
+  // is mounted.
+  Passthrough(bool allowed, uint64_t prefetch_ahead) : allowed_(allowed), prefetch_(prefetch_ahead) {}
   void SetDevice(int fd) { dev_fd_ = fd; }
 
   // The custom-io hooks (read and writev on the device, errno semantics).
@@ -61,7 +68,7 @@ class Passthrough {
     int cached = 0;       // open files through the page cache
     int backing_id = -1;
   };
-  int OpenBacking(const std::string& path);
+  int OpenBacking(const std::string& path, int* fd);
   void CloseBacking(int id);
 
   const bool allowed_;
@@ -72,6 +79,7 @@ class Passthrough {
   std::atomic<uint64_t> init_unique_{0};
   std::mutex mu_;
   std::unordered_map<uint64_t, InodeIo> inodes_;
+  BackingPrefetcher prefetch_;  // its lock is taken under mu_, never the other way
 };
 
 }  // namespace hubfs::fs

@@ -253,6 +253,10 @@ int main(int argc, char** argv) {
   mount->add_flag("--no-passthrough", no_passthrough,
                   "Serve cached files through the daemon (default, as root on Linux >= 6.9: the kernel "
                   "reads a cached file's verified local copy directly, at local-disk speed)");
+  mount->add_option("--passthrough-prefetch-mib", mo.passthrough_prefetch_mib,
+                    "MiB of a passthrough file read from the disk ahead of a sequential reader, "
+                    "beyond the kernel's readahead (default 256; 0: the kernel's readahead only)")
+      ->check(CLI::Range(0, 1 << 16));
   mount->add_option("-o", fuse_opts, "FUSE mount options, e.g. allow_other")->allow_extra_args(false);
   std::string metrics_file;
   mount->add_option("--metrics", metrics_file, "Write Prometheus text metrics to FILE every second");

@@ -164,3 +164,64 @@ def test_no_passthrough_keeps_blocks(emu, fixture, tmp_path):
         assert read_uncached(path) == meta["sha256"]
         assert stat_value(m, "fs.read_bytes") > reads
         assert stat_value(m, "fuse.open.passthrough") == 0
+
+
+def drop_backing_cache(cache, sha):
+    """Drops the page cache of the whole file kept in the cache (what a reboot leaves)."""
+    name = [n for n in whole_files(cache) if n.startswith(sha)][0]
+    fd = os.open(os.path.join(cache, "v2", "files", name), os.O_RDONLY)
+    try:
+        os.fdatasync(fd)  # dirty pages would stay
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+# A 32 MiB window: 4 MiB sentinel chunks, so the 21 MB file is 6 of them (the kernel's first read
+# of a file, a 2 MiB folio, stays below the first sentinel).
+PREFETCH_ARGS = ["--passthrough-prefetch-mib", "32"]
+
+
+def test_sequential_reader_of_a_passthrough_file_is_read_ahead(emu, fixture, tmp_path):
+    import hashlib
+    meta = fixture.files(MODEL)[NAME]
+    cache = str(tmp_path / "cache")
+    fill_whole(emu, meta, cache)
+    drop_backing_cache(cache, meta["sha256"])
+    with Mount(emu.hub_url, cache_dir=cache, extra_args=PREFETCH_ARGS) as m:
+        path = m.path(*MODEL.split("/"), NAME)
+        h = hashlib.sha256()
+        with open(path, "rb", buffering=0) as f:
+            while True:
+                b = f.read(1 << 20)
+                if not b:
+                    break
+                h.update(b)
+                time.sleep(0.02)  # a reader slower than the disk: the prefetch has time to run ahead
+        assert h.hexdigest() == meta["sha256"]
+        assert stat_value(m, "fuse.open.passthrough") == 1
+        assert stat_value(m, "passthrough.prefetch.files") == 1
+        ahead = stat_value(m, "passthrough.prefetch.bytes")
+        assert 0 < ahead < meta["size"], m.stats()
+        assert stat_value(m, "fs.read_bytes") == 0
+        time.sleep(0.2)  # RELEASE is sent after close() returns
+        # the file is in the page cache now: a second reader is not followed
+        assert sha256_file(path) == meta["sha256"]
+        assert stat_value(m, "passthrough.prefetch.files") == 1
+        assert stat_value(m, "passthrough.prefetch.bytes") == ahead
+
+
+def test_header_read_of_a_passthrough_file_reads_nothing_ahead(emu, fixture, tmp_path):
+    meta = fixture.files(MODEL)[NAME]
+    cache = str(tmp_path / "cache")
+    fill_whole(emu, meta, cache)
+    drop_backing_cache(cache, meta["sha256"])
+    with Mount(emu.hub_url, cache_dir=cache, extra_args=PREFETCH_ARGS) as m:
+        path = m.path(*MODEL.split("/"), NAME)
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = f.read(n)
+            assert header.startswith(b"{") and len(header) == n
+            time.sleep(0.3)
+            assert stat_value(m, "passthrough.prefetch.files") == 1
+            assert stat_value(m, "passthrough.prefetch.bytes") == 0

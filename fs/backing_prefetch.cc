@@ -1,0 +1,178 @@
+// Disk readahead for passthrough files (see backing_prefetch.h).
+#include "fs/backing_prefetch.h"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+
+#include "common/log.h"
+#include "common/metrics.h"
+
+namespace hubfs::fs {
+namespace {
+
+// cachestat(2), Linux >= 6.5 (every kernel with FUSE passthrough has it); Debian 12's headers
+// predate it.
+constexpr long kSysCachestat = 451;
+struct CachestatRange {
+  uint64_t off, len;
+};
+struct Cachestat {
+  uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
+};
+
+// Pages of [off, off + len) in the page cache (len 0: to the end), or -1 with errno.
+int64_t CachedPages(int fd, uint64_t off, uint64_t len) {
+  CachestatRange r{off, len};
+  Cachestat cs{};
+  if (::syscall(kSysCachestat, fd, &r, &cs, 0) != 0) return -1;
+  return static_cast<int64_t>(cs.nr_cache);
+}
+
+}  // namespace
+
+SentinelStream::SentinelStream(uint64_t size, uint64_t chunk, uint64_t page, uint64_t max_ahead)
+    : size_(size),
+      chunk_(chunk),
+      page_(page),
+      chunks_((size + chunk - 1) / chunk),
+      max_chunks_(std::max<uint64_t>(1, max_ahead / chunk)),
+      // chunk 0 and the first sentinel's chunk are the kernel's readahead: a reader that stops
+      // within them (a header, a probe) costs nothing more
+      issued_(std::min<uint64_t>(2, chunks_)) {}
+
+std::vector<SentinelStream::Range> SentinelStream::Poll(const std::function<bool(uint64_t)>& cached) {
+  bool moved = false;
+  while (seen_ + 1 < chunks_ && cached(seen_ + 1)) {
+    ++seen_;
+    window_ = std::min(max_chunks_, window_ == 0 ? 2 : window_ * 2);
+    moved = true;
+  }
+  std::vector<Range> out;
+  if (!moved) return out;
+  issued_ = std::max(issued_, seen_ + 1);
+  const uint64_t target = std::min(chunks_, seen_ + 1 + window_);
+  for (uint64_t k = issued_; k < target; ++k) {
+    const uint64_t begin = k * chunk_ + page_;  // the sentinel stays out
+    const uint64_t end = std::min(size_, (k + 1) * chunk_);
+    if (begin < end) out.push_back({begin, end - begin});
+  }
+  issued_ = std::max(issued_, target);
+  return out;
+}
+
+struct BackingPrefetcher::File {
+  File(int f, SentinelStream s) : fd(f), stream(s) {}
+  ~File() { ::close(fd); }
+  const int fd;
+  SentinelStream stream;  // the prefetch thread's alone
+  std::chrono::steady_clock::time_point last_move = std::chrono::steady_clock::now();
+  std::atomic<bool> stopped{false};
+};
+
+BackingPrefetcher::BackingPrefetcher(uint64_t max_ahead) : max_ahead_(max_ahead) {
+  const long p = ::sysconf(_SC_PAGESIZE);
+  if (p > 0) page_ = static_cast<uint64_t>(p);
+  chunk_ = std::max<uint64_t>(1 << 20, max_ahead / kChunksAhead / page_ * page_);
+}
+
+BackingPrefetcher::~BackingPrefetcher() {
+  {
+    std::lock_guard lock(mu_);
+    quit_ = true;
+    for (auto& [k, f] : files_) f->stopped = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void BackingPrefetcher::Start(uint64_t key, int fd) {
+  static auto& m_files = metrics::Get("passthrough.prefetch.files");
+  struct stat st {};
+  bool follow = max_ahead_ > 0 && ::fstat(fd, &st) == 0 && static_cast<uint64_t>(st.st_size) >= 4 * chunk_;
+  if (follow) {
+    std::lock_guard lock(mu_);
+    follow = usable_ && !quit_;
+  }
+  if (follow) {
+    const int64_t cached = CachedPages(fd, 0, 0);
+    if (cached < 0) {
+      const int err = errno;
+      std::lock_guard lock(mu_);
+      if (usable_) LOG_INFO("no cachestat(2) (%s): passthrough files get the kernel's readahead only", std::strerror(err));
+      usable_ = false;
+      follow = false;
+    } else if (static_cast<uint64_t>(cached) * page_ >= static_cast<uint64_t>(st.st_size) / 10 * 9) {
+      follow = false;  // already in the page cache
+    }
+  }
+  if (!follow) {
+    ::close(fd);
+    return;
+  }
+  auto f = std::make_shared<File>(fd, SentinelStream(static_cast<uint64_t>(st.st_size), chunk_, page_, max_ahead_));
+  {
+    std::lock_guard lock(mu_);
+    auto& slot = files_[key];
+    if (slot) slot->stopped = true;
+    slot = std::move(f);
+    if (!thread_.joinable()) thread_ = std::thread([this] { Run(); });
+  }
+  m_files.Add();
+  cv_.notify_all();
+}
+
+void BackingPrefetcher::Stop(uint64_t key) {
+  std::lock_guard lock(mu_);
+  auto it = files_.find(key);
+  if (it == files_.end()) return;
+  it->second->stopped = true;
+  files_.erase(it);  // the descriptor closes once the prefetch thread lets go of it
+}
+
+void BackingPrefetcher::Run() {
+  using namespace std::chrono;
+  using namespace std::chrono_literals;
+  ::pthread_setname_np(::pthread_self(), "hubfs-prefetch");
+  static auto& m_bytes = metrics::Get("passthrough.prefetch.bytes");
+  std::vector<std::shared_ptr<File>> snap;
+  std::unique_lock lock(mu_);
+  while (!quit_) {
+    snap.clear();
+    for (auto& [k, f] : files_)
+      if (!f->stream.finished()) snap.push_back(f);
+    if (snap.empty()) {
+      cv_.wait(lock);  // until a file is started, or the end
+      continue;
+    }
+    lock.unlock();
+    // Poll often while a reader moves (a 32 MiB chunk, the default, is ~20 ms of a fast disk), rarely once idle.
+    auto wait = 500ms;
+    const auto now = steady_clock::now();
+    for (auto& f : snap) {
+      if (f->stopped) continue;
+      const auto ranges = f->stream.Poll([&](uint64_t k) { return CachedPages(f->fd, k * chunk_, page_) > 0; });
+      if (!ranges.empty()) f->last_move = now;
+      for (const auto& r : ranges) {
+        if (f->stopped) break;
+        ::posix_fadvise(f->fd, static_cast<off_t>(r.offset), static_cast<off_t>(r.length), POSIX_FADV_WILLNEED);
+        m_bytes.Add(r.length);
+      }
+      const auto idle = steady_clock::now() - f->last_move;
+      wait = std::min<milliseconds>(wait, idle < 1s ? 2ms : idle < 30s ? 50ms : 500ms);
+    }
+    snap.clear();  // descriptors of stopped files close here, outside the lock
+    lock.lock();
+    if (!quit_) cv_.wait_for(lock, wait);
+  }
+}
+
+}  // namespace hubfs::fs

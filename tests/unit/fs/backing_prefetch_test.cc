@@ -1,0 +1,153 @@
+// The sentinel policy of passthrough prefetch, driven by simulated readers over a simulated page
+// cache: what it asks the kernel to read for a sequential reader, a header read, random reads, and
+// a file already partly cached.
+#include "fs/backing_prefetch.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <random>
+#include <set>
+#include <vector>
+
+namespace hubfs::fs {
+namespace {
+
+constexpr uint64_t kMiB = 1ULL << 20;
+constexpr uint64_t kPage = 4096;
+constexpr uint64_t kChunk = 32 * kMiB;
+using Range = SentinelStream::Range;
+
+// A page cache of one file: the pages a reader read (with the kernel's own readahead of `ra`
+// bytes past them) and the pages prefetched.
+struct PageCache {
+  std::set<uint64_t> pages;
+  void Add(uint64_t off, uint64_t len, uint64_t size) {
+    for (uint64_t p = off / kPage * kPage; p < std::min(size, off + len); p += kPage) pages.insert(p);
+  }
+  bool Cached(uint64_t off) const { return pages.count(off) > 0; }
+};
+
+struct Trace {
+  std::vector<Range> issued;
+  uint64_t max_lead = 0;  // the furthest prefetch end past the reader's position
+};
+
+// A reader reading [begin, end) in 1 MiB steps, the kernel reading `ra` ahead of it; the policy is
+// polled after every step.
+void Read(SentinelStream& s, PageCache& pc, Trace& run, uint64_t begin, uint64_t end, uint64_t size,
+          uint64_t ra = 8 * kMiB) {
+  for (uint64_t pos = begin; pos < end; pos += kMiB) {
+    pc.Add(pos, kMiB + ra, size);
+    for (const Range& r : s.Poll([&](uint64_t k) { return pc.Cached(k * kChunk); })) {
+      run.issued.push_back(r);
+      pc.Add(r.offset, r.length, size);
+      run.max_lead = std::max(run.max_lead, r.offset + r.length - std::min(pos + kMiB, size));
+    }
+  }
+}
+
+void ExpectNoSentinelsNoOverlap(const std::vector<Range>& issued, uint64_t size) {
+  std::vector<Range> sorted = issued;
+  std::sort(sorted.begin(), sorted.end(), [](auto& a, auto& b) { return a.offset < b.offset; });
+  for (size_t i = 0; i < sorted.size(); ++i) {
+    const Range& r = sorted[i];
+    EXPECT_GT(r.length, 0u);
+    EXPECT_LE(r.offset + r.length, size);
+    // no sentinel page inside: [k*chunk, k*chunk + page) never overlaps
+    const uint64_t k = (r.offset + r.length - 1) / kChunk;
+    EXPECT_GE(r.offset, k * kChunk + kPage) << "range " << r.offset << "+" << r.length << " covers a sentinel";
+    if (i > 0) {
+      EXPECT_LE(sorted[i - 1].offset + sorted[i - 1].length, r.offset) << "overlap";
+    }
+  }
+}
+
+TEST(SentinelStreamTest, SequentialReaderGetsTheRestOfTheFileAheadOfIt) {
+  const uint64_t size = 1244 * kMiB + 12345;  // a shard-sized file, not chunk-aligned
+  SentinelStream s(size, kChunk, kPage, 256 * kMiB);
+  PageCache pc;
+  Trace run;
+  Read(s, pc, run, 0, size, size);
+  ExpectNoSentinelsNoOverlap(run.issued, size);
+  // everything from chunk 2 on, but the sentinels, was asked for
+  uint64_t bytes = 0;
+  for (const Range& r : run.issued) bytes += r.length;
+  const uint64_t chunks = (size + kChunk - 1) / kChunk;
+  EXPECT_EQ(bytes, size - 2 * kChunk - (chunks - 2) * kPage);
+  EXPECT_TRUE(s.finished());
+  // never more than the window, plus the chunk being read, ahead of the reader (whose sentinel the
+  // kernel's readahead, 8 MiB here, brings in a step early)
+  EXPECT_LE(run.max_lead, 256 * kMiB + kChunk + 9 * kMiB);
+  EXPECT_GE(run.max_lead, 256 * kMiB - kChunk);
+}
+
+TEST(SentinelStreamTest, WindowStartsSmallAndDoubles) {
+  const uint64_t size = 1024 * kMiB;
+  SentinelStream s(size, kChunk, kPage, 256 * kMiB);
+  PageCache pc;
+  std::vector<size_t> chunks_per_step;
+  for (uint64_t k = 1; k <= 5; ++k) {
+    pc.Add(k * kChunk, kPage, size);  // the reader reaches sentinel k
+    auto out = s.Poll([&](uint64_t j) { return pc.Cached(j * kChunk); });
+    chunks_per_step.push_back(out.size());
+    EXPECT_EQ(s.reader_chunk(), k);
+  }
+  // window 2, 4, 8 (the cap: 256 MiB), 8, 8 chunks past the reader's chunk
+  EXPECT_EQ(chunks_per_step, (std::vector<size_t>{2, 3, 5, 1, 1}));
+}
+
+TEST(SentinelStreamTest, HeaderReadCostsNothing) {
+  const uint64_t size = 1024 * kMiB;
+  SentinelStream s(size, kChunk, kPage, 256 * kMiB);
+  PageCache pc;
+  Trace run;
+  Read(s, pc, run, 0, 2 * kMiB, size);  // 8 bytes, a header, a first tensor
+  for (int i = 0; i < 10; ++i) EXPECT_TRUE(s.Poll([&](uint64_t k) { return pc.Cached(k * kChunk); }).empty());
+  EXPECT_TRUE(run.issued.empty());
+  EXPECT_FALSE(s.finished());
+}
+
+TEST(SentinelStreamTest, RandomReadsPastTheFirstChunksCostNothing) {
+  const uint64_t size = 2048 * kMiB;
+  SentinelStream s(size, kChunk, kPage, 256 * kMiB);
+  PageCache pc;
+  Trace run;
+  std::mt19937_64 rng(7);
+  for (int i = 0; i < 200; ++i) {
+    const uint64_t off = 3 * kChunk + rng() % (size - 4 * kChunk);
+    Read(s, pc, run, off, off + kMiB, size, 0);  // 1 MiB random reads (4 KiB readahead aside)
+  }
+  // a random read may land on a sentinel, but never on sentinel 1: nothing was reached in order
+  EXPECT_TRUE(run.issued.empty());
+}
+
+TEST(SentinelStreamTest, CachedPrefixIsSkippedAndTheWindowFollowsIt) {
+  const uint64_t size = 1024 * kMiB;
+  SentinelStream s(size, kChunk, kPage, 256 * kMiB);
+  PageCache pc;
+  pc.Add(0, 10 * kChunk + kPage, size);  // an earlier reader left 320 MiB in the page cache
+  auto out = s.Poll([&](uint64_t k) { return pc.Cached(k * kChunk); });
+  EXPECT_EQ(s.reader_chunk(), 10u);
+  ASSERT_FALSE(out.empty());
+  EXPECT_EQ(out.front().offset, 11 * kChunk + kPage);  // after the reader's chunk
+  EXPECT_EQ(out.back().offset + out.back().length, 19 * kChunk);
+}
+
+TEST(SentinelStreamTest, SmallWindowAndShortFile) {
+  // a window narrower than a chunk still moves one chunk at a time; the last chunk is cut at the
+  // end of the file, and a last chunk of one page asks for nothing
+  const uint64_t size = 4 * kChunk + kPage;
+  SentinelStream s(size, kChunk, kPage, kMiB);
+  PageCache pc;
+  Trace run;
+  Read(s, pc, run, 0, size, size);
+  ExpectNoSentinelsNoOverlap(run.issued, size);
+  ASSERT_EQ(run.issued.size(), 2u);
+  EXPECT_EQ(run.issued[0], (Range{2 * kChunk + kPage, kChunk - kPage}));
+  EXPECT_EQ(run.issued[1], (Range{3 * kChunk + kPage, kChunk - kPage}));
+  EXPECT_TRUE(s.finished());
+}
+
+}  // namespace
+}  // namespace hubfs::fs
