@@ -3,7 +3,9 @@
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -11,7 +13,9 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
+#include <string>
 
 #include "common/log.h"
 #include "common/metrics.h"
@@ -35,6 +39,21 @@ int64_t CachedPages(int fd, uint64_t off, uint64_t len) {
   Cachestat cs{};
   if (::syscall(kSysCachestat, fd, &r, &cs, 0) != 0) return -1;
   return static_cast<int64_t>(cs.nr_cache);
+}
+
+// The readahead window (bytes) the kernel gives a file on device `dev`, from sysfs (the disk's
+// queue, or for a partition its disk's); 0 where there is none to read (not a block device).
+uint64_t DeviceReadahead(dev_t dev) {
+  const std::string base = "/sys/dev/block/" + std::to_string(major(dev)) + ":" + std::to_string(minor(dev));
+  for (const char* q : {"/queue/read_ahead_kb", "/../queue/read_ahead_kb"}) {
+    if (FILE* f = std::fopen((base + q).c_str(), "re")) {
+      unsigned long kb = 0;
+      const bool ok = std::fscanf(f, "%lu", &kb) == 1;
+      std::fclose(f);
+      if (ok) return uint64_t{kb} << 10;
+    }
+  }
+  return 0;
 }
 
 }  // namespace
@@ -70,9 +89,13 @@ std::vector<SentinelStream::Range> SentinelStream::Poll(const std::function<bool
 }
 
 struct BackingPrefetcher::File {
-  File(int f, SentinelStream s) : fd(f), stream(s) {}
+  File(int f, SentinelStream s, uint64_t t) : fd(f), tail(t), stream(s) {}
   ~File() { ::close(fd); }
   const int fd;
+  // The end of every chunk this long is asked for with POSIX_FADV_WILLNEED, which reads exactly
+  // what it is given: the kernel's readahead of a chunk read with sendfile runs up to two windows
+  // past where sendfile stops and would otherwise read the next chunk's sentinel.
+  const uint64_t tail;
   SentinelStream stream;  // the prefetch thread's alone
   std::chrono::steady_clock::time_point last_move = std::chrono::steady_clock::now();
   std::atomic<bool> stopped{false};
@@ -91,7 +114,9 @@ BackingPrefetcher::~BackingPrefetcher() {
     for (auto& [k, f] : files_) f->stopped = true;
   }
   cv_.notify_all();
+  work_cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+  for (auto& w : workers_) w.join();
 }
 
 void BackingPrefetcher::Start(uint64_t key, int fd) {
@@ -118,13 +143,18 @@ void BackingPrefetcher::Start(uint64_t key, int fd) {
     ::close(fd);
     return;
   }
-  auto f = std::make_shared<File>(fd, SentinelStream(static_cast<uint64_t>(st.st_size), chunk_, page_, max_ahead_));
+  const uint64_t ra = DeviceReadahead(st.st_dev);  // 0: unknown, the whole chunk by WILLNEED
+  const uint64_t tail = ra > 0 ? 2 * ra + (2 << 20) : chunk_;
+  auto f = std::make_shared<File>(fd, SentinelStream(static_cast<uint64_t>(st.st_size), chunk_, page_, max_ahead_), tail);
   {
     std::lock_guard lock(mu_);
     auto& slot = files_[key];
     if (slot) slot->stopped = true;
     slot = std::move(f);
-    if (!thread_.joinable()) thread_ = std::thread([this] { Run(); });
+    if (!thread_.joinable()) {
+      thread_ = std::thread([this] { Run(); });
+      for (int i = 0; i < kWorkers; ++i) workers_.emplace_back([this] { Work(); });
+    }
   }
   m_files.Add();
   cv_.notify_all();
@@ -135,20 +165,20 @@ void BackingPrefetcher::Stop(uint64_t key) {
   auto it = files_.find(key);
   if (it == files_.end()) return;
   it->second->stopped = true;
-  files_.erase(it);  // the descriptor closes once the prefetch thread lets go of it
+  files_.erase(it);  // the descriptor closes once the prefetch threads let go of it
+  std::erase_if(queue_, [key](const Task& t) { return t.key == key; });
 }
 
 void BackingPrefetcher::Run() {
   using namespace std::chrono;
   using namespace std::chrono_literals;
   ::pthread_setname_np(::pthread_self(), "hubfs-prefetch");
-  static auto& m_bytes = metrics::Get("passthrough.prefetch.bytes");
-  std::vector<std::shared_ptr<File>> snap;
+  std::vector<std::pair<uint64_t, std::shared_ptr<File>>> snap;
   std::unique_lock lock(mu_);
   while (!quit_) {
     snap.clear();
     for (auto& [k, f] : files_)
-      if (!f->stream.finished()) snap.push_back(f);
+      if (!f->stream.finished()) snap.emplace_back(k, f);
     if (snap.empty()) {
       cv_.wait(lock);  // until a file is started, or the end
       continue;
@@ -157,22 +187,68 @@ void BackingPrefetcher::Run() {
     // Poll often while a reader moves (a 32 MiB chunk, the default, is ~20 ms of a fast disk), rarely once idle.
     auto wait = 500ms;
     const auto now = steady_clock::now();
-    for (auto& f : snap) {
+    std::vector<Task> tasks;
+    for (auto& [key, f] : snap) {
       if (f->stopped) continue;
       const auto ranges = f->stream.Poll([&](uint64_t k) { return CachedPages(f->fd, k * chunk_, page_) > 0; });
       if (!ranges.empty()) f->last_move = now;
-      for (const auto& r : ranges) {
-        if (f->stopped) break;
-        ::posix_fadvise(f->fd, static_cast<off_t>(r.offset), static_cast<off_t>(r.length), POSIX_FADV_WILLNEED);
-        m_bytes.Add(r.length);
-      }
+      for (const auto& r : ranges) tasks.push_back({key, f, r.offset, r.length});
       const auto idle = steady_clock::now() - f->last_move;
       wait = std::min<milliseconds>(wait, idle < 1s ? 2ms : idle < 30s ? 50ms : 500ms);
     }
     snap.clear();  // descriptors of stopped files close here, outside the lock
     lock.lock();
+    if (!tasks.empty()) {
+      for (auto& t : tasks)
+        if (!t.file->stopped) queue_.push_back(std::move(t));
+      tasks.clear();
+      work_cv_.notify_all();
+    }
     if (!quit_) cv_.wait_for(lock, wait);
   }
+}
+
+// Reads queued chunks into the page cache. sendfile(2) to /dev/null goes through the kernel's
+// own readahead of a file (large folios, which the page cache's later readers copy from faster
+// than from the 4 KiB pages POSIX_FADV_WILLNEED makes: 7.0-8.0 GB/s against 8.3-9.1 for a hot
+// re-read) and copies nothing; a descriptor of its own per chunk gives each its own readahead
+// state, and kWorkers chunks at once keep the disk's queue deep. The chunk's tail is WILLNEED's.
+void BackingPrefetcher::Work() {
+  ::pthread_setname_np(::pthread_self(), "hubfs-prefetch");
+  static auto& m_bytes = metrics::Get("passthrough.prefetch.bytes");
+  const int null_fd = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+  std::unique_lock lock(mu_);
+  while (!quit_) {
+    if (queue_.empty()) {
+      work_cv_.wait(lock);
+      continue;
+    }
+    Task t = std::move(queue_.front());
+    queue_.pop_front();
+    lock.unlock();
+    const uint64_t end = t.offset + t.length;
+    const uint64_t split = t.length > t.file->tail ? end - t.file->tail : t.offset;
+    const int fd = split > t.offset && null_fd >= 0
+                       ? ::open(("/proc/self/fd/" + std::to_string(t.file->fd)).c_str(), O_RDONLY | O_CLOEXEC)
+                       : -1;
+    off_t off = static_cast<off_t>(t.offset);
+    if (fd >= 0) {
+      while (static_cast<uint64_t>(off) < split && !t.file->stopped) {
+        const ssize_t n = ::sendfile(null_fd, fd, &off, std::min<uint64_t>(split - off, 4 << 20));
+        if (n <= 0) break;  // an error or the end: the reader's own reads are unaffected
+        m_bytes.Add(static_cast<uint64_t>(n));
+      }
+      ::close(fd);
+    }
+    if (!t.file->stopped && static_cast<uint64_t>(off) < end) {
+      ::posix_fadvise(t.file->fd, off, static_cast<off_t>(end - off), POSIX_FADV_WILLNEED);
+      m_bytes.Add(end - off);
+    }
+    t.file.reset();  // outside the lock: may close the file's descriptor
+    lock.lock();
+  }
+  lock.unlock();
+  if (null_fd >= 0) ::close(null_fd);
 }
 
 }  // namespace hubfs::fs

@@ -133,26 +133,29 @@ void Passthrough::CloseBacking(int id) {
 
 int Passthrough::Acquire(uint64_t ino, const std::string& backing) {
   static auto& m_pt = metrics::Get("fuse.open.passthrough");
-  std::lock_guard lock(mu_);
-  InodeIo& io = inodes_[ino];
-  if (io.passthrough > 0) {
-    ++io.passthrough;
-    m_pt.Add();
-    return io.backing_id;
-  }
-  if (io.cached == 0 && active() && !backing.empty() && dev_fd_ >= 0) {
-    int fd = -1;
-    const int id = OpenBacking(backing, &fd);
-    if (id > 0) {
-      prefetch_.Start(ino, fd);
-      io.backing_id = id;
-      io.passthrough = 1;
+  int fd = -1;
+  int id = -1;
+  {
+    std::lock_guard lock(mu_);
+    InodeIo& io = inodes_[ino];
+    if (io.passthrough > 0) {
+      ++io.passthrough;
       m_pt.Add();
-      return id;
+      return io.backing_id;
     }
+    if (io.cached == 0 && active() && !backing.empty() && dev_fd_ >= 0) id = OpenBacking(backing, &fd);
+    if (id <= 0) {
+      ++io.cached;
+      return -1;
+    }
+    io.backing_id = id;
+    io.passthrough = 1;
+    m_pt.Add();
   }
-  ++io.cached;
-  return -1;
+  // Outside the lock (it asks the kernel how much of the file is cached); before the OPEN reply,
+  // so before the RELEASE that stops it.
+  prefetch_.Start(ino, fd);
+  return id;
 }
 
 void Passthrough::Release(uint64_t ino) {

@@ -79,7 +79,7 @@ class Passthrough {
   std::atomic<uint64_t> init_unique_{0};
   std::mutex mu_;
   std::unordered_map<uint64_t, InodeIo> inodes_;
-  BackingPrefetcher prefetch_;  // its lock is taken under mu_, never the other way
+  BackingPrefetcher prefetch_;  // its lock is taken under mu_ (Stop), never the other way
 };
 
 }  // namespace hubfs::fs
