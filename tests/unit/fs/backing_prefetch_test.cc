@@ -3,12 +3,22 @@
 // a file already partly cached.
 #include "fs/backing_prefetch.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/magic.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <thread>
 #include <random>
 #include <set>
 #include <vector>
+
+#include "../test_util.h"
+#include "common/metrics.h"
 
 namespace hubfs::fs {
 namespace {
@@ -147,6 +157,58 @@ TEST(SentinelStreamTest, SmallWindowAndShortFile) {
   EXPECT_EQ(run.issued[0], (Range{2 * kChunk + kPage, kChunk - kPage}));
   EXPECT_EQ(run.issued[1], (Range{3 * kChunk + kPage, kChunk - kPage}));
   EXPECT_TRUE(s.finished());
+}
+
+// The prefetcher's threads over a real file on disk (the sanitizer builds run this): a reader
+// followed from Start to Stop reads its bytes unchanged while chunks are read ahead of it; a
+// second file stopped mid-way and a third never stopped (the destructor) end cleanly.
+TEST(BackingPrefetcherTest, FollowsReadersOfARealFileAndStops) {
+  hubfs::testing::TempDir dir;
+  const std::string path = dir.path() + "/backing";
+  const size_t size = 24 * kMiB;
+  std::string bytes(size, '\0');
+  std::mt19937_64 rng(hubfs::testing::TestSeed());
+  for (auto& c : bytes) c = static_cast<char>(rng());
+  hubfs::testing::WriteFileBytes(path, bytes);
+  auto uncached_fd = [&] {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    EXPECT_GE(fd, 0);
+    ::fdatasync(fd);
+    ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    return fd;
+  };
+  auto& prefetched = metrics::Get("passthrough.prefetch.bytes");
+  auto& followed = metrics::Get("passthrough.prefetch.files");
+  const uint64_t bytes0 = prefetched.Get(), files0 = followed.Get();
+  {
+    BackingPrefetcher pf(8 * kMiB);  // 1 MiB sentinel chunks
+    const int reader = uncached_fd();
+    struct statfs fs {};
+    ASSERT_EQ(::statfs(path.c_str(), &fs), 0);
+    uint64_t range[2] = {0, 0}, stat[5] = {};
+    if (fs.f_type == TMPFS_MAGIC || ::syscall(451, reader, range, stat, 0) != 0)
+      GTEST_SKIP() << "no cachestat(2), or " << dir.path() << " is in memory (always cached)";
+    pf.Start(1, uncached_fd());
+    ASSERT_EQ(followed.Get(), files0 + 1);
+    std::string got(size, '\0');
+    for (size_t off = 0; off < size; off += kMiB) {
+      ASSERT_EQ(::pread(reader, got.data() + off, kMiB, static_cast<off_t>(off)), static_cast<ssize_t>(kMiB));
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    EXPECT_TRUE(got == bytes);
+    EXPECT_GT(prefetched.Get(), bytes0);
+    pf.Stop(1);
+    pf.Stop(1);  // a second Stop is harmless
+    ::close(reader);
+    // stopped while a reader moves, and one left to the destructor
+    const int r2 = uncached_fd();
+    pf.Start(2, uncached_fd());
+    pf.Start(3, uncached_fd());
+    for (size_t off = 0; off < 8 * kMiB; off += kMiB) ASSERT_EQ(::pread(r2, got.data(), kMiB, static_cast<off_t>(off)), static_cast<ssize_t>(kMiB));
+    pf.Stop(2);
+    ::close(r2);
+  }
+  EXPECT_EQ(followed.Get(), files0 + 3);
 }
 
 }  // namespace
