@@ -188,11 +188,13 @@ void BackingPrefetcher::Run() {
     auto wait = 500ms;
     const auto now = steady_clock::now();
     std::vector<Task> tasks;
-    for (auto& [key, f] : snap) {
+    for (auto& entry : snap) {
+      const uint64_t key = entry.first;
+      File* f = entry.second.get();  // not a structured binding: clang cannot capture those
       if (f->stopped) continue;
       const auto ranges = f->stream.Poll([&](uint64_t k) { return CachedPages(f->fd, k * chunk_, page_) > 0; });
       if (!ranges.empty()) f->last_move = now;
-      for (const auto& r : ranges) tasks.push_back({key, f, r.offset, r.length});
+      for (const auto& r : ranges) tasks.push_back({key, entry.second, r.offset, r.length});
       const auto idle = steady_clock::now() - f->last_move;
       wait = std::min<milliseconds>(wait, idle < 1s ? 2ms : idle < 30s ? 50ms : 500ms);
     }
