@@ -3,6 +3,7 @@ directory, and later opens let the kernel read that local copy directly (Linux >
 What users see: the same bytes through read and mmap, no READ reaching the daemon, an open never
 failing because another handle of the same file reads through the page cache, and the whole file
 surviving a remount."""
+import contextlib
 import mmap
 import os
 import subprocess
@@ -182,14 +183,20 @@ def drop_backing_cache(cache, sha):
 PREFETCH_ARGS = ["--passthrough-prefetch-mib", "32"]
 
 
-def test_sequential_reader_of_a_passthrough_file_is_read_ahead(emu, fixture, tmp_path):
-    import hashlib
-    meta = fixture.files(MODEL)[NAME]
+@contextlib.contextmanager
+def remounted_whole(emu, meta, tmp_path):
+    """A mount over a cache holding the file whole, its page cache dropped (a reboot's state)."""
     cache = str(tmp_path / "cache")
     fill_whole(emu, meta, cache)
     drop_backing_cache(cache, meta["sha256"])
     with Mount(emu.hub_url, cache_dir=cache, extra_args=PREFETCH_ARGS) as m:
-        path = m.path(*MODEL.split("/"), NAME)
+        yield m, m.path(*MODEL.split("/"), NAME)
+
+
+def test_sequential_reader_of_a_passthrough_file_is_read_ahead(emu, fixture, tmp_path):
+    import hashlib
+    meta = fixture.files(MODEL)[NAME]
+    with remounted_whole(emu, meta, tmp_path) as (m, path):
         h = hashlib.sha256()
         with open(path, "rb", buffering=0) as f:
             while True:
@@ -212,12 +219,7 @@ def test_sequential_reader_of_a_passthrough_file_is_read_ahead(emu, fixture, tmp
 
 
 def test_header_read_of_a_passthrough_file_reads_nothing_ahead(emu, fixture, tmp_path):
-    meta = fixture.files(MODEL)[NAME]
-    cache = str(tmp_path / "cache")
-    fill_whole(emu, meta, cache)
-    drop_backing_cache(cache, meta["sha256"])
-    with Mount(emu.hub_url, cache_dir=cache, extra_args=PREFETCH_ARGS) as m:
-        path = m.path(*MODEL.split("/"), NAME)
+    with remounted_whole(emu, fixture.files(MODEL)[NAME], tmp_path) as (m, path):
         with open(path, "rb") as f:
             n = int.from_bytes(f.read(8), "little")
             header = f.read(n)
