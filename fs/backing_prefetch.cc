@@ -41,6 +41,8 @@ int64_t CachedPages(int fd, uint64_t off, uint64_t len) {
   return static_cast<int64_t>(cs.nr_cache);
 }
 
+constexpr uint64_t kWillneedStep = 2 << 20;
+
 // The readahead window (bytes) the kernel gives a file on device `dev`, from sysfs (the disk's
 // queue, or for a partition its disk's); 0 where there is none to read (not a block device).
 uint64_t DeviceReadahead(dev_t dev) {
@@ -242,9 +244,11 @@ void BackingPrefetcher::Work() {
       }
       ::close(fd);
     }
-    if (!t.file->stopped && static_cast<uint64_t>(off) < end) {
-      ::posix_fadvise(t.file->fd, off, static_cast<off_t>(end - off), POSIX_FADV_WILLNEED);
-      m_bytes.Add(end - off);
+    // One WILLNEED reads at most the file's readahead window (force_page_cache_ra): 2 MiB steps.
+    for (uint64_t o = static_cast<uint64_t>(off); o < end && !t.file->stopped; o += kWillneedStep) {
+      const uint64_t n = std::min<uint64_t>(kWillneedStep, end - o);
+      ::posix_fadvise(t.file->fd, static_cast<off_t>(o), static_cast<off_t>(n), POSIX_FADV_WILLNEED);
+      m_bytes.Add(n);
     }
     t.file.reset();  // outside the lock: may close the file's descriptor
     lock.lock();

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <thread>
 #include <random>
 #include <set>
@@ -159,56 +160,114 @@ TEST(SentinelStreamTest, SmallWindowAndShortFile) {
   EXPECT_TRUE(s.finished());
 }
 
-// The prefetcher's threads over a real file on disk (the sanitizer builds run this): a reader
-// followed from Start to Stop reads its bytes unchanged while chunks are read ahead of it; a
-// second file stopped mid-way and a third never stopped (the destructor) end cleanly.
-TEST(BackingPrefetcherTest, FollowsReadersOfARealFileAndStops) {
-  hubfs::testing::TempDir dir;
-  const std::string path = dir.path() + "/backing";
-  const size_t size = 24 * kMiB;
-  std::string bytes(size, '\0');
-  std::mt19937_64 rng(hubfs::testing::TestSeed());
-  for (auto& c : bytes) c = static_cast<char>(rng());
-  hubfs::testing::WriteFileBytes(path, bytes);
-  auto uncached_fd = [&] {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+// A file on disk (TMPDIR), its page cache dropped on demand, and cachestat(2) over it.
+class RealFile {
+ public:
+  explicit RealFile(size_t size) : path_(dir_.path() + "/backing"), bytes_(size, '\0') {
+    std::mt19937_64 rng(hubfs::testing::TestSeed());
+    for (size_t i = 0; i + 8 <= size; i += 8) {
+      const uint64_t v = rng();
+      std::memcpy(bytes_.data() + i, &v, 8);
+    }
+    hubfs::testing::WriteFileBytes(path_, bytes_);
+  }
+  // Empty when the page cache of this file cannot be watched (no cachestat, or memory-backed).
+  std::string Unusable() const {
+    struct statfs fs {};
+    if (::statfs(path_.c_str(), &fs) != 0) return "statfs failed";
+    if (fs.f_type == TMPFS_MAGIC) return dir_.path() + " is in memory (always cached)";
+    const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    const bool ok = Cached(fd, 0, 0) >= 0;
+    ::close(fd);
+    return ok ? "" : "no cachestat(2)";
+  }
+  // A new descriptor, the file's page cache dropped first.
+  int UncachedFd() const {
+    const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
     EXPECT_GE(fd, 0);
     ::fdatasync(fd);
     ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
     return fd;
-  };
+  }
+  // Pages of [off, off + len) in the page cache (len 0: to the end), -1 if cachestat fails.
+  static int64_t Cached(int fd, uint64_t off, uint64_t len) {
+    uint64_t range[2] = {off, len}, stat[5] = {};
+    return ::syscall(451, fd, range, stat, 0) == 0 ? static_cast<int64_t>(stat[0]) : -1;
+  }
+  const std::string& bytes() const { return bytes_; }
+
+ private:
+  hubfs::testing::TempDir dir_;
+  std::string path_;
+  std::string bytes_;
+};
+
+// The prefetcher's threads over a real file on disk (the sanitizer builds run this): a reader
+// followed from Start to Stop reads its bytes unchanged while chunks are read ahead of it; a
+// second file stopped mid-way and a third never stopped (the destructor) end cleanly.
+TEST(BackingPrefetcherTest, FollowsReadersOfARealFileAndStops) {
+  const size_t size = 24 * kMiB;
+  RealFile file(size);
+  if (auto why = file.Unusable(); !why.empty()) GTEST_SKIP() << why;
   auto& prefetched = metrics::Get("passthrough.prefetch.bytes");
   auto& followed = metrics::Get("passthrough.prefetch.files");
   const uint64_t bytes0 = prefetched.Get(), files0 = followed.Get();
   {
     BackingPrefetcher pf(8 * kMiB);  // 1 MiB sentinel chunks
-    const int reader = uncached_fd();
-    struct statfs fs {};
-    ASSERT_EQ(::statfs(path.c_str(), &fs), 0);
-    uint64_t range[2] = {0, 0}, stat[5] = {};
-    if (fs.f_type == TMPFS_MAGIC || ::syscall(451, reader, range, stat, 0) != 0)
-      GTEST_SKIP() << "no cachestat(2), or " << dir.path() << " is in memory (always cached)";
-    pf.Start(1, uncached_fd());
+    const int reader = file.UncachedFd();
+    pf.Start(1, file.UncachedFd());
     ASSERT_EQ(followed.Get(), files0 + 1);
     std::string got(size, '\0');
     for (size_t off = 0; off < size; off += kMiB) {
       ASSERT_EQ(::pread(reader, got.data() + off, kMiB, static_cast<off_t>(off)), static_cast<ssize_t>(kMiB));
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
-    EXPECT_TRUE(got == bytes);
+    EXPECT_TRUE(got == file.bytes());
     EXPECT_GT(prefetched.Get(), bytes0);
     pf.Stop(1);
     pf.Stop(1);  // a second Stop is harmless
     ::close(reader);
     // stopped while a reader moves, and one left to the destructor
-    const int r2 = uncached_fd();
-    pf.Start(2, uncached_fd());
-    pf.Start(3, uncached_fd());
+    const int r2 = file.UncachedFd();
+    pf.Start(2, file.UncachedFd());
+    pf.Start(3, file.UncachedFd());
     for (size_t off = 0; off < 8 * kMiB; off += kMiB) ASSERT_EQ(::pread(r2, got.data(), kMiB, static_cast<off_t>(off)), static_cast<ssize_t>(kMiB));
     pf.Stop(2);
     ::close(r2);
   }
   EXPECT_EQ(followed.Get(), files0 + 3);
+}
+
+// With the default window (32 MiB chunks, read with sendfile but for their tail): a reader just
+// past the first sentinel gets the next two chunks read ahead, and none of the sentinels (its
+// own next one, and the one after the prefetched chunks) is read by the prefetch itself, whatever
+// the kernel's readahead of the prefetch's own reads does.
+TEST(BackingPrefetcherTest, PrefetchNeverReadsASentinel) {
+  constexpr uint64_t kChunk32 = 32 * kMiB;
+  const size_t size = 5 * kChunk32 + 12345;
+  RealFile file(size);
+  if (auto why = file.Unusable(); !why.empty()) GTEST_SKIP() << why;
+  BackingPrefetcher pf(256 * kMiB);
+  const int reader = file.UncachedFd();
+  pf.Start(1, file.UncachedFd());
+  std::string buf(kMiB, '\0');
+  for (uint64_t off = 0; off < kChunk32 + 4 * kMiB; off += kMiB) {  // just past sentinel 1
+    ASSERT_EQ(::pread(reader, buf.data(), kMiB, static_cast<off_t>(off)), static_cast<ssize_t>(kMiB));
+    ASSERT_EQ(std::memcmp(buf.data(), file.bytes().data() + off, kMiB), 0);
+  }
+  // chunks 2 and 3 (64-128 MiB) arrive, but their first pages
+  const int64_t body_pages = static_cast<int64_t>((2 * kChunk32 - 2 * kPage) / kPage);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  auto body = [&] {
+    return RealFile::Cached(reader, 2 * kChunk32 + kPage, kChunk32 - kPage) +
+           RealFile::Cached(reader, 3 * kChunk32 + kPage, kChunk32 - kPage);
+  };
+  while (body() < body_pages && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(body(), body_pages);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // any readahead still in flight
+  for (uint64_t k = 2; k <= 4; ++k) EXPECT_EQ(RealFile::Cached(reader, k * kChunk32, kPage), 0) << "sentinel " << k;
+  ::close(reader);
 }
 
 }  // namespace
