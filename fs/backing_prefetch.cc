@@ -213,10 +213,10 @@ void BackingPrefetcher::Run() {
 }
 
 // Reads queued chunks into the page cache. sendfile(2) to /dev/null goes through the kernel's
-// own readahead of a file (large folios, which the page cache's later readers copy from faster
-// than from the 4 KiB pages POSIX_FADV_WILLNEED makes: 7.0-8.0 GB/s against 8.3-9.1 for a hot
-// re-read) and copies nothing; a descriptor of its own per chunk gives each its own readahead
-// state, and kWorkers chunks at once keep the disk's queue deep. The chunk's tail is WILLNEED's.
+// own readahead of a file (large folios, where POSIX_FADV_WILLNEED makes 4 KiB ones: fewer for
+// the page cache's later readers to walk) and copies nothing; a descriptor of its own per chunk
+// gives each its own readahead state, and kWorkers chunks at once keep the disk's queue deep. The
+// chunk's tail is WILLNEED's.
 void BackingPrefetcher::Work() {
   ::pthread_setname_np(::pthread_self(), "hubfs-prefetch");
   static auto& m_bytes = metrics::Get("passthrough.prefetch.bytes");
