@@ -13,8 +13,10 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
-#include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <iterator>
+#include <iterator>
 #include <string>
 
 #include "common/log.h"
@@ -48,12 +50,8 @@ constexpr uint64_t kWillneedStep = 2 << 20;
 uint64_t DeviceReadahead(dev_t dev) {
   const std::string base = "/sys/dev/block/" + std::to_string(major(dev)) + ":" + std::to_string(minor(dev));
   for (const char* q : {"/queue/read_ahead_kb", "/../queue/read_ahead_kb"}) {
-    if (FILE* f = std::fopen((base + q).c_str(), "re")) {
-      unsigned long kb = 0;
-      const bool ok = std::fscanf(f, "%lu", &kb) == 1;
-      std::fclose(f);
-      if (ok) return uint64_t{kb} << 10;
-    }
+    uint64_t kb = 0;
+    if (std::ifstream in(base + q); in >> kb) return kb << 10;
   }
   return 0;
 }
@@ -163,12 +161,17 @@ void BackingPrefetcher::Start(uint64_t key, int fd) {
 }
 
 void BackingPrefetcher::Stop(uint64_t key) {
+  std::shared_ptr<File> gone;  // both released after the lock: the last one closes the descriptor
+  std::deque<Task> dropped;
   std::lock_guard lock(mu_);
   auto it = files_.find(key);
   if (it == files_.end()) return;
   it->second->stopped = true;
-  files_.erase(it);  // the descriptor closes once the prefetch threads let go of it
-  std::erase_if(queue_, [key](const Task& t) { return t.key == key; });
+  gone = std::move(it->second);
+  files_.erase(it);
+  const auto keep_end = std::stable_partition(queue_.begin(), queue_.end(), [key](const Task& t) { return t.key != key; });
+  std::move(keep_end, queue_.end(), std::back_inserter(dropped));
+  queue_.erase(keep_end, queue_.end());
 }
 
 void BackingPrefetcher::Run() {
