@@ -436,9 +436,11 @@ Result<OpenOut> Filesystem::Open(uint64_t ino, int flags) {
   f->safetensors = n.name.size() > 12 && n.name.compare(n.name.size() - 12, 12, ".safetensors") == 0;
   const uint64_t fh = next_fh_++;
   handles_.insert({fh, f});
+  ++in->cached->page_cache_opens;
   cache_->TrackFile(f->content, f->size);
   OpenOut out{fh, false, passthrough_ ? cache_->WholePath(f->content) : std::string()};
   if (!out.backing.empty()) return out;  // the kernel reads the local copy: nothing to fetch
+  out.may_direct = options_.direct_min_bytes > 0 && f->size >= options_.direct_min_bytes && !AllCached(*f);
   // Most readers start at the beginning (a safetensors header, a config): start fetching it now.
   // (Not when the kernel already holds it: a reopened file is read from the page cache.)
   if (f->size > 0 && !KernelHas(*f, 0))
@@ -467,6 +469,14 @@ void Filesystem::SetPassthrough(bool on) {
   cache_->EnableWholeFiles(on);
 }
 
+void Filesystem::MarkDirect(uint64_t fh) {
+  decltype(handles_)::const_accessor a;
+  if (!handles_.find(a, fh) || a->second->generated || a->second->direct.exchange(true)) return;
+  KernelCached& kc = *a->second->inode->cached;
+  --kc.page_cache_opens;
+  ++kc.direct_opens;
+}
+
 void Filesystem::Release(uint64_t fh) {
   std::shared_ptr<OpenFile> f;  // destroyed outside the accessor
   {
@@ -475,6 +485,7 @@ void Filesystem::Release(uint64_t fh) {
     f = std::move(a->second);
     handles_.erase(a);
   }
+  if (!f->generated) --(f->direct ? f->inode->cached->direct_opens : f->inode->cached->page_cache_opens);
 }
 
 size_t Filesystem::BlockLen(const OpenFile& f, uint64_t block) const {
@@ -699,13 +710,16 @@ Result<std::vector<ReadSlice>> Filesystem::Read(uint64_t fh, uint64_t offset, si
     if (issue) background_->Run([this, in = f->inode] { PrefetchNextShard(in); });
   }
 
+  const bool mixed = f->inode->cached->direct_opens.load() > 0 && f->inode->cached->page_cache_opens.load() > 0;
   for (uint64_t b = first; b <= last; ++b) {
     auto block = cache_->Get(cache::BlockKey{f->content, b}, BlockLen(*f, b), Fetcher(*f, b), cancel);
     if (!block.ok()) return block.error();
     const uint64_t bstart = b * bs;
     const uint64_t s = std::max(offset, bstart), e = std::min(end, bstart + block.value()->size);
     out.push_back(ReadSlice{block.value(), static_cast<size_t>(s - bstart), static_cast<size_t>(e - s)});
-    cache_->Served(cache::BlockKey{f->content, b}, e - s);
+    // A direct READ leaves nothing in the page cache: while both kinds of handle read the file
+    // (other processes reading the same shard), its blocks stay in memory for both.
+    if (!mixed) cache_->Served(cache::BlockKey{f->content, b}, e - s);
   }
   m_bytes.Add(end - offset);
   return out;
@@ -723,6 +737,13 @@ bool Filesystem::KernelAccountsFor(const OpenFile& f, uint64_t begin, uint64_t e
   std::lock_guard lock(kc.mu);
   return kc.blocks && kc.blocks->AccountsFor(begin, end, options_.readahead.backward_tolerance,
                                              options_.readahead.forward_tolerance);
+}
+
+bool Filesystem::AllCached(const OpenFile& f) const {
+  const uint64_t bs = cache_->block_size();
+  for (uint64_t b = 0; b * bs < f.size; ++b)
+    if (!cache_->Contains(cache::BlockKey{f.content, b})) return false;
+  return true;
 }
 
 bool Filesystem::KernelHas(const OpenFile& f, uint64_t block) const {

@@ -50,6 +50,9 @@ struct OpenOut {
   // The file's verified whole copy on the local disk, when there is one and passthrough is on:
   // the FUSE layer may let the kernel read it directly.
   std::string backing;
+  // A large file not all in the cache yet: the FUSE layer may open it with FOPEN_DIRECT_IO (its
+  // reads then go straight into the reader's buffer, not through the page cache; passthrough.h).
+  bool may_direct = false;
 };
 
 // The hidden live-statistics file at the root of the mount.
@@ -64,6 +67,8 @@ struct FsOptions {
   ReadaheadConfig readahead;
   std::string status_header;  // first lines of the stats file (endpoint, cache dir, version)
   uint64_t capacity_bytes = 0;  // what statfs reports as the size: the cache's cap
+  // Files at least this large that are not all in the cache may be opened direct (OpenOut); 0: none.
+  uint64_t direct_min_bytes = uint64_t{64} << 20;
 };
 
 struct Attr {
@@ -112,6 +117,8 @@ class Filesystem {
   Result<std::vector<DirEntryOut>> ReadDir(uint64_t ino);
   Result<std::string> ReadLink(uint64_t ino);
   Result<OpenOut> Open(uint64_t ino, int flags);
+  // The FUSE layer opened handle fh with FOPEN_DIRECT_IO (OpenOut::may_direct).
+  void MarkDirect(uint64_t fh);
   // The kernel can read cached files directly (FUSE passthrough): keep verified files whole on the
   // disk tier and name them in OpenOut::backing. Off again if the kernel refuses them.
   void SetPassthrough(bool on);
@@ -133,6 +140,8 @@ class Filesystem {
   struct KernelCached {
     std::mutex mu;
     std::optional<ReturnedBlocks> blocks;  // created by the first READ
+    std::atomic<int> page_cache_opens{0};  // open handles that are not direct (MarkDirect)
+    std::atomic<int> direct_opens{0};      // open handles that are
   };
   struct Inode {
     uint64_t ino = 0;
@@ -155,6 +164,7 @@ class Filesystem {
     cache::ContentId content;
     uint64_t size = 0;
     bool safetensors = false;
+    std::atomic<bool> direct{false};  // opened with FOPEN_DIRECT_IO: its READs fill no page cache
     cache::BlockRef generated;  // the stats file's content, frozen at open
     std::mutex mu;  // guards the fields below; never held across a wait
     Readahead ra;
@@ -188,6 +198,8 @@ class Filesystem {
   // READ [begin, end) of f is being answered (see ReturnedBlocks).
   void NoteReturned(const OpenFile& f, uint64_t begin, uint64_t end);
   bool KernelHas(const OpenFile& f, uint64_t block) const;
+  // Every block of f is in the memory or disk tier: re-reads are best served by the page cache.
+  bool AllCached(const OpenFile& f) const;
   // ReturnedBlocks::AccountsFor for f's inode, within the readahead tolerances.
   bool KernelAccountsFor(const OpenFile& f, uint64_t begin, uint64_t end) const;
 

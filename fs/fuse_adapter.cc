@@ -36,6 +36,7 @@ struct Context {
   std::atomic<bool> initialized{false};  // FUSE_INIT answered
   std::atomic<bool> done{false};         // the session loop has ended
   std::atomic<bool> passthrough_off{false};  // the kernel refused it: the filesystem was told once
+  bool direct_allowed = false;               // MountOptions::direct_min_mib > 0
   // False while the mount's readahead is being raised (RaiseReadahead): the kernel sizes a file's
   // readahead window from the mount's BDI when the file is opened, for as long as it stays open,
   // so opens wait for the raise (once, a few ms after FUSE_INIT) instead of keeping the
@@ -91,7 +92,8 @@ void OnInterrupt(fuse_req_t, void* data) { static_cast<CancelToken*>(data)->Canc
 void Init(void* userdata, fuse_conn_info* conn) {
   auto* ctx = static_cast<Context*>(userdata);
   ctx->initialized = true;
-  ctx->pt.Request(true);  // if offered (the hooks are installed only as root)
+  ctx->pt.Request(true);       // if offered and allowed (root)
+  ctx->pt.RequestDirect(ctx->direct_allowed);  // if offered: direct files stay mappable
   if (ctx->pt.active()) {
     ctx->fs->SetPassthrough(true);
     LOG_INFO("FUSE passthrough on: cached files are read by the kernel from their local copies");
@@ -143,22 +145,43 @@ void ReadLink(fuse_req_t req, fuse_ino_t ino) {
   fuse_reply_readlink(req, r->c_str());
 }
 
+// The process a thread belongs to (FUSE requests carry the thread's id); the id itself if it is
+// gone already.
+int TgidOf(pid_t tid) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/status", static_cast<int>(tid));
+  std::ifstream f(path);
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("Tgid:", 0) == 0) return std::atoi(line.c_str() + 5);
+  return static_cast<int>(tid);
+}
+
 void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   CtxOf(req)->WaitReadahead();
   auto r = FsOf(req)->Open(ino, fi->flags);
   if (!r.ok()) return ReplyError(req, r.error(), "open");
   fi->fh = r->fh;
   fi->direct_io = r->direct_io ? 1 : 0;
-  fi->keep_cache = r->direct_io ? 0 : 1;  // every inode's content is immutable: keep its page cache
+  // Every inode's content is immutable: keep its page cache (also what mmaps of direct files read).
+  fi->keep_cache = r->direct_io ? 0 : 1;
   fi->noflush = 1;
   Context* ctx = CtxOf(req);
-  const int backing = r->direct_io ? -1 : ctx->pt.Acquire(ino, r->backing);
+  Passthrough::Mode mode;
+  if (!r->direct_io) {
+    const int tgid = r->may_direct && ctx->pt.direct() ? TgidOf(fuse_req_ctx(req)->pid) : 0;
+    mode = ctx->pt.Acquire(ino, r->fh, r->backing, tgid);
+    if (mode.direct) {
+      fi->direct_io = 1;
+      ctx->fs->MarkDirect(r->fh);
+    }
+  }
   if (ctx->pt.refused() && !ctx->passthrough_off.exchange(true)) ctx->fs->SetPassthrough(false);
-  Passthrough::SetReplyBacking(backing);
+  Passthrough::SetReplyBacking(mode.backing_id);
   const int sent = fuse_reply_open(req, fi);
   Passthrough::SetReplyBacking(-1);
   if (sent == -ENOENT) {  // interrupted open
-    if (!r->direct_io) ctx->pt.Release(ino);
+    if (!r->direct_io) ctx->pt.Release(ino, r->fh);
     FsOf(req)->Release(fi->fh);
   }
 }
@@ -190,7 +213,7 @@ void Read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi
 }
 
 void Release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  CtxOf(req)->pt.Release(ino);
+  CtxOf(req)->pt.Release(ino, fi->fh);
   FsOf(req)->Release(fi->fh);
   fuse_reply_err(req, 0);
 }
@@ -395,7 +418,9 @@ int RunMount(const MountOptions& options, const std::function<std::unique_ptr<Fi
   static const fuse_lowlevel_ops ops = MakeOps();
   // The Filesystem is created after daemonizing (its threads must live in the daemon); requests
   // are only read by the session loop, after it is set.
-  Context ctx(options.passthrough, uint64_t{options.passthrough_prefetch_mib} << 20);
+  // Backing files need CAP_SYS_ADMIN.
+  Context ctx(options.passthrough && ::geteuid() == 0, uint64_t{options.passthrough_prefetch_mib} << 20);
+  ctx.direct_allowed = options.direct_min_mib > 0;
   fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, &ctx);
   fuse_opt_free_args(&args);
   if (se == nullptr) {
@@ -416,14 +441,15 @@ int RunMount(const MountOptions& options, const std::function<std::unique_ptr<Fi
     fuse_session_destroy(se);
     return 1;
   }
-  // Between libfuse and the device, for passthrough (passthrough.h). Nothing has been read yet.
+  // Between libfuse and the device, for passthrough and direct opens (passthrough.h). Nothing has
+  // been read yet.
   static const fuse_custom_io io = [] {
     fuse_custom_io v{};
     v.read = [](int fd, void* buf, size_t len, void* ud) { return static_cast<Context*>(ud)->pt.Read(fd, buf, len); };
     v.writev = [](int fd, iovec* iov, int count, void* ud) { return static_cast<Context*>(ud)->pt.Writev(fd, iov, count); };
     return v;
   }();
-  if (options.passthrough && ::geteuid() == 0) {  // its backing files need CAP_SYS_ADMIN
+  {
     const int dev = fuse_session_fd(se);
     if (fuse_session_custom_io(se, &io, dev) == 0) ctx.pt.SetDevice(dev);
   }

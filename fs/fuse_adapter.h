@@ -24,6 +24,9 @@ struct MountOptions {
   // Read this much of a passthrough file from the disk ahead of a sequential reader
   // (backing_prefetch.h); 0: the kernel's readahead only.
   unsigned passthrough_prefetch_mib = 256;
+  // Open files of at least this many MiB that are not all in the cache with FOPEN_DIRECT_IO
+  // (Linux >= 6.6; see passthrough.h); 0: never. The filesystem's FsOptions::direct_min_bytes.
+  unsigned direct_min_mib = 64;
 };
 
 // Mounts, daemonizes once the mount is ready (unless foreground), then calls make_fs (after the

@@ -16,6 +16,14 @@
 // counts per inode and gives a new open the mode its inode's open files already have. The counts
 // drop on RELEASE, which the kernel sends after its own counts dropped, so they never undercount.
 //
+// The same hooks ask for FUSE_DIRECT_IO_ALLOW_MMAP (Linux >= 6.6) when the kernel offers it, so
+// that a file opened with FOPEN_DIRECT_IO can still be mmapped (through the page cache). hubfs
+// opens large files it does not hold whole that way ("direct" opens, filesystem.h OpenOut): a cold
+// read goes from the daemon's block buffers straight into the reader's buffer, with no page-cache
+// copy in between. Acquire() keeps direct opens to one process per inode: other processes reading
+// the same file at once (data-parallel ranks each loading the whole checkpoint) share the page
+// cache instead of each asking the daemon for every byte.
+//
 // While an inode is open in passthrough mode, BackingPrefetcher (backing_prefetch.h) keeps the
 // disk read ahead of a sequential reader of its backing file.
 #pragma once
@@ -27,6 +35,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "fs/backing_prefetch.h"
 
@@ -50,11 +59,20 @@ class Passthrough {
   void Request(bool on) { requested_ = on && offered_ && allowed_; }
   bool active() const { return requested_ && !refused_; }
 
-  // An open of inode `ino` whose whole local copy is `backing` ("" if none): the backing id to
-  // answer with, or -1 for a page-cache open. Counts the open either way.
-  int Acquire(uint64_t ino, const std::string& backing);
+  // Called from the init callback: whether the INIT reply asks for FUSE_DIRECT_IO_ALLOW_MMAP (if
+  // offered). Without it no open is direct: a direct file could not be mapped shared.
+  void RequestDirect(bool on) { direct_ = on && direct_offered_; }
+  bool direct() const { return direct_; }
+
+  struct Mode {
+    int backing_id = -1;  // > 0: a passthrough open with this backing id
+    bool direct = false;  // FOPEN_DIRECT_IO
+  };
+  // An open (handle fh) of inode `ino` whose whole local copy is `backing` ("" if none), by the
+  // process `direct_tgid` if it may be direct (0: it may not): how to open it. Counts the open.
+  Mode Acquire(uint64_t ino, uint64_t fh, const std::string& backing, int direct_tgid);
   // The open counted by Acquire is gone (RELEASE, or its reply could not be sent).
-  void Release(uint64_t ino);
+  void Release(uint64_t ino, uint64_t fh);
   // True once a backing open failed for good (not permitted, a stacked cache filesystem): the
   // caller turns whole files off.
   bool refused() const { return refused_; }
@@ -66,6 +84,8 @@ class Passthrough {
   struct InodeIo {
     int passthrough = 0;  // open files in passthrough mode
     int cached = 0;       // open files through the page cache
+    int direct = 0;       // open files with FOPEN_DIRECT_IO, all by one process:
+    int direct_tgid = 0;  // this one
     int backing_id = -1;
   };
   int OpenBacking(const std::string& path, int* fd);
@@ -74,11 +94,14 @@ class Passthrough {
   const bool allowed_;
   int dev_fd_ = -1;
   std::atomic<bool> offered_{false};
+  std::atomic<bool> direct_offered_{false};
+  std::atomic<bool> direct_{false};
   std::atomic<bool> requested_{false};
   std::atomic<bool> refused_{false};
   std::atomic<uint64_t> init_unique_{0};
   std::mutex mu_;
   std::unordered_map<uint64_t, InodeIo> inodes_;
+  std::unordered_set<uint64_t> direct_fhs_;  // the handles of direct opens
   BackingPrefetcher prefetch_;  // its lock is taken under mu_ (Stop), never the other way
 };
 

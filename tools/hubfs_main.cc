@@ -257,6 +257,12 @@ int main(int argc, char** argv) {
                     "MiB of a passthrough file read from the disk ahead of a sequential reader, "
                     "beyond the kernel's readahead (default 256; 0: the kernel's readahead only)")
       ->check(CLI::Range(0, 1 << 16));
+  mount->add_option("--direct-min-mib", mo.direct_min_mib,
+                    "Files of at least this many MiB not yet all in the cache are read around the "
+                    "kernel's page cache (FOPEN_DIRECT_IO, Linux >= 6.6): a cold read is copied once, "
+                    "from the daemon's buffers into the reader's; mmap still works (default 64; "
+                    "0: always through the page cache)")
+      ->check(CLI::Range(0, 1 << 20));
   mount->add_option("-o", fuse_opts, "FUSE mount options, e.g. allow_other")->allow_extra_args(false);
   std::string metrics_file;
   mount->add_option("--metrics", metrics_file, "Write Prometheus text metrics to FILE every second");
@@ -376,6 +382,7 @@ int main(int argc, char** argv) {
     fo.uid = getuid();
     fo.gid = getgid();
     fo.capacity_bytes = cache_bytes;
+    fo.direct_min_bytes = uint64_t{mo.direct_min_mib} << 20;
     // Two kernel readahead batches (read_ahead_kb each) arrive in any order: one stream.
     fo.readahead.forward_tolerance = fo.readahead.backward_tolerance =
         std::clamp<uint64_t>(uint64_t{mo.read_ahead_kb} << 11, 16u << 20, 64u << 20);
