@@ -1,6 +1,6 @@
 // hubfs_stub_fuse: the FUSE-path ceiling for tools/bench.
 //
-//   hubfs_stub_fuse MOUNTPOINT SIZE_BYTES [NAME]     (foreground; unmount with fusermount3 -u)
+//   hubfs_stub_fuse MOUNTPOINT SIZE_BYTES [NAME] [--direct]   (foreground; fusermount3 -u)
 //
 // A minimal libfuse low-level filesystem with one regular file, NAME (default "shard.bin"), of
 // SIZE_BYTES bytes whose READs are answered from memory: byte i of the file is
@@ -10,7 +10,9 @@
 // max_background 64 (congestion 48); async reads; keep_cache on open; the multithreaded loop; and,
 // as root, /sys/class/bdi/<maj:min>/read_ahead_kb raised to 16384 after the mount. The benchmark
 // reads it with the same access patterns as hubfs, so (stub time) is what the kernel FUSE path
-// alone costs on this machine.
+// alone costs on this machine. With --direct the file is opened as hubfs opens a large file it
+// does not hold yet: FOPEN_DIRECT_IO, with FUSE_DIRECT_IO_ALLOW_MMAP asked for in FUSE_INIT
+// (fs/passthrough.h); if the kernel does not offer that, the stub, like hubfs, uses the page cache.
 #ifndef FUSE_USE_VERSION
 #define FUSE_USE_VERSION 312
 #endif
@@ -20,6 +22,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
@@ -30,6 +33,8 @@
 #include <thread>
 #include <vector>
 
+#include "fs/fuse_abi.h"
+
 namespace {
 
 constexpr uint64_t kPatternSize = 1u << 20;
@@ -38,6 +43,29 @@ constexpr fuse_ino_t kFileIno = 2;
 std::vector<char> g_pattern;  // 2 x kPatternSize so any window < 1 MiB is contiguous
 uint64_t g_size = 0;
 std::string g_name = "shard.bin";
+bool g_direct_wanted = false;       // --direct
+std::atomic<bool> g_direct{false};  // ... and FUSE_DIRECT_IO_ALLOW_MMAP was negotiated
+std::atomic<uint64_t> g_init_unique{0};
+
+// The custom-io hooks: FUSE_DIRECT_IO_ALLOW_MMAP in the INIT reply, as hubfs asks for it.
+ssize_t HookRead(int fd, void* buf, size_t len, void*) {
+  const ssize_t r = ::read(fd, buf, len);
+  uint64_t unique = 0;
+  uint32_t flags2 = 0;
+  if (r > 0 && hubfs::fs::abi::ParseInit(buf, static_cast<size_t>(r), &unique, &flags2) &&
+      (flags2 & hubfs::fs::abi::kDirectIoAllowMmap))
+    g_init_unique = unique;
+  return r;
+}
+
+ssize_t HookWritev(int fd, iovec* iov, int count, void*) {
+  const uint64_t unique = hubfs::fs::abi::ReplyUnique(iov, count);
+  if (unique != 0 && unique == g_init_unique.exchange(0))
+    g_direct = hubfs::fs::abi::EditInitReply(iov, [](hubfs::fs::abi::InitOut& o) {
+      o.flags2 |= hubfs::fs::abi::kDirectIoAllowMmap;
+    });
+  return ::writev(fd, iov, count);
+}
 
 inline char PatternByte(uint64_t i) {  // i < kPatternSize
   const uint64_t x = i * 2654435761u;
@@ -96,6 +124,7 @@ void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if ((fi->flags & O_ACCMODE) != O_RDONLY) return (void)fuse_reply_err(req, EROFS);
   fi->keep_cache = 1;
   fi->noflush = 1;
+  fi->direct_io = g_direct ? 1 : 0;
   fuse_reply_open(req, fi);
 }
 
@@ -151,13 +180,20 @@ void RaiseReadahead(const char* mountpoint, unsigned kb) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 3) {
-    std::fprintf(stderr, "usage: %s MOUNTPOINT SIZE_BYTES [NAME]\n", argv[0]);
+  std::vector<std::string> pos;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--direct") == 0)
+      g_direct_wanted = true;
+    else
+      pos.emplace_back(argv[i]);
+  }
+  if (pos.size() < 2 || pos.size() > 3) {
+    std::fprintf(stderr, "usage: %s MOUNTPOINT SIZE_BYTES [NAME] [--direct]\n", argv[0]);
     return 2;
   }
-  const char* mountpoint = argv[1];
-  g_size = std::strtoull(argv[2], nullptr, 10);
-  if (argc > 3) g_name = argv[3];
+  const char* mountpoint = pos[0].c_str();
+  g_size = std::strtoull(pos[1].c_str(), nullptr, 10);
+  if (pos.size() > 2) g_name = pos[2];
   g_pattern.resize(2 * kPatternSize);
   for (uint64_t i = 0; i < 2 * kPatternSize; ++i) g_pattern[i] = PatternByte(i % kPatternSize);
 
@@ -186,6 +222,15 @@ int main(int argc, char** argv) {
     fuse_remove_signal_handlers(se);
     fuse_session_destroy(se);
     return 1;
+  }
+  if (g_direct_wanted) {
+    static const fuse_custom_io io = [] {
+      fuse_custom_io v{};
+      v.read = HookRead;
+      v.writev = HookWritev;
+      return v;
+    }();
+    if (fuse_session_custom_io(se, &io, fuse_session_fd(se)) != 0) std::fprintf(stderr, "custom io refused\n");
   }
   std::thread tune;
   if (::geteuid() == 0) tune = std::thread([&] { RaiseReadahead(mountpoint, 16384); });
