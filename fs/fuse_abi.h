@@ -50,7 +50,6 @@ constexpr uint32_t kInitExt = 1u << 30;  // FUSE_INIT_EXT: flags2 is meaningful
 constexpr uint32_t kDirectIoAllowMmap = 1u << 4;  // FUSE_DIRECT_IO_ALLOW_MMAP (bit 36, Linux >= 6.6)
 constexpr uint32_t kPassthrough = 1u << 5;        // FUSE_PASSTHROUGH (bit 37, Linux >= 6.9)
 // OPEN reply flags.
-constexpr uint32_t kOpenDirectIo = 1u << 0;    // FOPEN_DIRECT_IO
 constexpr uint32_t kOpenKeepCache = 1u << 1;   // FOPEN_KEEP_CACHE (not allowed with passthrough)
 constexpr uint32_t kOpenPassthrough = 1u << 7;  // FOPEN_PASSTHROUGH
 

@@ -1,8 +1,6 @@
 // FUSE passthrough over libfuse 3.14 (see passthrough.h).
 #include "fs/passthrough.h"
 
-#include "fs/fuse_abi.h"
-
 #include <fcntl.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -12,6 +10,7 @@
 
 #include "common/log.h"
 #include "common/metrics.h"
+#include "fs/fuse_abi.h"
 
 namespace hubfs::fs {
 namespace {
