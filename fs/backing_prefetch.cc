@@ -16,7 +16,6 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
-#include <iterator>
 #include <string>
 
 #include "common/log.h"
