@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -134,6 +135,11 @@ std::string Answer206(const std::string& body, uint64_t first = 0, const std::st
   return "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes " + std::to_string(first) + "-" +
          std::to_string(first + body.size() - 1) + "/99999999\r\nContent-Length: " + std::to_string(body.size()) +
          "\r\n" + extra + "\r\n" + body;
+}
+
+std::string EnvOrEmpty(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
 }
 
 class HttpClientTest : public ::testing::Test {
@@ -338,6 +344,77 @@ TEST_F(HttpClientTest, CancellationStopsAWaitingTransferPromptly) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error().kind, ErrorKind::kCancelled) << r.error().ToString();
   EXPECT_LT(took, std::chrono::milliseconds(2000));
+}
+
+TEST_F(HttpClientTest, DripFedAnswerIsReassembled) {
+  // Status line, headers and body cut at odd places: a header line across two reads, the body's
+  // first bytes read along with the headers, the rest straight into the sink.
+  const std::string body = Pattern(30000);
+  std::string sink;
+  auto r = GetFrom(Reply{Answer206(body, 0, "X-Long: " + std::string(500, 'v') + "\r\n"), 333, 0, false}, &sink,
+                   body.size());
+  ASSERT_TRUE(r.ok()) << r.error().ToString();
+  EXPECT_EQ(r->status, 206);
+  EXPECT_EQ(r->Header("x-long"), std::string(500, 'v'));
+  EXPECT_EQ(r->body_bytes, body.size());
+  EXPECT_TRUE(sink == body);
+}
+
+TEST_F(HttpClientTest, ConnectionCloseAnswerIsNotReused) {
+  const std::string body = Pattern(4000);
+  ScriptedServer server(
+      [&](int, int, const std::string&) { return Reply{Answer206(body, 0, "Connection: close\r\n"), 0, 0, true}; });
+  HttpClient client(Options());
+  for (int i = 0; i < 3; ++i) {
+    std::string sink;
+    auto r = client.Perform(RangeGet(server.url(), &sink, body.size()), nullptr);
+    ASSERT_TRUE(r.ok()) << "request " << i << ": " << r.error().ToString();
+    EXPECT_TRUE(sink == body);
+  }
+  EXPECT_EQ(server.connections(), 3);
+}
+
+TEST_F(HttpClientTest, MalformedStatusLineIsAnError) {
+  std::string sink;
+  auto r = GetFrom(Reply{"HTTP/1.1 2x6 Partial\r\nContent-Length: 4\r\n\r\nabcd", 0, 0, true}, &sink, 4);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().kind, ErrorKind::kIo);
+  EXPECT_EQ(sink, std::string(4, '\x55'));
+}
+
+TEST_F(HttpClientTest, NothingAnsweredIsAnError) {
+  std::string sink;
+  auto r = GetFrom(Reply{"", 0, 0, true}, &sink, 100);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().kind, ErrorKind::kIo);
+  EXPECT_EQ(r.error().curl_code, CURLE_GOT_NOTHING) << r.error().ToString();
+}
+
+TEST_F(HttpClientTest, ProxyFromTheEnvironmentCarriesBlockFetches) {
+  // A proxy named in the environment gets every request, block fetches included: the scripted
+  // server plays the proxy and sees the absolute URL.
+  const std::string body = Pattern(5000);
+  ScriptedServer proxy([&](int, int, const std::string&) { return Reply{Answer206(body), 0, 0, false}; });
+  const std::string saved[] = {EnvOrEmpty("http_proxy"), EnvOrEmpty("no_proxy"), EnvOrEmpty("NO_PROXY")};
+  ::setenv("http_proxy", proxy.url("").c_str(), 1);
+  ::unsetenv("no_proxy");
+  ::unsetenv("NO_PROXY");
+  Result<HttpResponse> r = MakeError(ErrorKind::kIo, "not run");
+  std::string sink;
+  {
+    HttpClient client(Options());
+    r = client.Perform(RangeGet("http://origin.invalid/cdn/blob?x=1", &sink, body.size()), nullptr);
+  }
+  const char* names[] = {"http_proxy", "no_proxy", "NO_PROXY"};
+  for (int i = 0; i < 3; ++i) {
+    if (saved[i].empty()) ::unsetenv(names[i]);
+    else ::setenv(names[i], saved[i].c_str(), 1);
+  }
+  ASSERT_TRUE(r.ok()) << r.error().ToString();
+  EXPECT_TRUE(sink == body);
+  ASSERT_EQ(proxy.requests().size(), 1u);
+  EXPECT_EQ(proxy.requests()[0].rfind("GET http://origin.invalid/cdn/blob?x=1 HTTP/1.1\r\n", 0), 0u)
+      << proxy.requests()[0];
 }
 
 }  // namespace
