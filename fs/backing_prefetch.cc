@@ -3,9 +3,8 @@
 
 #include <fcntl.h>
 #include <pthread.h>
-#include <sys/sendfile.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -14,7 +13,6 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
-#include <fstream>
 #include <iterator>
 #include <string>
 
@@ -43,16 +41,35 @@ int64_t CachedPages(int fd, uint64_t off, uint64_t len) {
 }
 
 constexpr uint64_t kWillneedStep = 2 << 20;
+constexpr uint64_t kHugeStep = 2 << 20;  // one PMD-sized folio
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22  // Linux 5.14
+#endif
 
-// The readahead window (bytes) the kernel gives a file on device `dev`, from sysfs (the disk's
-// queue, or for a partition its disk's); 0 where there is none to read (not a block device).
-uint64_t DeviceReadahead(dev_t dev) {
-  const std::string base = "/sys/dev/block/" + std::to_string(major(dev)) + ":" + std::to_string(minor(dev));
-  for (const char* q : {"/queue/read_ahead_kb", "/../queue/read_ahead_kb"}) {
-    uint64_t kb = 0;
-    if (std::ifstream in(base + q); in >> kb) return kb << 10;
+// Reads [begin, end) of fd into the page cache in 2 MiB folios, no byte outside it: a read-only
+// mapping marked MADV_HUGEPAGE and MADV_RANDOM, faulted in by MADV_POPULATE_READ one 2 MiB step
+// at a time. A fault in such a mapping reads exactly the aligned 2 MiB folio around it (the page
+// cache's huge-page path, which ignores the file's readahead window), where POSIX_FADV_WILLNEED
+// makes 4 KiB folios, ~500 times as many for the reader's copies (and the hot re-reads) to walk.
+// `begin` must be 2 MiB aligned. Returns where it stopped: `end`, or where the kernel refused (no
+// huge pages, no MADV_POPULATE_READ, a read error) or `stopped` was set.
+uint64_t PopulateHuge(int fd, uint64_t begin, uint64_t end, const std::atomic<bool>& stopped, metrics::Counter& bytes) {
+  if (begin >= end || begin % kHugeStep != 0) return begin;
+  const size_t len = static_cast<size_t>(end - begin);
+  void* m = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, static_cast<off_t>(begin));
+  if (m == MAP_FAILED) return begin;
+  uint64_t done = 0;
+  if (::madvise(m, len, MADV_HUGEPAGE) == 0 && ::madvise(m, len, MADV_RANDOM) == 0) {
+    auto* base = static_cast<char*>(m);
+    while (done < len && !stopped) {
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(kHugeStep, len - done));
+      if (::madvise(base + done, n, MADV_POPULATE_READ) != 0) break;
+      done += n;
+      bytes.Add(n);
+    }
   }
-  return 0;
+  ::munmap(m, len);
+  return begin + done;
 }
 
 }  // namespace
@@ -88,13 +105,9 @@ std::vector<SentinelStream::Range> SentinelStream::Poll(const std::function<bool
 }
 
 struct BackingPrefetcher::File {
-  File(int f, SentinelStream s, uint64_t t) : fd(f), tail(t), stream(s) {}
+  File(int f, SentinelStream s) : fd(f), stream(s) {}
   ~File() { ::close(fd); }
   const int fd;
-  // The end of every chunk this long is asked for with POSIX_FADV_WILLNEED, which reads exactly
-  // what it is given: the kernel's readahead of a chunk read with sendfile runs up to two windows
-  // past where sendfile stops and would otherwise read the next chunk's sentinel.
-  const uint64_t tail;
   SentinelStream stream;  // the prefetch thread's alone
   std::chrono::steady_clock::time_point last_move = std::chrono::steady_clock::now();
   std::atomic<bool> stopped{false};
@@ -142,9 +155,7 @@ void BackingPrefetcher::Start(uint64_t key, int fd) {
     ::close(fd);
     return;
   }
-  const uint64_t ra = DeviceReadahead(st.st_dev);  // 0: unknown, the whole chunk by WILLNEED
-  const uint64_t tail = ra > 0 ? 2 * ra + (2 << 20) : chunk_;
-  auto f = std::make_shared<File>(fd, SentinelStream(static_cast<uint64_t>(st.st_size), chunk_, page_, max_ahead_), tail);
+  auto f = std::make_shared<File>(fd, SentinelStream(static_cast<uint64_t>(st.st_size), chunk_, page_, max_ahead_));
   {
     std::lock_guard lock(mu_);
     auto& slot = files_[key];
@@ -214,15 +225,16 @@ void BackingPrefetcher::Run() {
   }
 }
 
-// Reads queued chunks into the page cache. sendfile(2) to /dev/null goes through the kernel's
-// own readahead of a file (large folios, where POSIX_FADV_WILLNEED makes 4 KiB ones: fewer for
-// the page cache's later readers to walk) and copies nothing; a descriptor of its own per chunk
-// gives each its own readahead state, and kWorkers chunks at once keep the disk's queue deep. The
-// chunk's tail is WILLNEED's.
+// Reads queued chunks into the page cache, kWorkers chunks at once (a deep disk queue). Each
+// chunk's 2 MiB-aligned body in 2 MiB folios (PopulateHuge: one folio per 2 MiB, where the kernel's
+// readahead of a fresh descriptor ramps up from 4 KiB folios and POSIX_FADV_WILLNEED makes only 4
+// KiB ones); its unaligned edges (the page after a sentinel, a chunk that does not end on a 2 MiB
+// boundary, the file's end), and all of it where the kernel refuses huge pages, by WILLNEED, which
+// reads exactly what it is given, at most the file's readahead window per call: 2 MiB steps.
+// Neither reads a byte outside the chunk, so no sentinel is ever read by the prefetch.
 void BackingPrefetcher::Work() {
   ::pthread_setname_np(::pthread_self(), "hubfs-prefetch");
   static auto& m_bytes = metrics::Get("passthrough.prefetch.bytes");
-  const int null_fd = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
   std::unique_lock lock(mu_);
   while (!quit_) {
     if (queue_.empty()) {
@@ -232,31 +244,25 @@ void BackingPrefetcher::Work() {
     Task t = std::move(queue_.front());
     queue_.pop_front();
     lock.unlock();
-    const uint64_t end = t.offset + t.length;
-    const uint64_t split = t.length > t.file->tail ? end - t.file->tail : t.offset;
-    const int fd = split > t.offset && null_fd >= 0
-                       ? ::open(("/proc/self/fd/" + std::to_string(t.file->fd)).c_str(), O_RDONLY | O_CLOEXEC)
-                       : -1;
-    off_t off = static_cast<off_t>(t.offset);
-    if (fd >= 0) {
-      while (static_cast<uint64_t>(off) < split && !t.file->stopped) {
-        const ssize_t n = ::sendfile(null_fd, fd, &off, std::min<uint64_t>(split - off, 4 << 20));
-        if (n <= 0) break;  // an error or the end: the reader's own reads are unaffected
-        m_bytes.Add(static_cast<uint64_t>(n));
+    auto willneed = [&](uint64_t from, uint64_t to) {
+      for (uint64_t o = from; o < to && !t.file->stopped; o += kWillneedStep) {
+        const uint64_t n = std::min<uint64_t>(kWillneedStep, to - o);
+        ::posix_fadvise(t.file->fd, static_cast<off_t>(o), static_cast<off_t>(n), POSIX_FADV_WILLNEED);
+        m_bytes.Add(n);
       }
-      ::close(fd);
-    }
-    // One WILLNEED reads at most the file's readahead window (force_page_cache_ra): 2 MiB steps.
-    for (uint64_t o = static_cast<uint64_t>(off); o < end && !t.file->stopped; o += kWillneedStep) {
-      const uint64_t n = std::min<uint64_t>(kWillneedStep, end - o);
-      ::posix_fadvise(t.file->fd, static_cast<off_t>(o), static_cast<off_t>(n), POSIX_FADV_WILLNEED);
-      m_bytes.Add(n);
+    };
+    const uint64_t end = t.offset + t.length;
+    const uint64_t lo = (t.offset + kHugeStep - 1) / kHugeStep * kHugeStep, hi = end / kHugeStep * kHugeStep;
+    if (lo < hi) {
+      willneed(t.offset, lo);
+      const uint64_t stop = t.file->stopped ? lo : PopulateHuge(t.file->fd, lo, hi, t.file->stopped, m_bytes);
+      willneed(stop, end);
+    } else {
+      willneed(t.offset, end);
     }
     t.file.reset();  // outside the lock: may close the file's descriptor
     lock.lock();
   }
-  lock.unlock();
-  if (null_fd >= 0) ::close(null_fd);
 }
 
 }  // namespace hubfs::fs

@@ -5,8 +5,9 @@
 // two requests in flight, which on a virtual disk reads a large file at half of what the same disk
 // gives a deeper queue (measured 0.6-1.9 GB/s for one buffered reader, 2.0-2.1 GB/s with four
 // chunks read at once ahead of it). hubfs keeps a deeper window ahead of the reader itself: a few
-// worker threads read chunks ahead into the page cache (sendfile(2) to /dev/null: the kernel's
-// readahead, large folios, no copy).
+// worker threads read chunks ahead into the page cache, in 2 MiB folios (a read-only mapping
+// marked MADV_HUGEPAGE and MADV_RANDOM, faulted in with MADV_POPULATE_READ: no copy, nothing read
+// outside the chunk), so the reader's copies and later re-reads walk few folios.
 //
 // The daemon sees none of the reads, so it finds the reader through "sentinel" pages: the first
 // page of every chunk (an eighth of the window: 32 MiB by default) is left out of what hubfs
