@@ -156,6 +156,16 @@ class HttpClientTest : public ::testing::Test {
     HttpClient client(Options());
     return client.Perform(RangeGet(server.url(), sink, capacity), nullptr);
   }
+  // `n` range GETs of `body`, one after another on one client: each gets the bytes.
+  void GetEach(const ScriptedServer& server, const std::string& body, int n) const {
+    HttpClient client(Options());
+    for (int i = 0; i < n; ++i) {
+      std::string sink;
+      auto r = client.Perform(RangeGet(server.url(), &sink, body.size()), nullptr);
+      ASSERT_TRUE(r.ok()) << "request " << i << ": " << r.error().ToString();
+      EXPECT_TRUE(sink == body);
+    }
+  }
   // A range GET of `capacity` bytes into `sink`.
   static HttpRequest RangeGet(const std::string& url, std::string* sink, size_t capacity, uint64_t first = 0) {
     sink->assign(capacity, '\x55');
@@ -212,13 +222,7 @@ TEST_F(HttpClientTest, ConnectionClosedByTheServerIsReplacedWithoutAnError) {
     if (conn == 0 && nreq == 1) return Reply{"", 0, 0, true};
     return Reply{Answer206(body), 0, 0, false};
   });
-  HttpClient client(Options());
-  for (int i = 0; i < 2; ++i) {
-    std::string sink;
-    auto r = client.Perform(RangeGet(server.url(), &sink, body.size()), nullptr);
-    ASSERT_TRUE(r.ok()) << "request " << i << ": " << r.error().ToString();
-    EXPECT_TRUE(sink == body);
-  }
+  GetEach(server, body, 2);
   EXPECT_EQ(server.connections(), 2);
 }
 
@@ -364,13 +368,7 @@ TEST_F(HttpClientTest, ConnectionCloseAnswerIsNotReused) {
   const std::string body = Pattern(4000);
   ScriptedServer server(
       [&](int, int, const std::string&) { return Reply{Answer206(body, 0, "Connection: close\r\n"), 0, 0, true}; });
-  HttpClient client(Options());
-  for (int i = 0; i < 3; ++i) {
-    std::string sink;
-    auto r = client.Perform(RangeGet(server.url(), &sink, body.size()), nullptr);
-    ASSERT_TRUE(r.ok()) << "request " << i << ": " << r.error().ToString();
-    EXPECT_TRUE(sink == body);
-  }
+  GetEach(server, body, 3);
   EXPECT_EQ(server.connections(), 3);
 }
 
