@@ -60,7 +60,8 @@ ssize_t HookRead(int fd, void* buf, size_t len, void*) {
 
 ssize_t HookWritev(int fd, iovec* iov, int count, void*) {
   const uint64_t unique = hubfs::fs::abi::ReplyUnique(iov, count);
-  if (unique != 0 && unique == g_init_unique.exchange(0))
+  // A plain load first: an exchange on every reply would put a shared write in the ceiling's path.
+  if (unique != 0 && unique == g_init_unique.load(std::memory_order_relaxed) && g_init_unique.exchange(0) == unique)
     g_direct = hubfs::fs::abi::EditInitReply(iov, [](hubfs::fs::abi::InitOut& o) {
       o.flags2 |= hubfs::fs::abi::kDirectIoAllowMmap;
     });
