@@ -18,6 +18,7 @@
 
 #include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 
 namespace hubfs::cache {
@@ -47,8 +48,13 @@ struct Block {
   explicit Block(size_t n) : data(BufferPool::Acquire(n), BufferDeleter{n}), size(n) {}
   std::unique_ptr<char[], BufferDeleter> data;
   size_t size;
-  // Queued for the disk tier: the write queue holds one reference of its own.
-  mutable std::atomic<bool> write_pending{false};
+  // Where the cache holds it (BlockCache's accounting): kWritePending, queued for the disk tier
+  // (the write queue holds one reference of its own); kResident, in the memory tier. Each bit is
+  // set and cleared atomically, so the one transition that makes a block both or stops it being
+  // both is seen by exactly one thread.
+  static constexpr uint8_t kWritePending = 1, kResident = 2;
+  mutable std::atomic<uint8_t> held_by{0};
+  bool write_pending() const { return (held_by.load() & kWritePending) != 0; }
 };
 using BlockRef = std::shared_ptr<const Block>;
 

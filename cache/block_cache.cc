@@ -122,6 +122,14 @@ bool BlockCache::WaitQuiet() {
   }
 }
 
+void BlockCache::SetHeld(const Block& b, uint8_t bit, bool on) {
+  const uint8_t other = bit == Block::kResident ? Block::kWritePending : Block::kResident;
+  const uint8_t old = on ? b.held_by.fetch_or(bit) : b.held_by.fetch_and(static_cast<uint8_t>(~bit));
+  if ((old & other) == 0 || ((old & bit) != 0) == on) return;  // "in both" did not change
+  if (on) resident_and_pending_bytes_ += b.size;
+  else resident_and_pending_bytes_ -= b.size;
+}
+
 BlockRef BlockCache::Drop(Shard& s, Entry& e) {
   s.lru.erase(s.lru.iterator_to(e));
   s.bytes -= e.block->size;
@@ -130,6 +138,7 @@ BlockRef BlockCache::Drop(Shard& s, Entry& e) {
   MemBlocks().Sub();
   if (e.unused_prefetch) unused_prefetch_bytes_ -= e.block->size;
   if (e.fully_served) served_bytes_ -= e.block->size;
+  SetHeld(*e.block, Block::kResident, false);
   BlockRef block = std::move(e.block);
   s.resident.erase(e.key);  // destroys e
   return block;
@@ -155,7 +164,7 @@ void BlockCache::Served(const BlockKey& key, size_t bytes) {
   for (auto lit = s.lru.begin(); served_bytes_.load() > options_.served_retain_bytes && lit != s.lru.end();) {
     Entry& v = *lit++;
     if (!v.fully_served) break;  // fully served blocks are the front of the list
-    const long holders = v.block.use_count() - (v.block->write_pending.load() ? 1 : 0);
+    const long holders = v.block.use_count() - (v.block->write_pending() ? 1 : 0);
     if (holders > 1) continue;
     freed.push_back(Drop(s, v));
   }
@@ -462,6 +471,7 @@ void BlockCache::Insert(Shard& s, const BlockKey& key, BlockRef block, bool pref
   if (prefetched) unused_prefetch_bytes_ += it->second->block->size;
   s.bytes += it->second->block->size;
   resident_bytes_ += it->second->block->size;
+  SetHeld(*it->second->block, Block::kResident, true);
   MemBytes().Add(it->second->block->size);
   MemBlocks().Add();
   s.lru.push_back(*it->second);
@@ -472,7 +482,7 @@ void BlockCache::Insert(Shard& s, const BlockKey& key, BlockRef block, bool pref
       Entry& e = *lit;
       // Held by a reader: not evictable. Held only by the disk write queue: evictable (it stays
       // findable in pending_writes_ until written, and is freed then).
-      const long holders = e.block.use_count() - (e.block->write_pending.load() ? 1 : 0);
+      const long holders = e.block.use_count() - (e.block->write_pending() ? 1 : 0);
       if (holders > 1 || e.key == key || (pass == 0 && e.unused_prefetch)) {
         ++lit;
         continue;
@@ -494,10 +504,14 @@ bool BlockCache::WaitForWriteRoom(uint64_t n, const CancelToken* cancel) {
   // its block is not written.
   // The queue may also grow into the part of the memory cap the memory tier is not using (a
   // streaming read keeps few blocks resident): the disk then lags a burst of up to a memory cap
-  // without holding the read back. Resident plus queued bytes stay within 1.25 x the cap either way.
+  // without holding the read back. The memory the tier and the queue hold together stays within
+  // 1.25 x the cap either way; a block in both (just fetched: being read and waiting for the disk)
+  // is one buffer and counts once (counted twice, 16 parallel streams' queue was half as long).
   const auto room = [&] {
     const uint64_t cap = options_.memory_bytes + options_.memory_bytes / 4;
-    const uint64_t resident = resident_bytes_.load();
+    const uint64_t both = resident_and_pending_bytes_.load();
+    const uint64_t all = resident_bytes_.load();
+    const uint64_t resident = all > both ? all - both : 0;  // the tier's blocks not also queued
     const uint64_t spare = cap > resident ? cap - resident : 0;
     const uint64_t limit = std::max(options_.max_pending_write_bytes, std::min(spare, options_.memory_bytes));
     return pending_write_bytes_ + n <= limit;
@@ -541,7 +555,7 @@ void BlockCache::ScheduleWrite(const BlockKey& key, BlockRef block) {
     std::unique_lock lock(write_mu_);
     if (!pending_writes_.try_emplace(key, block).second) return;  // already on its way
     pending_write_bytes_ += n;
-    block->write_pending.store(true);
+    SetHeld(*block, Block::kWritePending, true);
   }
   // The job finds its block in pending_writes_ (one reference for the queue, not two).
   block.reset();
@@ -603,6 +617,7 @@ void BlockCache::WriteQueued(const BlockKey& key, uint64_t n) {
     // fetch back (cold reads +7-10% on 2 cores). Small blocks are page-cache copies: at normal
     // priority they do not preempt fetches (a raised small-file writer cost that row 18%).
     SetThreadNice(queued->size >= kDirectMinBytes ? kWriterNice : 0);
+    if (options_.before_disk_write) options_.before_disk_write();
     static auto& h_write = metrics::GetHistogram("cache.disk.write_latency_us");
     Status st = [&] {
       metrics::LatencyTimer timer(h_write);
@@ -616,7 +631,7 @@ void BlockCache::WriteQueued(const BlockKey& key, uint64_t n) {
       if (!purged) {
         pending_write_bytes_ -= n;
         pending_writes_.erase(it);
-        queued->write_pending.store(false);
+        SetHeld(*queued, Block::kWritePending, false);
       }
       EndSurgeIfCaughtUp();
     }
@@ -643,7 +658,7 @@ void BlockCache::Purge(const BlockKey& key) {
     std::lock_guard lock(write_mu_);
     if (auto it = pending_writes_.find(key); it != pending_writes_.end()) {
       pending_write_bytes_ -= it->second->size;
-      it->second->write_pending.store(false);
+      SetHeld(*it->second, Block::kWritePending, false);
       pending_writes_.erase(it);
     }
     EndSurgeIfCaughtUp();

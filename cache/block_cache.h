@@ -84,6 +84,8 @@ struct CacheOptions {
   std::chrono::seconds prefetch_timeout{60};
   // Block buffers on transparent huge pages (block.h: fewer, larger disk requests).
   bool huge_pages = true;
+  // Unit tests only: runs on the writer thread before each disk write (a disk that is behind).
+  std::function<void()> before_disk_write;
 };
 
 // Fills buf[0, len) with the block's bytes; returns the byte count (must equal len).
@@ -128,6 +130,8 @@ class BlockCache {
   static constexpr uint64_t kWholeMinBytes = 1 << 20;
 
   size_t block_size() const { return options_.block_size; }
+  // Bytes of blocks returned whole to readers that stay in memory (CacheOptions).
+  uint64_t served_retain_bytes() const { return options_.served_retain_bytes; }
   CacheStats Stats() const;
   DiskStore* disk() const { return disk_.get(); }
   // Waits for background disk writes (tests, clean shutdown).
@@ -182,6 +186,8 @@ class BlockCache {
   void EndSurgeIfCaughtUp();
   void LoaderMain();
   void NotePresent(const BlockKey& key);
+  // Sets or clears one of b.held_by's bits, keeping resident_and_pending_bytes_ in step.
+  void SetHeld(const Block& b, uint8_t bit, bool on);
   void VerifyFile(const ContentId& id, uint64_t size);
   void NoteActivity();
   bool WaitQuiet();  // until no Get() for verify_quiet_ms (true) or shutdown (false)
@@ -201,6 +207,7 @@ class BlockCache {
   std::atomic<uint64_t> unused_prefetch_bytes_{0};  // resident, prefetched, not read yet
   std::atomic<uint64_t> served_bytes_{0};           // resident, returned whole to readers
   std::atomic<uint64_t> resident_bytes_{0};         // the memory tier, all shards
+  std::atomic<uint64_t> resident_and_pending_bytes_{0};  // blocks in the memory tier and the write queue
   std::atomic<int64_t> last_activity_ns_{0};        // steady_clock of the last Get()
   bool stopping_ = false;
   std::vector<std::thread> loaders_;

@@ -7,9 +7,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <filesystem>
 #include <latch>
+#include <mutex>
 #include <random>
 #include <string>
 #include <thread>
@@ -801,20 +803,71 @@ TEST_F(BlockCacheDiskTest, SurgeWritersJoinOnlyWhenFetchesWaitForTheDisk) {
     EXPECT_EQ(surge.Get(), surge0) << "surge writers ran with nobody waiting";
   }
   {
-    // A full memory tier (its blocks are never served, so they stay) leaves the queue one block,
-    // and a fast reader: fetches wait, and the surge writers help.
+    // A memory tier full of blocks readers hold (written already) leaves the queue one block, and
+    // a fast reader: fetches wait, and the surge writers help.
     o.memory_bytes = 4 * kBig;
     o.max_pending_write_bytes = kBig;
     Origin origin;
-    const uint64_t surge0 = surge.Get(), waits0 = waits.Get();
     BlockCache cache(o);
     ASSERT_NE(cache.disk(), nullptr);
+    std::vector<BlockRef> held;
+    for (uint64_t i = 90; i < 94; ++i) held.push_back(cache.Get(Key(i), kBig, origin.For(Key(i)), nullptr).value());
+    cache.Flush();
+    const uint64_t surge0 = surge.Get(), waits0 = waits.Get();
     for (uint64_t i = 100; i < 164; ++i) ASSERT_TRUE(cache.Get(Key(i), kBig, origin.For(Key(i)), nullptr).ok());
     cache.Flush();
     EXPECT_GT(waits.Get(), waits0);
     EXPECT_GT(surge.Get(), surge0) << "fetches waited for the disk but no surge writer helped";
     for (uint64_t i = 100; i < 164; ++i) EXPECT_TRUE(cache.disk()->Contains(Key(i))) << i;
   }
+}
+
+// A block just fetched is in the memory tier and in the write queue at once: one buffer, counted
+// once against the memory cap. With the disk stalled, the queue takes as many such blocks as the
+// memory tier holds before a fetch waits (counted twice, the fourth already waited), and
+// memory stays within 1.25 x the cap.
+TEST_F(BlockCacheDiskTest, ABlockInMemoryAndQueuedForTheDiskCountsOnce) {
+  constexpr size_t kBig = 4 * kDirectMinBytes;  // direct writes, not write-behind
+  auto& waits = metrics::Get("cache.disk.write_backpressure");
+  auto& skipped = metrics::Get("cache.disk.write_skipped");
+  std::mutex mu;
+  std::condition_variable cv;
+  bool disk_stalled = true;
+  CacheOptions o = DiskOptions();
+  o.block_size = kBig;
+  o.memory_bytes = 4 * kBig;
+  o.max_pending_write_bytes = kBig;
+  o.disk_writers = 1;
+  o.surge_disk_writers = 0;
+  o.write_stall_limit = milliseconds(200);
+  o.before_disk_write = [&] {
+    std::unique_lock lock(mu);
+    cv.wait(lock, [&] { return !disk_stalled; });
+  };
+  Origin origin;
+  {
+    BlockCache cache(o);
+    ASSERT_NE(cache.disk(), nullptr);
+    const uint64_t waits0 = waits.Get(), skipped0 = skipped.Get();
+    for (uint64_t i = 0; i < 4; ++i) ASSERT_TRUE(cache.Get(Key(i), kBig, origin.For(Key(i)), nullptr).ok());
+    EXPECT_EQ(waits.Get(), waits0) << "four blocks in memory and queued were counted as eight";
+    EXPECT_EQ(cache.Stats().mem_blocks, 4u);
+    // The memory tier and the queue now hold four blocks, all of it queued: the next fetch waits
+    // for the disk (bounded), and its block is not written.
+    ASSERT_TRUE(cache.Get(Key(4), kBig, origin.For(Key(4)), nullptr).ok());
+    EXPECT_EQ(waits.Get(), waits0 + 1);
+    EXPECT_EQ(skipped.Get(), skipped0 + 1);
+    EXPECT_LE(cache.Stats().mem_bytes, 5 * kBig);
+    {
+      std::lock_guard lock(mu);
+      disk_stalled = false;
+    }
+    cv.notify_all();
+    cache.Flush();
+    for (uint64_t i = 0; i < 4; ++i) EXPECT_TRUE(cache.disk()->Contains(Key(i))) << i;
+    EXPECT_FALSE(cache.disk()->Contains(Key(4)));
+  }
+  EXPECT_EQ(origin.calls.load(), 5);
 }
 
 TEST_F(BlockCacheDiskTest, UnusableDiskDirFallsBackToMemory) {
