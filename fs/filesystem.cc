@@ -469,10 +469,27 @@ void Filesystem::SetPassthrough(bool on) {
   cache_->EnableWholeFiles(on);
 }
 
-void Filesystem::MarkDirect(uint64_t fh) {
+bool Filesystem::MayOpenDirect(uint64_t fh, int tgid) {
   decltype(handles_)::const_accessor a;
-  if (!handles_.find(a, fh) || a->second->generated || a->second->direct.exchange(true)) return;
+  if (!handles_.find(a, fh) || a->second->generated) return false;
   KernelCached& kc = *a->second->inode->cached;
+  std::lock_guard lock(kc.mu);
+  if (kc.direct_tgids.empty() || kc.direct_tgids.count(tgid) != 0) return true;
+  return !kc.blocks || kc.blocks->furthest() <= cache_->served_retain_bytes();
+}
+
+void Filesystem::MarkDirect(uint64_t fh, int tgid) {
+  decltype(handles_)::const_accessor a;
+  if (!handles_.find(a, fh) || a->second->generated || a->second->direct.load()) return;
+  OpenFile& f = *a->second;
+  KernelCached& kc = *f.inode->cached;
+  {
+    std::lock_guard lock(kc.mu);
+    f.tgid = tgid;
+    ++kc.direct_tgids[tgid];
+    kc.direct_processes = static_cast<int>(kc.direct_tgids.size());
+  }
+  f.direct = true;
   --kc.page_cache_opens;
   ++kc.direct_opens;
 }
@@ -485,7 +502,17 @@ void Filesystem::Release(uint64_t fh) {
     f = std::move(a->second);
     handles_.erase(a);
   }
-  if (!f->generated) --(f->direct ? f->inode->cached->direct_opens : f->inode->cached->page_cache_opens);
+  if (f->generated) return;
+  KernelCached& kc = *f->inode->cached;
+  if (!f->direct) {
+    --kc.page_cache_opens;
+    return;
+  }
+  --kc.direct_opens;
+  std::lock_guard lock(kc.mu);
+  if (auto it = kc.direct_tgids.find(f->tgid); it != kc.direct_tgids.end() && --it->second == 0)
+    kc.direct_tgids.erase(it);
+  kc.direct_processes = static_cast<int>(kc.direct_tgids.size());
 }
 
 size_t Filesystem::BlockLen(const OpenFile& f, uint64_t block) const {
@@ -710,16 +737,19 @@ Result<std::vector<ReadSlice>> Filesystem::Read(uint64_t fh, uint64_t offset, si
     if (issue) background_->Run([this, in = f->inode] { PrefetchNextShard(in); });
   }
 
-  const bool mixed = f->inode->cached->direct_opens.load() > 0 && f->inode->cached->page_cache_opens.load() > 0;
+  // Blocks some other reader of the file will want too stay in memory (no release once returned):
+  // while handles of both kinds are open (a direct READ leaves nothing in the page cache), or
+  // while several processes read the file direct (each reads every block itself).
+  const KernelCached& kc = *f->inode->cached;
+  const bool shared =
+      (kc.direct_opens.load() > 0 && kc.page_cache_opens.load() > 0) || kc.direct_processes.load() > 1;
   for (uint64_t b = first; b <= last; ++b) {
     auto block = cache_->Get(cache::BlockKey{f->content, b}, BlockLen(*f, b), Fetcher(*f, b), cancel);
     if (!block.ok()) return block.error();
     const uint64_t bstart = b * bs;
     const uint64_t s = std::max(offset, bstart), e = std::min(end, bstart + block.value()->size);
     out.push_back(ReadSlice{block.value(), static_cast<size_t>(s - bstart), static_cast<size_t>(e - s)});
-    // A direct READ leaves nothing in the page cache: while both kinds of handle read the file
-    // (other processes reading the same shard), its blocks stay in memory for both.
-    if (!mixed) cache_->Served(cache::BlockKey{f->content, b}, e - s);
+    if (!shared) cache_->Served(cache::BlockKey{f->content, b}, e - s);
   }
   m_bytes.Add(end - offset);
   return out;

@@ -117,8 +117,16 @@ class Filesystem {
   Result<std::vector<DirEntryOut>> ReadDir(uint64_t ino);
   Result<std::string> ReadLink(uint64_t ino);
   Result<OpenOut> Open(uint64_t ino, int flags);
-  // The FUSE layer opened handle fh with FOPEN_DIRECT_IO (OpenOut::may_direct).
-  void MarkDirect(uint64_t fh);
+  // Whether handle fh (OpenOut::may_direct), opened by process `tgid`, may be opened with
+  // FOPEN_DIRECT_IO: yes if no other process reads its inode direct, or if those that do have not
+  // read past the blocks the cache keeps after returning them (8 ranks started together each
+  // reading a whole shard are all served from the daemon's memory, in step: measured faster and
+  // steadier than one direct reader plus seven through the page cache, which the daemon serves a
+  // second time). A process opening later shares the page cache: however far behind it falls, it
+  // does not need blocks the daemon let go of.
+  bool MayOpenDirect(uint64_t fh, int tgid);
+  // The FUSE layer opened handle fh, of process `tgid`, with FOPEN_DIRECT_IO.
+  void MarkDirect(uint64_t fh, int tgid);
   // The kernel can read cached files directly (FUSE passthrough): keep verified files whole on the
   // disk tier and name them in OpenOut::backing. Off again if the kernel refuses them.
   void SetPassthrough(bool on);
@@ -142,6 +150,8 @@ class Filesystem {
     std::optional<ReturnedBlocks> blocks;  // created by the first READ
     std::atomic<int> page_cache_opens{0};  // open handles that are not direct (MarkDirect)
     std::atomic<int> direct_opens{0};      // open handles that are
+    std::unordered_map<int, int> direct_tgids;  // their processes, handles each; guarded by mu
+    std::atomic<int> direct_processes{0};       // direct_tgids.size()
   };
   struct Inode {
     uint64_t ino = 0;
@@ -165,6 +175,7 @@ class Filesystem {
     uint64_t size = 0;
     bool safetensors = false;
     std::atomic<bool> direct{false};  // opened with FOPEN_DIRECT_IO: its READs fill no page cache
+    int tgid = 0;                     // the process of a direct handle (set before `direct`)
     cache::BlockRef generated;  // the stats file's content, frozen at open
     std::mutex mu;  // guards the fields below; never held across a wait
     Readahead ra;

@@ -170,10 +170,10 @@ void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Passthrough::Mode mode;
   if (!r->direct_io) {
     const int tgid = r->may_direct && ctx->pt.direct() ? TgidOf(fuse_req_ctx(req)->pid) : 0;
-    mode = ctx->pt.Acquire(ino, r->fh, r->backing, tgid);
+    mode = ctx->pt.Acquire(ino, r->fh, r->backing, tgid > 0 && ctx->fs->MayOpenDirect(r->fh, tgid));
     if (mode.direct) {
       fi->direct_io = 1;
-      ctx->fs->MarkDirect(r->fh);
+      ctx->fs->MarkDirect(r->fh, tgid);
     }
   }
   if (ctx->pt.refused() && !ctx->passthrough_off.exchange(true)) ctx->fs->SetPassthrough(false);

@@ -89,7 +89,7 @@ void Passthrough::CloseBacking(int id) {
   ::ioctl(dev_fd_, kIocBackingClose, &v);
 }
 
-Passthrough::Mode Passthrough::Acquire(uint64_t ino, uint64_t fh, const std::string& backing, int direct_tgid) {
+Passthrough::Mode Passthrough::Acquire(uint64_t ino, uint64_t fh, const std::string& backing, bool may_direct) {
   static auto& m_pt = metrics::Get("fuse.open.passthrough");
   static auto& m_direct = metrics::Get("fuse.open.direct");
   int fd = -1;
@@ -106,9 +106,8 @@ Passthrough::Mode Passthrough::Acquire(uint64_t ino, uint64_t fh, const std::str
     if (io.cached == 0 && io.direct == 0 && active() && !backing.empty() && dev_fd_ >= 0)
       id = OpenBacking(backing, &fd);
     if (id <= 0) {
-      if (direct_tgid > 0 && direct_ && io.cached == 0 && (io.direct == 0 || io.direct_tgid == direct_tgid)) {
+      if (may_direct && direct_ && io.cached == 0) {
         ++io.direct;
-        io.direct_tgid = direct_tgid;
         direct_fhs_.insert(fh);
         m_direct.Add();
         return Mode{-1, true};

@@ -20,9 +20,10 @@
 // that a file opened with FOPEN_DIRECT_IO can still be mmapped (through the page cache). hubfs
 // opens large files it does not hold whole that way ("direct" opens, filesystem.h OpenOut): a cold
 // read goes from the daemon's block buffers straight into the reader's buffer, with no page-cache
-// copy in between. Acquire() keeps direct opens to one process per inode: other processes reading
-// the same file at once (data-parallel ranks each loading the whole checkpoint) share the page
-// cache instead of each asking the daemon for every byte.
+// copy in between. Which opens may be direct is the filesystem's choice (Filesystem::MayOpenDirect:
+// other processes join the direct readers of a file only while those are near its start); here an
+// open is direct only while its inode has no page-cache opens (those share one page cache, and a
+// direct open among them would be one more reader the daemon serves every byte).
 //
 // While an inode is open in passthrough mode, BackingPrefetcher (backing_prefetch.h) keeps the
 // disk read ahead of a sequential reader of its backing file.
@@ -68,9 +69,9 @@ class Passthrough {
     int backing_id = -1;  // > 0: a passthrough open with this backing id
     bool direct = false;  // FOPEN_DIRECT_IO
   };
-  // An open (handle fh) of inode `ino` whose whole local copy is `backing` ("" if none), by the
-  // process `direct_tgid` if it may be direct (0: it may not): how to open it. Counts the open.
-  Mode Acquire(uint64_t ino, uint64_t fh, const std::string& backing, int direct_tgid);
+  // An open (handle fh) of inode `ino` whose whole local copy is `backing` ("" if none), which may
+  // be direct or not: how to open it. Counts the open.
+  Mode Acquire(uint64_t ino, uint64_t fh, const std::string& backing, bool may_direct);
   // The open counted by Acquire is gone (RELEASE, or its reply could not be sent).
   void Release(uint64_t ino, uint64_t fh);
   // True once a backing open failed for good (not permitted, a stacked cache filesystem): the
@@ -84,8 +85,7 @@ class Passthrough {
   struct InodeIo {
     int passthrough = 0;  // open files in passthrough mode
     int cached = 0;       // open files through the page cache
-    int direct = 0;       // open files with FOPEN_DIRECT_IO, all by one process:
-    int direct_tgid = 0;  // this one
+    int direct = 0;       // open files with FOPEN_DIRECT_IO
     int backing_id = -1;
   };
   int OpenBacking(const std::string& path, int* fd);

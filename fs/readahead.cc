@@ -61,6 +61,7 @@ void ReturnedBlocks::Note(uint64_t begin, uint64_t end) {
   end = std::min(end, size_);
   if (begin >= end) return;
   recent_ends_[noted_++ % recent_ends_.size()] = end;
+  furthest_ = std::max(furthest_, end);
   const uint64_t first = begin / bs_, last = (end - 1) / bs_;
   for (uint64_t b = first; b <= last && b < served_.size(); ++b) {
     if (Has(b)) {  // asked again: the kernel let its pages go

@@ -94,6 +94,8 @@ class ReturnedBlocks {
   // end + fwd]: a handle whose kernel skipped pages that other handles' READs, perhaps not
   // answered yet, are bringing in (for Readahead::OnRead's `held`).
   bool AccountsFor(uint64_t begin, uint64_t end, uint64_t back, uint64_t fwd) const;
+  // The end of the furthest READ noted so far (kept when the marks are cleared).
+  uint64_t furthest() const { return furthest_; }
 
  private:
   uint64_t BlockLen(uint64_t block) const { return std::min(bs_, size_ - std::min(size_, block * bs_)); }
@@ -101,6 +103,7 @@ class ReturnedBlocks {
   std::vector<uint32_t> served_;  // bytes given per block, grown on demand
   std::array<uint64_t, 16> recent_ends_{};  // a ring over the latest READs' ends
   size_t noted_ = 0;                        // READs noted so far
+  uint64_t furthest_ = 0;
 };
 
 }  // namespace hubfs::fs

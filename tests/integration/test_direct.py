@@ -2,8 +2,8 @@
 FUSE_DIRECT_IO_ALLOW_MMAP), so a cold read is copied once, from the daemon's buffers into the
 reader's, and leaves nothing in the kernel's page cache. What users see: the same bytes through
 read, pread and mmap; the page cache of the file stays empty after a read (and fills without the
-option); a second process reading the same file at once reads it through the page cache; a file
-all in the cache is opened through the page cache again."""
+option); processes reading the same file together all read it direct, one opening it later reads
+it through the page cache; a file all in the cache is opened through the page cache again."""
 import ctypes
 import hashlib
 import mmap
@@ -103,25 +103,54 @@ def test_mmap_of_a_direct_file(emu, fixture, tmp_path):
         assert stat_value(m, "fuse.open.direct") == 1, m.read_log()
 
 
-def test_second_process_reads_through_the_page_cache(emu, fixture, tmp_path):
-    """One process holds the file open direct; another process's open of it goes through the page
-    cache (processes reading the same shard share one copy), and both read the right bytes."""
+def sha256_in_another_process(path):
+    other = subprocess.run([sys.executable, "-c", "import hashlib,sys;"
+                            "print(hashlib.sha256(open(sys.argv[1],'rb').read()).hexdigest())", path],
+                           capture_output=True, text=True, timeout=60)
+    assert other.returncode == 0, other.stderr
+    return other.stdout.strip()
+
+
+def cdn_bytes(emu, sha):
+    emu.wait_log(lambda recs: True)
+    return sum(r.get("bytes", 0) for r in emu.log("cdn") if sha in r.get("path", ""))
+
+
+def test_processes_reading_a_file_together_all_read_it_direct(emu, fixture, tmp_path):
+    """Ranks started together: another process opening the file while its first reader is still
+    near the start reads it direct too, from the daemon's memory (nothing lands in the page cache),
+    and the origin serves the file once for all of them."""
     meta = meta_of(fixture)
+    before = cdn_bytes(emu, meta["sha256"])
     with Mount(emu.hub_url, cache_dir=str(tmp_path / "cache"), extra_args=DIRECT) as m:
         path = m.path(*MODEL.split("/"), NAME)
         with open(path, "rb") as held, open(path, "rb") as again:
             # A second open by the same process (threads with their own fd) is direct too.
             assert held.read(8) == fixture.read(meta)[:8]
             assert stat_value(m, "fuse.open.direct") == 2
-            other = subprocess.run([sys.executable, "-c", "import hashlib,sys;"
-                                    "print(hashlib.sha256(open(sys.argv[1],'rb').read()).hexdigest())", path],
-                                   capture_output=True, text=True, timeout=60)
-            assert other.returncode == 0, other.stderr
-            assert other.stdout.strip() == meta["sha256"]
-            assert stat_value(m, "fuse.open.direct") == 2  # the other process's open was not direct
-            assert cached_pages(path) * 4096 >= meta["size"] // 2
+            assert sha256_in_another_process(path) == meta["sha256"]
+            assert stat_value(m, "fuse.open.direct") == 3, m.read_log()  # the other process's open
+            assert cached_pages(path) == 0
             assert held.read() == fixture.read(meta)[8:]  # the direct handles read on
             assert hashlib.sha256(again.read()).hexdigest() == meta["sha256"]
+    assert cdn_bytes(emu, meta["sha256"]) - before <= meta["size"] * 1.05
+
+
+def test_a_process_opening_later_reads_through_the_page_cache(emu, fixture, tmp_path):
+    """One process has read the file past what the daemon keeps of blocks it returned (an eighth of
+    the memory cache: 2 MiB here); another process's open of it then goes through the page cache,
+    where it does not depend on blocks the daemon let go of, and both read the right bytes."""
+    meta = meta_of(fixture)
+    with Mount(emu.hub_url, cache_dir=str(tmp_path / "cache"),
+               extra_args=DIRECT + ["--memory-cache", "16M"]) as m:
+        path = m.path(*MODEL.split("/"), NAME)
+        with open(path, "rb", buffering=0) as held:
+            assert held.read(4 << 20) == fixture.read(meta)[:4 << 20]
+            assert stat_value(m, "fuse.open.direct") == 1
+            assert sha256_in_another_process(path) == meta["sha256"]
+            assert stat_value(m, "fuse.open.direct") == 1  # the other process's open was not direct
+            assert cached_pages(path) * 4096 >= meta["size"] // 2
+            assert held.read() == fixture.read(meta)[4 << 20:]  # the direct handle reads on
 
 
 def test_a_file_all_in_the_cache_is_opened_through_the_page_cache(emu, fixture, tmp_path):

@@ -82,32 +82,30 @@ TEST(PassthroughTest, AsksForDirectMmapOnlyWhenOfferedAndWanted) {
     pt.RequestDirect(true);
     EXPECT_FALSE(pt.direct());
     EXPECT_EQ(InitReplyFlags2(pt), 0u);
-    EXPECT_FALSE(pt.Acquire(1, 10, "", 100).direct);  // and no open is direct
+    EXPECT_FALSE(pt.Acquire(1, 10, "", true).direct);  // and no open is direct
   }
 }
 
-TEST(PassthroughTest, DirectOpensAreKeptToOneProcessPerInode) {
+TEST(PassthroughTest, DirectOpensOnlyWhileTheInodeHasNoPageCacheOpens) {
   Passthrough pt(false, 0);
   KernelInit(pt, kDirectIoAllowMmap);
   pt.RequestDirect(true);
   ASSERT_TRUE(pt.direct());
 
-  EXPECT_TRUE(pt.Acquire(1, 10, "", 100).direct);   // process 100
-  EXPECT_TRUE(pt.Acquire(1, 11, "", 100).direct);   // its second thread, own fd
-  EXPECT_FALSE(pt.Acquire(1, 12, "", 200).direct);  // another process: page cache
-  EXPECT_TRUE(pt.Acquire(2, 13, "", 200).direct);   // another inode is its own
-  EXPECT_FALSE(pt.Acquire(1, 14, "", 0).direct);    // not eligible (small, all cached)
+  EXPECT_TRUE(pt.Acquire(1, 10, "", true).direct);
+  EXPECT_TRUE(pt.Acquire(1, 11, "", true).direct);    // a second reader (the filesystem let it)
+  EXPECT_FALSE(pt.Acquire(1, 12, "", false).direct);  // one the filesystem did not: page cache
+  EXPECT_TRUE(pt.Acquire(2, 13, "", true).direct);    // another inode is its own
 
   pt.Release(1, 10);
   pt.Release(1, 11);
-  // Page-cache handles of inode 1 are still open: a new open joins them, even by process 100.
-  EXPECT_FALSE(pt.Acquire(1, 15, "", 100).direct);
+  // A page-cache handle of inode 1 is still open: a new open joins it, even if it may be direct.
+  EXPECT_FALSE(pt.Acquire(1, 14, "", true).direct);
   pt.Release(1, 12);
   pt.Release(1, 14);
+  // All closed: the next reader of inode 1 may read it direct again.
+  EXPECT_TRUE(pt.Acquire(1, 15, "", true).direct);
   pt.Release(1, 15);
-  // All closed: the next reader of inode 1 may read it direct again, whichever process it is.
-  EXPECT_TRUE(pt.Acquire(1, 16, "", 200).direct);
-  pt.Release(1, 16);
   pt.Release(2, 13);
 }
 

@@ -381,10 +381,12 @@ TEST(ReturnedBlocks, WholeBlocksOnlyAndAReRequestClearsEverything) {
   EXPECT_FALSE(r.Has(2));
   EXPECT_FALSE(r.Has(10));
   EXPECT_FALSE(r.Has(3));
+  EXPECT_EQ(r.furthest(), 10 * kB + 100) << "how far the file was read survives the clearing";
   // Empty and out-of-range reads change nothing.
   r.Note(5 * kB, 5 * kB);
   r.Note(20 * kB, 21 * kB);
   EXPECT_FALSE(r.Has(5));
+  EXPECT_EQ(r.furthest(), 10 * kB + 100);
 }
 
 // Holds(begin, end): every block wholly inside the range was given whole; the partial blocks at
