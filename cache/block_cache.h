@@ -13,7 +13,8 @@
 // that a loader thread runs later; a demand reader that finds a queued Flight claims it and runs it
 // itself, so demand reads never wait behind prefetch. A completed block reaches its waiters first,
 // then is queued for the disk (WorkerPool writers), so no reader waits for compression or a disk
-// write. The write queue is bounded (a quarter of the memory cap): a fetch that would overflow it
+// write. The write queue is bounded (a quarter of the memory cap, or what the memory tier leaves of
+// 1.25 x the cap, a block in both counted once): a fetch that would overflow it
 // waits *before* it starts (backpressure paces the origin to the disk, it never holds back bytes
 // already fetched). A queued block stays findable in the queue until written, so the memory tier
 // may evict it meanwhile without a later read refetching it.
