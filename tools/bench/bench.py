@@ -660,6 +660,7 @@ class Bench:
         self.stub_other = {}
         self.stub_eight = {}
         self.stub_hot = None
+        self.stub_seen = {}  # mode asked for -> mode the stub's opens got
         self.stub_mode = "direct" if self.hubfs_direct() else "page cache"
         for mode in (self.stub_mode, "page cache" if self.stub_mode == "direct" else "direct"):
             primary = mode == self.stub_mode
@@ -705,6 +706,12 @@ class Bench:
                     self.stub_hot = median(rates)
                     log("stub FUSE hot (page cache): %.2f GB/s" % (self.stub_hot / GB))
                 m.sample_hwm()
+                # What the kernel granted (the stub says on its first open), not what was asked for.
+                said = re.findall(r"^hubfs_stub_fuse %s: files open (direct|through the page cache)$" % re.escape(mp),
+                                  m.tail(), re.M)
+                self.stub_seen[mode] = ("page cache" if said[-1] != "direct" else "direct") if said else "unknown"
+                if self.stub_seen[mode] != mode:
+                    log("stub FUSE asked to open %s opened %s" % (mode, self.stub_seen[mode]))
 
     def measure_local(self):
         """One measurement of the local copy: cold (page cache dropped), first re-read, and the 2nd
@@ -735,7 +742,27 @@ class Bench:
         (emu or self.emu).clear_log()
         return m
 
+    def hubfs_open_mode(self, m):
+        """How the mount's opens so far went, from its own counters: direct if any was."""
+        try:
+            with open(os.path.join(m.mp, ".hubfs-stats")) as f:
+                stats = dict(line.split()[:2] for line in f if line.strip() and not line.startswith("#"))
+        except OSError:
+            return "unknown"
+        return "direct" if float(stats.get("fuse.open.direct", 0)) > 0 else "page cache"
+
+    def ceiling_mode(self):
+        """The header's words for how the ceiling's file was opened, as granted, against hubfs's cold opens."""
+        asked = getattr(self, "stub_mode", "page cache")
+        stub = getattr(self, "stub_seen", {}).get(asked, asked)
+        hub = sorted(getattr(self, "hub_open_seen", set()) or {asked})
+        if stub == asked and hub == [asked]:
+            return asked
+        return "asked for %s: the stub's opens were %s, hubfs's cold opens %s; the ceiling is not measured the " \
+               "way hubfs read" % (asked, stub, " and ".join(hub))
+
     def measure_hubfs_cold(self):
+        self.hub_open_seen = set()
         self.hub = {}
         self.hub_origin = {}
         sha0 = self.files[SHARDS[0]]["sha256"]
@@ -753,6 +780,7 @@ class Bench:
                     if n != self.expected_bytes(name):
                         raise RuntimeError("hubfs %s read %d bytes, expected %d" % (name, n, self.expected_bytes(name)))
                     m.sample_hwm()
+                    self.hub_open_seen.add(self.hubfs_open_mode(m))
                     b, _ = self.cdn_bytes(sha0, expect=self.size[0])
                     self.verify_sha(path, 0, "hubfs cold " + name)
                     rates.append(n / dt)
@@ -1411,7 +1439,7 @@ http {
                     100 * (getattr(self, "run_load", None) or 0)),
                 "ceiling = 1/(1/curl + 1/stub) with curl one stream to /dev/null from the CDN origin and the stub "
                 "FUSE filesystem replaying the same access pattern, its file opened as hubfs opens a cold shard "
-                "(%s); GB = 1e9 bytes" % getattr(self, "stub_mode", "page cache")]
+                "(%s); GB = 1e9 bytes" % self.ceiling_mode()]
         extra = []
         if hasattr(self, "hub_origin"):
             extra.append("origin bytes per cold row (x file size): " + ", ".join(
@@ -1423,8 +1451,10 @@ http {
             extra.append("CPU per GB read, stub FUSE (s/GB; busy fraction): " + "; ".join(
                 "%s stub %.2f, busy %.0f%%" % (k, c, b * 100) for k, (c, b) in self.stub_cpu.items()))
         if getattr(self, "stub_other", None):
+            other = "page cache" if self.stub_mode == "direct" else "direct"
             extra.append("stub FUSE opened the other way (%s), for reference: " % (
-                "page cache" if self.stub_mode == "direct" else "direct") + ", ".join(
+                other if self.stub_seen.get(other, other) == other else "asked for %s, got %s" % (
+                    other, self.stub_seen[other])) + ", ".join(
                 "%s %.2f GB/s" % (k, v / GB) for k, v in self.stub_other.items()))
         if hasattr(self, "warm_origin"):
             extra.append("origin bytes during the warm read: %d" % self.warm_origin)
