@@ -42,6 +42,7 @@ int64_t CachedPages(int fd, uint64_t off, uint64_t len) {
 
 constexpr uint64_t kWillneedStep = 2 << 20;
 constexpr uint64_t kHugeStep = 2 << 20;  // one PMD-sized folio
+constexpr uint64_t kOvertakenWindow = 8 << 20;  // how far ahead of a step to look for the reader
 #ifndef MADV_POPULATE_READ
 #define MADV_POPULATE_READ 22  // Linux 5.14
 #endif
@@ -53,7 +54,9 @@ constexpr uint64_t kHugeStep = 2 << 20;  // one PMD-sized folio
 // makes 4 KiB folios, ~500 times as many for the reader's copies (and the hot re-reads) to walk.
 // `begin` must be 2 MiB aligned. Returns where it stopped: `end`, or where the kernel refused (no
 // huge pages, no MADV_POPULATE_READ, a read error) or `stopped` was set.
-uint64_t PopulateHuge(int fd, uint64_t begin, uint64_t end, const std::atomic<bool>& stopped, metrics::Counter& bytes) {
+uint64_t PopulateHuge(int fd, uint64_t begin, uint64_t end, const std::atomic<bool>& stopped, metrics::Counter& bytes,
+                      bool* overtaken) {
+  *overtaken = false;
   if (begin >= end || begin % kHugeStep != 0) return begin;
   const size_t len = static_cast<size_t>(end - begin);
   void* m = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, static_cast<off_t>(begin));
@@ -63,6 +66,13 @@ uint64_t PopulateHuge(int fd, uint64_t begin, uint64_t end, const std::atomic<bo
     auto* base = static_cast<char*>(m);
     while (done < len && !stopped) {
       const size_t n = static_cast<size_t>(std::min<uint64_t>(kHugeStep, len - done));
+      // Pages here or just ahead that this worker did not read: the reader's own readahead got
+      // here first (it reads a window ahead of the reader). Racing it would leave both halves in
+      // 4 KiB folios (a huge folio cannot be added where a page is cached), so it reads the rest.
+      if (CachedPages(fd, begin + done, std::min<uint64_t>(kOvertakenWindow, len - done)) != 0) {
+        *overtaken = true;
+        break;
+      }
       if (::madvise(base + done, n, MADV_POPULATE_READ) != 0) break;
       done += n;
       bytes.Add(n);
@@ -228,10 +238,11 @@ void BackingPrefetcher::Run() {
 // Reads queued chunks into the page cache, kWorkers chunks at once (a deep disk queue). Each
 // chunk's 2 MiB-aligned body in 2 MiB folios (PopulateHuge: one folio per 2 MiB, where the kernel's
 // readahead of a fresh descriptor ramps up from 4 KiB folios and POSIX_FADV_WILLNEED makes only 4
-// KiB ones); its unaligned edges (the page after a sentinel, a chunk that does not end on a 2 MiB
-// boundary, the file's end), and all of it where the kernel refuses huge pages, by WILLNEED, which
-// reads exactly what it is given, at most the file's readahead window per call: 2 MiB steps.
-// Neither reads a byte outside the chunk, so no sentinel is ever read by the prefetch.
+// KiB ones); the 2 MiB after a chunk's sentinel page is the reader's readahead's (backing_prefetch.h);
+// a chunk that does not end on a 2 MiB boundary (the file's end), and all of the body where the
+// kernel refuses huge pages, by WILLNEED, which reads exactly what it is given, at most the file's
+// readahead window per call: 2 MiB steps. A chunk the reader's readahead reached first is left to
+// it. Neither reads a byte outside the chunk, so no sentinel is ever read by the prefetch.
 void BackingPrefetcher::Work() {
   ::pthread_setname_np(::pthread_self(), "hubfs-prefetch");
   static auto& m_bytes = metrics::Get("passthrough.prefetch.bytes");
@@ -254,9 +265,12 @@ void BackingPrefetcher::Work() {
     const uint64_t end = t.offset + t.length;
     const uint64_t lo = (t.offset + kHugeStep - 1) / kHugeStep * kHugeStep, hi = end / kHugeStep * kHugeStep;
     if (lo < hi) {
-      willneed(t.offset, lo);
-      const uint64_t stop = t.file->stopped ? lo : PopulateHuge(t.file->fd, lo, hi, t.file->stopped, m_bytes);
-      willneed(stop, end);
+      // The unaligned head (after a sentinel page) is left to the reader's readahead, which
+      // brings it in with the sentinel in large folios, where WILLNEED makes 4 KiB ones.
+      bool overtaken = false;
+      const uint64_t stop =
+          t.file->stopped ? lo : PopulateHuge(t.file->fd, lo, hi, t.file->stopped, m_bytes, &overtaken);
+      if (!overtaken) willneed(stop, end);
     } else {
       willneed(t.offset, end);
     }
