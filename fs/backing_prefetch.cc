@@ -42,7 +42,7 @@ int64_t CachedPages(int fd, uint64_t off, uint64_t len) {
 
 constexpr uint64_t kWillneedStep = 2 << 20;
 constexpr uint64_t kHugeStep = 2 << 20;  // one PMD-sized folio
-constexpr uint64_t kOvertakenWindow = 8 << 20;  // how far ahead of a step to look for the reader
+constexpr uint64_t kOvertakenWindow = 8 << 20;  // how far below a step to look for the reader's readahead
 #ifndef MADV_POPULATE_READ
 #define MADV_POPULATE_READ 22  // Linux 5.14
 #endif
@@ -52,34 +52,41 @@ constexpr uint64_t kOvertakenWindow = 8 << 20;  // how far ahead of a step to lo
 // at a time. A fault in such a mapping reads exactly the aligned 2 MiB folio around it (the page
 // cache's huge-page path, which ignores the file's readahead window), where POSIX_FADV_WILLNEED
 // makes 4 KiB folios, ~500 times as many for the reader's copies (and the hot re-reads) to walk.
-// `begin` must be 2 MiB aligned. Returns where it stopped: `end`, or where the kernel refused (no
-// huge pages, no MADV_POPULATE_READ, a read error) or `stopped` was set.
-uint64_t PopulateHuge(int fd, uint64_t begin, uint64_t end, const std::atomic<bool>& stopped, metrics::Counter& bytes,
-                      bool* overtaken) {
+// Steps go from `end` down, toward the reader, and stop where pages are cached in the step or
+// within kOvertakenWindow below it (not below `floor`): the reader's readahead has come that far.
+// Why backward: the reader's readahead fills what it finds missing in its window in 4 KiB folios
+// whenever the window starts on a folio already cached (the kernel gives up on large folios
+// there), so a chunk read forward and caught up with by the reader halfway (4 workers read 4
+// chunks at a quarter of the disk's speed each; the reader reads at all of it) left 2-6 MiB of
+// 4 KiB folios behind the worker's front. Read backward, what is missing lies below everything
+// cached, and the reader's readahead reads it in large folios up to the first cached one.
+// `begin` and `end` must be 2 MiB aligned. Returns where it stopped: [result, end) is read;
+// *overtaken tells the reader's readahead from a refusal (no huge pages, no MADV_POPULATE_READ, a
+// read error) or `stopped`.
+uint64_t PopulateHuge(int fd, uint64_t begin, uint64_t end, uint64_t floor, const std::atomic<bool>& stopped,
+                      metrics::Counter& bytes, bool* overtaken) {
   *overtaken = false;
-  if (begin >= end || begin % kHugeStep != 0) return begin;
+  if (begin >= end || begin % kHugeStep != 0 || end % kHugeStep != 0) return end;
   const size_t len = static_cast<size_t>(end - begin);
   void* m = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, static_cast<off_t>(begin));
-  if (m == MAP_FAILED) return begin;
-  uint64_t done = 0;
+  if (m == MAP_FAILED) return end;
+  uint64_t low = end;  // [low, end) is read
   if (::madvise(m, len, MADV_HUGEPAGE) == 0 && ::madvise(m, len, MADV_RANDOM) == 0) {
     auto* base = static_cast<char*>(m);
-    while (done < len && !stopped) {
-      const size_t n = static_cast<size_t>(std::min<uint64_t>(kHugeStep, len - done));
-      // Pages here or just ahead that this worker did not read: the reader's own readahead got
-      // here first (it reads a window ahead of the reader). Racing it would leave both halves in
-      // 4 KiB folios (a huge folio cannot be added where a page is cached), so it reads the rest.
-      if (CachedPages(fd, begin + done, std::min<uint64_t>(kOvertakenWindow, len - done)) != 0) {
+    while (low > begin && !stopped) {
+      const uint64_t step = low - kHugeStep;
+      const uint64_t from = step > floor + kOvertakenWindow ? step - kOvertakenWindow : floor;
+      if (CachedPages(fd, from, low - from) != 0) {
         *overtaken = true;
         break;
       }
-      if (::madvise(base + done, n, MADV_POPULATE_READ) != 0) break;
-      done += n;
-      bytes.Add(n);
+      if (::madvise(base + (step - begin), kHugeStep, MADV_POPULATE_READ) != 0) break;
+      low = step;
+      bytes.Add(kHugeStep);
     }
   }
   ::munmap(m, len);
-  return begin + done;
+  return low;
 }
 
 }  // namespace
@@ -236,13 +243,13 @@ void BackingPrefetcher::Run() {
 }
 
 // Reads queued chunks into the page cache, kWorkers chunks at once (a deep disk queue). Each
-// chunk's 2 MiB-aligned body in 2 MiB folios (PopulateHuge: one folio per 2 MiB, where the kernel's
-// readahead of a fresh descriptor ramps up from 4 KiB folios and POSIX_FADV_WILLNEED makes only 4
-// KiB ones); the 2 MiB after a chunk's sentinel page is the reader's readahead's (backing_prefetch.h);
-// a chunk that does not end on a 2 MiB boundary (the file's end), and all of the body where the
-// kernel refuses huge pages, by WILLNEED, which reads exactly what it is given, at most the file's
-// readahead window per call: 2 MiB steps. A chunk the reader's readahead reached first is left to
-// it. Neither reads a byte outside the chunk, so no sentinel is ever read by the prefetch.
+// chunk's 2 MiB-aligned body in 2 MiB folios, from its end back toward the reader (PopulateHuge:
+// one folio per 2 MiB, where the kernel's readahead of a fresh descriptor ramps up from 4 KiB
+// folios and POSIX_FADV_WILLNEED makes only 4 KiB ones), until it meets the reader's readahead;
+// the 2 MiB after a chunk's sentinel page is the reader's readahead's (backing_prefetch.h); a
+// chunk's unaligned end (the file's) and all of the body where the kernel refuses huge pages, by
+// WILLNEED, which reads exactly what it is given, at most the file's readahead window per call:
+// 2 MiB steps. Neither reads a byte outside the chunk, so no sentinel is ever read by the prefetch.
 void BackingPrefetcher::Work() {
   ::pthread_setname_np(::pthread_self(), "hubfs-prefetch");
   static auto& m_bytes = metrics::Get("passthrough.prefetch.bytes");
@@ -268,9 +275,11 @@ void BackingPrefetcher::Work() {
       // The unaligned head (after a sentinel page) is left to the reader's readahead, which
       // brings it in with the sentinel in large folios, where WILLNEED makes 4 KiB ones.
       bool overtaken = false;
-      const uint64_t stop =
-          t.file->stopped ? lo : PopulateHuge(t.file->fd, lo, hi, t.file->stopped, m_bytes, &overtaken);
-      if (!overtaken) willneed(stop, end);
+      willneed(hi, end);
+      const uint64_t low = t.file->stopped ? hi
+                                           : PopulateHuge(t.file->fd, lo, hi, t.offset / chunk_ * chunk_,
+                                                          t.file->stopped, m_bytes, &overtaken);
+      if (!overtaken) willneed(lo, low);
     } else {
       willneed(t.offset, end);
     }

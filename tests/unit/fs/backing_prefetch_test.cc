@@ -274,8 +274,9 @@ TEST(BackingPrefetcherTest, FollowsReadersOfARealFileAndStops) {
 // past the first sentinel gets the next two chunks read ahead, and none of the sentinels (its
 // own next one, and the one after the prefetched chunks) is read by the prefetch itself, whatever
 // the kernel's readahead of the prefetch's own reads does. The 2 MiB holding a sentinel is left
-// to the reader's readahead; and where pages ahead of the prefetch are in the page cache already
-// (the reader's readahead got there first), the prefetch leaves the rest of that chunk alone.
+// to the reader's readahead; a chunk is read from its end back, and where pages below the prefetch
+// are in the page cache already (the reader's readahead got there first), it leaves the rest of
+// that chunk alone.
 TEST(BackingPrefetcherTest, PrefetchNeverReadsASentinel) {
   constexpr uint64_t kChunk32 = 32 * kMiB;
   const size_t size = 5 * kChunk32 + 12345;
@@ -298,20 +299,20 @@ TEST(BackingPrefetcherTest, PrefetchNeverReadsASentinel) {
     ASSERT_EQ(::pread(reader, buf.data(), kMiB, static_cast<off_t>(off)), static_cast<ssize_t>(kMiB));
     ASSERT_EQ(std::memcmp(buf.data(), file.bytes().data() + off, kMiB), 0);
   }
-  // Chunk 2 arrives past its first 2 MiB; chunk 3 up to 8 MiB short of the page found there:
-  // its 2 MiB at [2, 4) MiB (the step at 4 MiB sees the page within 8 MiB ahead and stops).
-  const int64_t body_pages = static_cast<int64_t>((kChunk32 - 2 * kMiB) / kPage + 2 * kMiB / kPage);
+  // Chunk 2 arrives past its first 2 MiB; chunk 3 from its end down to 8 MiB above the page
+  // found there: [20, 32) MiB (the step at 18 MiB sees the page within 8 MiB below and stops).
+  const int64_t body_pages = static_cast<int64_t>((kChunk32 - 2 * kMiB) / kPage + 12 * kMiB / kPage);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   auto body = [&] {
     return RealFile::Cached(reader, 2 * kChunk32 + 2 * kMiB, kChunk32 - 2 * kMiB) +
-           RealFile::Cached(reader, 3 * kChunk32 + 2 * kMiB, 2 * kMiB);
+           RealFile::Cached(reader, 3 * kChunk32 + 20 * kMiB, 12 * kMiB);
   };
   while (body() < body_pages && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   EXPECT_EQ(body(), body_pages);
   std::this_thread::sleep_for(std::chrono::milliseconds(200));  // any readahead still in flight
   for (uint64_t k = 2; k <= 4; ++k) EXPECT_EQ(RealFile::Cached(reader, k * kChunk32, 2 * kMiB), 0) << "sentinel " << k;
-  EXPECT_EQ(RealFile::Cached(reader, 3 * kChunk32 + 4 * kMiB, kChunk32 - 4 * kMiB), 1) << "chunk 3 past its overtaken step";
+  EXPECT_EQ(RealFile::Cached(reader, 3 * kChunk32 + 2 * kMiB, 18 * kMiB), 1) << "chunk 3 below its overtaken step";
   // Past its first 2 MiB (the sentinel's), a prefetched chunk is in 2 MiB folios, where this
   // kernel and filesystem have them at all (a control read the same way says so): 15 folios for
   // 30 MiB, where WILLNEED or a fresh descriptor's readahead make hundreds to thousands.
