@@ -662,7 +662,7 @@ class Bench:
         self.stub_hot = None
         self.stub_seen = {}  # mode asked for -> mode the stub's opens got
         self.stub_mode = "direct" if self.hubfs_direct() else "page cache"
-        for mode in (self.stub_mode, "page cache" if self.stub_mode == "direct" else "direct"):
+        for mode in (self.stub_mode, self.other_mode()):
             primary = mode == self.stub_mode
             mp = self.mp("stub")
             cmd = [STUB, mp, str(self.size[0]), "shard.bin"] + (["--direct"] if mode == "direct" else [])
@@ -709,7 +709,7 @@ class Bench:
                 # What the kernel granted (the stub says on its first open), not what was asked for.
                 said = re.findall(r"^hubfs_stub_fuse %s: files open (direct|through the page cache)$" % re.escape(mp),
                                   m.tail(), re.M)
-                self.stub_seen[mode] = ("page cache" if said[-1] != "direct" else "direct") if said else "unknown"
+                self.stub_seen[mode] = ("direct" if said[-1] == "direct" else "page cache") if said else "unknown"
                 if self.stub_seen[mode] != mode:
                     log("stub FUSE asked to open %s opened %s" % (mode, self.stub_seen[mode]))
 
@@ -741,6 +741,10 @@ class Bench:
         drop_caches()
         (emu or self.emu).clear_log()
         return m
+
+    def other_mode(self):
+        """The stub's reference open mode: the one hubfs does not use for a cold shard."""
+        return "page cache" if self.stub_mode == "direct" else "direct"
 
     def hubfs_open_mode(self, m):
         """How the mount's opens so far went, from its own counters: direct if any was."""
@@ -1451,7 +1455,7 @@ http {
             extra.append("CPU per GB read, stub FUSE (s/GB; busy fraction): " + "; ".join(
                 "%s stub %.2f, busy %.0f%%" % (k, c, b * 100) for k, (c, b) in self.stub_cpu.items()))
         if getattr(self, "stub_other", None):
-            other = "page cache" if self.stub_mode == "direct" else "direct"
+            other = self.other_mode()
             extra.append("stub FUSE opened the other way (%s), for reference: " % (
                 other if self.stub_seen.get(other, other) == other else "asked for %s, got %s" % (
                     other, self.stub_seen[other])) + ", ".join(
