@@ -397,6 +397,11 @@ Result<std::vector<DirEntryOut>> Filesystem::ReadDir(uint64_t ino) {
   return out;
 }
 
+bool Filesystem::ListsWithAttrs(uint64_t ino) {
+  auto in = Get(ino);
+  return in && in->kind == Kind::kRepo && in->snap->node(in->node).is_dir;
+}
+
 Result<std::string> Filesystem::ReadLink(uint64_t ino) {
   auto in = Get(ino);
   if (!in) return MakeError(ErrorKind::kNotFound, "stale inode");

@@ -115,6 +115,9 @@ class Filesystem {
   void Forget(uint64_t ino, uint64_t nlookup);
   Result<Attr> GetAttr(uint64_t ino, double* attr_timeout);
   Result<std::vector<DirEntryOut>> ReadDir(uint64_t ino);
+  // Whether the entries ReadDir(ino) lists can be looked up without the network (a directory of a
+  // repo snapshot), so a listing may carry their attributes (READDIRPLUS).
+  bool ListsWithAttrs(uint64_t ino);
   Result<std::string> ReadLink(uint64_t ino);
   Result<OpenOut> Open(uint64_t ino, int flags);
   // Whether handle fh (OpenOut::may_direct), opened by process `tgid`, may be opened with

@@ -106,9 +106,18 @@ void Init(void* userdata, fuse_conn_info* conn) {
   if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
   if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
   conn->want &= ~static_cast<unsigned>(FUSE_CAP_AUTO_INVAL_DATA);  // content is immutable per inode
+  // READDIRPLUS for every chunk of a listing, not only the first (the kernel's adaptive mode
+  // switches to plain READDIR unless lookups arrive while it lists: `find` then `cat` gets
+  // attributes for the first ~200 entries only).
+  if (conn->capable & FUSE_CAP_READDIRPLUS) {
+    conn->want |= FUSE_CAP_READDIRPLUS;
+    conn->want &= ~static_cast<unsigned>(FUSE_CAP_READDIRPLUS_AUTO);
+  }
 }
 
 void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  static auto& m_lookups = metrics::Get("fuse.lookups");
+  m_lookups.Add();
   auto r = FsOf(req)->Lookup(parent, name);
   if (!r.ok()) return ReplyError(req, r.error(), "lookup");
   fuse_entry_param e{};
@@ -220,12 +229,13 @@ void Release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 
 struct DirHandle {
   std::vector<DirEntryOut> entries;
+  bool with_attrs = false;  // READDIRPLUS looks its entries up (Filesystem::ListsWithAttrs)
 };
 
 void OpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto r = FsOf(req)->ReadDir(ino);
   if (!r.ok()) return ReplyError(req, r.error(), "opendir");
-  auto* h = new DirHandle{std::move(r.value())};
+  auto* h = new DirHandle{std::move(r.value()), FsOf(req)->ListsWithAttrs(ino)};
   fi->fh = reinterpret_cast<uint64_t>(h);
   fi->cache_readdir = 0;
   if (fuse_reply_open(req, fi) == -ENOENT) delete h;
@@ -244,6 +254,41 @@ void ReadDir(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*
                                        static_cast<off_t>(i + 1));
     if (n > size - used) break;
     used += n;
+  }
+  fuse_reply_buf(req, buf.data(), used);
+}
+
+// READDIRPLUS: each entry of a repo's directory comes with its inode and attributes, as a LOOKUP
+// would return them, so `ls -l`, `find -size` or a loader opening every file it listed sends no
+// LOOKUP per file (2000 small files: 2000 fewer round trips). Entries of the directories above a
+// repo (orgs, repos) would need the network to look up: they go without (inode 0: a plain entry).
+// Every entry sent with an inode counts one lookup, as the kernel counts it; "." and ".." never do.
+void ReadDirPlus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  static auto& m_entries = metrics::Get("fuse.readdirplus.entries");
+  auto* h = reinterpret_cast<DirHandle*>(fi->fh);
+  Filesystem* fs = FsOf(req);
+  std::vector<char> buf(size);
+  size_t used = 0;
+  for (size_t i = static_cast<size_t>(off); i < h->entries.size(); ++i) {
+    const DirEntryOut& e = h->entries[i];
+    const off_t next = static_cast<off_t>(i + 1);
+    // Sized first: an entry that does not fit must not count a lookup.
+    if (fuse_add_direntry_plus(req, nullptr, 0, e.name.c_str(), nullptr, next) > size - used) break;
+    fuse_entry_param p{};
+    p.attr.st_ino = e.ino != 0 ? e.ino : static_cast<ino_t>(-1);
+    p.attr.st_mode = e.type;
+    if (h->with_attrs && e.name != "." && e.name != "..") {
+      auto r = fs->Lookup(ino, e.name);
+      if (r.ok() && r->ino != 0) {
+        p.ino = r->ino;
+        p.generation = 1;
+        p.attr = ToStat(r->attr);
+        p.entry_timeout = r->entry_timeout;
+        p.attr_timeout = r->attr_timeout;
+        m_entries.Add();
+      }
+    }
+    used += fuse_add_direntry_plus(req, buf.data() + used, size - used, e.name.c_str(), &p, next);
   }
   fuse_reply_buf(req, buf.data(), used);
 }
@@ -318,6 +363,7 @@ fuse_lowlevel_ops MakeOps() {
   ops.release = Release;
   ops.opendir = OpenDir;
   ops.readdir = ReadDir;
+  ops.readdirplus = ReadDirPlus;
   ops.releasedir = ReleaseDir;
   ops.statfs = StatFs;
   ops.access = Access;

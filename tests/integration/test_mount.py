@@ -58,6 +58,47 @@ def test_sha256_of_every_file(mnt, fixture, rtype, rid):
         assert sha256_file(os.path.join(root, path)) == meta["sha256"], path
 
 
+def test_listing_carries_attributes(mnt, fixture):
+    """A repo directory's listing carries each entry's inode and attributes (READDIRPLUS): stat-ing
+    and opening every listed file afterwards sends no LOOKUP, with the fixture's sizes and bytes;
+    entries above a repo (orgs, repos) are listed without. When the kernel forgets the entries,
+    the daemon forgets them too (each listed entry counted one lookup, no more, no less)."""
+    rid = "hubfs-test/big-dataset"
+    expected = fixture.files(rid, rtype="dataset")
+    d = os.path.join(repo_dir(mnt, rid, "dataset"), "data")
+    names = sorted(os.listdir(d))
+    assert names == sorted(os.path.basename(p) for p in expected if p.startswith("data/"))
+    before = mnt.stats()
+    for n in names:
+        assert os.stat(os.path.join(d, n)).st_size == expected["data/" + n]["size"], n
+    for n in names[:50]:
+        with open(os.path.join(d, n), "rb") as f:
+            assert hashlib.sha256(f.read()).hexdigest() == expected["data/" + n]["sha256"], n
+    after = mnt.stats()
+    # (.hubfs-stats itself is looked up on every open: it has no entry timeout)
+    assert int(after.get("fuse.lookups", 0)) - int(before.get("fuse.lookups", 0)) <= 1
+    assert int(after["fuse.readdirplus.entries"]) >= len(names)
+    # Listing orgs is local, looking one up is not: the datasets directory lists without attributes.
+    plus = int(mnt.stats()["fuse.readdirplus.entries"])
+    assert "hubfs-test" in os.listdir(mnt.path("datasets"))
+    assert int(mnt.stats()["fuse.readdirplus.entries"]) == plus
+    # Forgotten by the kernel (dentries and inodes dropped): the daemon's inode count falls back.
+    listed = os.statvfs(mnt.mountpoint).f_files
+    assert listed >= len(names)
+    deadline = time.monotonic() + 10
+    while True:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("2\n")
+        now = os.statvfs(mnt.mountpoint).f_files
+        if now <= listed - len(names) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert now <= listed - len(names), (listed, now)
+    # And found again, listed or looked up.
+    assert os.stat(os.path.join(d, names[7])).st_size == expected["data/" + names[7]]["size"]
+    assert len(os.listdir(d)) == len(names)
+
+
 def test_modes_sizes_mtimes(mnt, fixture):
     root = repo_dir(mnt, MODEL)
     st = os.stat(os.path.join(root, "config.json"))
