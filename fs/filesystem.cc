@@ -439,6 +439,10 @@ Result<OpenOut> Filesystem::Open(uint64_t ino, int flags) {
   f->size = n.size;
   f->ra = Readahead(options_.readahead);
   f->safetensors = n.name.size() > 12 && n.name.compare(n.name.size() - 12, 12, ".safetensors") == 0;
+  {
+    std::lock_guard lock(mu_);
+    if (!in->cached) in->cached = std::make_shared<KernelCached>();
+  }
   const uint64_t fh = next_fh_++;
   handles_.insert({fh, f});
   ++in->cached->page_cache_opens;

@@ -169,7 +169,9 @@ class Filesystem {
     uint64_t nlookup = 0;
     uint64_t parent = 0;
     std::string name;
-    std::shared_ptr<KernelCached> cached = std::make_shared<KernelCached>();  // kRepo files
+    // kRepo files: made by the file's first Open (under mu_), never replaced. Not before: a
+    // listing makes an inode per entry (READDIRPLUS), and most are never opened.
+    std::shared_ptr<KernelCached> cached;
   };
   struct OpenFile {
     std::shared_ptr<Inode> inode;  // holds the Snapshot: the commit this handle reads
