@@ -268,6 +268,7 @@ void ReadDirPlus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_fi
   auto* h = reinterpret_cast<DirHandle*>(fi->fh);
   Filesystem* fs = FsOf(req);
   std::vector<char> buf(size);
+  std::vector<uint64_t> counted;  // inodes whose lookup this reply carries
   size_t used = 0;
   for (size_t i = static_cast<size_t>(off); i < h->entries.size(); ++i) {
     const DirEntryOut& e = h->entries[i];
@@ -286,11 +287,14 @@ void ReadDirPlus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_fi
         p.entry_timeout = r->entry_timeout;
         p.attr_timeout = r->attr_timeout;
         m_entries.Add();
+        counted.push_back(r->ino);
       }
     }
     used += fuse_add_direntry_plus(req, buf.data() + used, size - used, e.name.c_str(), &p, next);
   }
-  fuse_reply_buf(req, buf.data(), used);
+  // A reply the kernel no longer waits for (the lister was killed) links nothing: undo its lookups.
+  if (fuse_reply_buf(req, buf.data(), used) != 0)
+    for (uint64_t child : counted) fs->Forget(child, 1);
 }
 
 void ReleaseDir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
