@@ -21,8 +21,12 @@ constexpr uint64_t kSpacesIno = 3;
 constexpr uint64_t kStatsIno = 4;
 constexpr size_t kMaxSnapshots = 256;
 // Small files prefetched after the one being opened: enough to hide one round trip per file
-// behind the reader, few enough that a reader of a single file wastes little.
-constexpr size_t kSiblingPrefetch = 8;
+// behind the reader, few enough that a reader of a single file wastes little. A reader that still
+// catches up with them gets more (Filesystem::SiblingStream), up to twice the loader threads, so
+// the loaders never run dry while the reader waits on a distant origin.
+constexpr uint32_t kSiblingPrefetch = 8;
+constexpr uint32_t kMaxSiblingPrefetch = 32;
+constexpr size_t kMaxSiblingStreams = 256;
 
 std::string TypeKey(fetch::RepoType t) { return fetch::ApiCollection(t); }
 
@@ -455,22 +459,60 @@ Result<OpenOut> Filesystem::Open(uint64_t ino, int flags) {
   if (f->size > 0 && !KernelHas(*f, 0))
     cache_->Prefetch(cache::BlockKey{f->content, 0}, BlockLen(*f, 0), Fetcher(*f, 0));
   // Small files are read one after another (`find | xargs cat`, a dataset loader): each costs a
-  // round trip, so fetch the next few small siblings (in listing order) while this one is read.
-  if (f->size > 0 && f->size <= cache_->block_size()) {
-    const SnapshotNode& dir = in->snap->node(n.parent);
-    size_t issued = 0;
-    for (size_t i = n.position + 1; i < dir.children.size() && issued < kSiblingPrefetch; ++i) {
-      const SnapshotNode& sib = in->snap->node(dir.children[i]);
-      if (sib.is_dir || sib.size == 0 || sib.size > cache_->block_size()) continue;
-      OpenFile peer;
-      peer.loc = LocationOf(*in->snap, sib);
-      peer.content = *sib.content;
-      peer.size = sib.size;
-      cache_->Prefetch(cache::BlockKey{peer.content, 0}, BlockLen(peer, 0), Fetcher(peer, 0));
-      ++issued;
-    }
-  }
+  // round trip, so fetch the next small siblings (in listing order) while this one is read.
+  if (f->size > 0 && f->size <= cache_->block_size()) PrefetchSiblings(*in, n);
   return out;
+}
+
+void Filesystem::PrefetchSiblings(const Inode& in, const SnapshotNode& n) {
+  const Snapshot& snap = *in.snap;
+  const SnapshotNode& dir = snap.node(n.parent);
+  const uint64_t bs = cache_->block_size();
+  auto small = [&](uint32_t i) {
+    const SnapshotNode& sib = snap.node(dir.children[i]);
+    return !sib.is_dir && sib.size > 0 && sib.size <= bs;
+  };
+  // Whether the reader found this file fetched already (before its own open asked for it).
+  const bool found = cache_->Contains(cache::BlockKey{*n.content, 0});
+  uint32_t from, until;
+  {
+    std::lock_guard lock(siblings_mu_);
+    if (siblings_.size() >= kMaxSiblingStreams) siblings_.clear();
+    SiblingStream& st = siblings_[{&snap, n.parent}];
+    if (st.snap.lock() != in.snap) st = SiblingStream{in.snap, 0, 0, 0};
+    const bool forward = st.window > 0 && n.position > st.last && n.position < st.issued_until;
+    if (!forward) {
+      st.window = kSiblingPrefetch;
+      st.issued_until = n.position + 1;
+    } else if (!found) {
+      st.window = std::min(st.window * 2, kMaxSiblingPrefetch);
+      static auto& m_grown = metrics::Get("fs.siblings.window_grown");
+      m_grown.Add();
+    }
+    st.last = n.position;
+    uint32_t end = n.position + 1, counted = 0;
+    const auto count = static_cast<uint32_t>(dir.children.size());
+    for (; end < count && counted < st.window; ++end)
+      if (small(end)) ++counted;
+    from = std::max(n.position + 1, st.issued_until);
+    until = end;
+    st.issued_until = std::max(st.issued_until, until);
+  }
+  for (uint32_t i = from; i < until; ++i) {
+    if (!small(i)) continue;
+    const SnapshotNode& sib = snap.node(dir.children[i]);
+    if (!cache_->PrefetchRoom(sib.size)) {  // the prefetch budget is full: ask again next open
+      std::lock_guard lock(siblings_mu_);
+      if (auto it = siblings_.find({&snap, n.parent}); it != siblings_.end())
+        it->second.issued_until = std::min(it->second.issued_until, i);
+      return;
+    }
+    OpenFile peer;
+    peer.loc = LocationOf(snap, sib);
+    peer.content = *sib.content;
+    peer.size = sib.size;
+    cache_->Prefetch(cache::BlockKey{peer.content, 0}, BlockLen(peer, 0), Fetcher(peer, 0));
+  }
 }
 
 void Filesystem::SetPassthrough(bool on) {

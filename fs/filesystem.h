@@ -210,6 +210,9 @@ class Filesystem {
   // A reader is finishing one shard of a checkpoint with a *.safetensors.index.json beside it:
   // fetch the header and first tensors (key order) of the shard loaders read next. Background.
   void PrefetchNextShard(const std::shared_ptr<Inode>& shard);
+  // A small file (one block) `n` of in's snapshot is being opened: fetch the small files after it
+  // in its directory (listing order), as many as its directory's reader needs (SiblingStream).
+  void PrefetchSiblings(const Inode& in, const SnapshotNode& n);
   size_t BlockLen(const OpenFile& f, uint64_t block) const;
   // READ [begin, end) of f is being answered (see ReturnedBlocks).
   void NoteReturned(const OpenFile& f, uint64_t begin, uint64_t end);
@@ -237,6 +240,20 @@ class Filesystem {
 
   std::mutex snap_mu_;
   std::unordered_map<std::string, std::shared_future<Result<std::shared_ptr<const Snapshot>>>> snapshots_;
+
+  // Small files read one after another in listing order, per directory: how far ahead the next
+  // ones are fetched. The window starts at kSiblingPrefetch and doubles (to kMaxSiblingPrefetch)
+  // each time the reader, going forward, opens a file that is not fetched yet (the origin's round
+  // trip is longer than the reader's time per file); a jump back or past the fetched range starts
+  // over. Bounded: the table is emptied when it holds kMaxSiblingStreams directories.
+  struct SiblingStream {
+    std::weak_ptr<const Snapshot> snap;  // the key's snapshot (a freed one's address may be reused)
+    uint32_t last = 0;          // position of the latest open
+    uint32_t issued_until = 0;  // positions below this were asked for
+    uint32_t window = 0;        // small files fetched ahead of the latest open
+  };
+  std::mutex siblings_mu_;  // a leaf
+  std::map<std::pair<const Snapshot*, uint32_t>, SiblingStream> siblings_;
 
   std::mutex plans_mu_;
   std::unordered_map<std::string, std::shared_ptr<const SafetensorsPlan>> plans_;

@@ -327,3 +327,38 @@ def test_range_reads_share_kept_alive_cdn_connections(faults, fixture):
     conns = {r["conn"] for r in ranges}
     assert len(ranges) >= 8 and None not in conns
     assert len(conns) < len(ranges), (len(conns), len(ranges))
+
+
+def test_small_files_read_in_order_are_fetched_further_ahead_on_a_slow_origin(faults, fixture):
+    """Small files opened one after another in listing order while every GET takes 0.1 s: as the
+    reader keeps catching up with the files fetched ahead of it, more are fetched ahead (beyond
+    the first 8), so the origin serves many at once. A reader of one file costs at most 8 more
+    requests, and reading in order again from elsewhere starts from 8 again."""
+    import hashlib
+    rid = "hubfs-test/big-dataset"
+    files = fixture.files(rid, rtype="dataset")
+    names = sorted(p for p in files if p.startswith("data/"))
+    assert len(names) == 1500
+    faults.set_faults([{"match": "/raw/", "delay_s": 0.1}])
+
+    def read(m, p):
+        with open(m.path("datasets", *rid.split("/"), *p.split("/")), "rb") as f:
+            assert hashlib.sha256(f.read()).hexdigest() == files[p]["sha256"], p
+
+    def raw_files():
+        return {r["path"] for r in faults.log("hub") if "/raw/" in r["path"] and "/data/" in r["path"]}
+
+    with Mount(faults.hub_url) as m:
+        os.listdir(m.path("datasets", *rid.split("/"), "data"))
+        faults.clear_log()
+        read(m, names[500])
+        assert 1 <= len(raw_files()) <= 9
+        faults.clear_log()
+        for p in names[:24]:
+            read(m, p)
+        fetched = raw_files()
+        print("files fetched while 24 were read:", len(fetched))
+        # 8 ahead at most would be 32 files; the window grows to 32 ahead.
+        assert len(fetched) >= 40, len(fetched)
+        statuses = [r["status"] for r in faults.log("hub") if "/raw/" in r["path"]]
+        assert set(statuses) <= {200, 206}, statuses
