@@ -480,16 +480,20 @@ void Filesystem::PrefetchSiblings(const Inode& in, const SnapshotNode& n) {
     if (siblings_.size() >= kMaxSiblingStreams) siblings_.clear();
     SiblingStream& st = siblings_[{&snap, n.parent}];
     if (st.snap.lock() != in.snap) st = SiblingStream{in.snap, 0, 0, 0};
-    const bool forward = st.window > 0 && n.position > st.last && n.position < st.issued_until;
-    if (!forward) {
+    // Forward: within what was asked for, and not far behind the furthest open (several workers
+    // of one loader open the files of a directory a little out of order).
+    const bool again = st.window > 0 && n.position == st.last;  // the same file opened again
+    const bool forward = st.window > 0 && n.position + kMaxSiblingPrefetch > st.last && !again &&
+                         n.position < st.issued_until;
+    if (!forward && !again) {
       st.window = kSiblingPrefetch;
       st.issued_until = n.position + 1;
-    } else if (!found) {
+    } else if (forward && !found) {
       st.window = std::min(st.window * 2, kMaxSiblingPrefetch);
       static auto& m_grown = metrics::Get("fs.siblings.window_grown");
       m_grown.Add();
     }
-    st.last = n.position;
+    st.last = forward ? std::max(st.last, n.position) : n.position;
     uint32_t end = n.position + 1, counted = 0;
     const auto count = static_cast<uint32_t>(dir.children.size());
     for (; end < count && counted < st.window; ++end)

@@ -244,11 +244,12 @@ class Filesystem {
   // Small files read one after another in listing order, per directory: how far ahead the next
   // ones are fetched. The window starts at kSiblingPrefetch and doubles (to kMaxSiblingPrefetch)
   // each time the reader, going forward, opens a file that is not fetched yet (the origin's round
-  // trip is longer than the reader's time per file); a jump back or past the fetched range starts
-  // over. Bounded: the table is emptied when it holds kMaxSiblingStreams directories.
+  // trip is longer than the reader's time per file); a jump back (further than the largest window)
+  // or past the fetched range starts over. Bounded: the table is emptied when it holds
+  // kMaxSiblingStreams directories.
   struct SiblingStream {
     std::weak_ptr<const Snapshot> snap;  // the key's snapshot (a freed one's address may be reused)
-    uint32_t last = 0;          // position of the latest open
+    uint32_t last = 0;          // position of the furthest open
     uint32_t issued_until = 0;  // positions below this were asked for
     uint32_t window = 0;        // small files fetched ahead of the latest open
   };
