@@ -75,8 +75,10 @@ def test_listing_carries_attributes(mnt, fixture):
         with open(os.path.join(d, n), "rb") as f:
             assert hashlib.sha256(f.read()).hexdigest() == expected["data/" + n]["sha256"], n
     after = mnt.stats()
-    # (.hubfs-stats itself is looked up on every open: it has no entry timeout)
-    assert int(after.get("fuse.lookups", 0)) - int(before.get("fuse.lookups", 0)) <= 1
+    # Not one per file (1500 without READDIRPLUS). A few may come from elsewhere: .hubfs-stats is
+    # looked up on every open (no entry timeout), and the repo directory's entry expires after the
+    # revision TTL (60 s), which may fall inside this test.
+    assert int(after.get("fuse.lookups", 0)) - int(before.get("fuse.lookups", 0)) <= 5
     assert int(after["fuse.readdirplus.entries"]) >= len(names)
     # Listing orgs is local, looking one up is not: the datasets directory lists without attributes.
     plus = int(mnt.stats()["fuse.readdirplus.entries"])
