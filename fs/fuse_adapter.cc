@@ -241,15 +241,21 @@ void OpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (fuse_reply_open(req, fi) == -ENOENT) delete h;
 }
 
+// What a listing says of an entry without looking it up: its inode (when known) and type.
+struct stat EntryStat(const DirEntryOut& e) {
+  struct stat st {};
+  st.st_ino = e.ino != 0 ? e.ino : static_cast<ino_t>(-1);
+  st.st_mode = e.type;
+  return st;
+}
+
 void ReadDir(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
   auto* h = reinterpret_cast<DirHandle*>(fi->fh);
   std::vector<char> buf(size);
   size_t used = 0;
   for (size_t i = static_cast<size_t>(off); i < h->entries.size(); ++i) {
     const DirEntryOut& e = h->entries[i];
-    struct stat st {};
-    st.st_ino = e.ino != 0 ? e.ino : static_cast<ino_t>(-1);
-    st.st_mode = e.type;
+    const struct stat st = EntryStat(e);
     const size_t n = fuse_add_direntry(req, buf.data() + used, size - used, e.name.c_str(), &st,
                                        static_cast<off_t>(i + 1));
     if (n > size - used) break;
@@ -276,8 +282,7 @@ void ReadDirPlus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_fi
     // Sized first: an entry that does not fit must not count a lookup.
     if (fuse_add_direntry_plus(req, nullptr, 0, e.name.c_str(), nullptr, next) > size - used) break;
     fuse_entry_param p{};
-    p.attr.st_ino = e.ino != 0 ? e.ino : static_cast<ino_t>(-1);
-    p.attr.st_mode = e.type;
+    p.attr = EntryStat(e);
     if (h->with_attrs && e.name != "." && e.name != "..") {
       auto r = fs->Lookup(ino, e.name);
       if (r.ok() && r->ino != 0) {
