@@ -484,17 +484,18 @@ class Bench:
                 what, path, n, digest, want["size"], want["sha256"]))
         return True
 
-    def cdn_bytes(self, sha=None, expect=None):
+    def cdn_bytes(self, sha=None, expect=None, emu=None):
         """Bytes the CDN (nginx) sent since the last clear_log, for one object or all."""
         def total(recs):
             return sum(r.get("bytes") or 0 for r in recs
                        if r.get("origin") == "cdn" and (sha is None or sha in r.get("path", "")))
-        recs = self.emu.log()
+        emu = emu or self.emu
+        recs = emu.log()
         if expect:
             deadline = time.time() + 3
             while total(recs) < expect and time.time() < deadline:
                 time.sleep(0.1)
-                recs = self.emu.log()
+                recs = emu.log()
         return total(recs), recs
 
     # -- setup ---------------------------------------------------------------------------------
@@ -840,6 +841,46 @@ class Bench:
                 self.net_hub["seq"] / GB, self.net_hub["st"] / GB))
         finally:
             emu.stop()
+
+    def measure_eight_network_bound(self):
+        """The 8-process row where the network is the limit, as on a cloud VM reading a distant
+        CDN: a third emulator whose nginx caps every connection at --net-eight-mibps, low enough
+        that hubfs's parallel fetch runs well below this machine's cold ceiling. One reader, then 8
+        processes at once, each cold; their times and the origin bytes (shard 0 only)."""
+        rate = self.a.net_eight_mibps << 20
+        emu = Emulator(self.origin, cdn_rate_limit=rate)
+        self.net_emus.append(emu)
+        sha0 = self.files[SHARDS[0]]["sha256"]
+        one, eight, ratios = [], [], []
+        try:
+            for _ in range(self.a.repeat):
+                for n in (1, 8):
+                    m = self.cold_mount("capped CDN %d processes" % n, emu=emu)
+                    try:
+                        path = self.shard_path(m.mp)
+                        with self.win("net eight %d" % n):
+                            if n == 1:
+                                got, dt = run_dd(path)
+                                if got != self.size[0]:
+                                    raise RuntimeError("hubfs (capped CDN) one reader read %d bytes" % got)
+                            else:
+                                dt = eight_readers(path, self.size[0])
+                        m.sample_hwm()
+                        b, _ = self.cdn_bytes(sha0, expect=self.size[0], emu=emu)
+                        if n == 8:
+                            self.verify_sha(path, 0, "hubfs capped CDN 8 processes")
+                            ratios.append(b / self.size[0])
+                        (one if n == 1 else eight).append(dt)
+                    finally:
+                        m.close()
+                        self.hubfs_done(m)
+        finally:
+            emu.stop()
+        self.net_one_t, self.net_eight_t, self.net_eight_bytes = median(one), median(eight), median(ratios)
+        self.info["net_eight"] = {"conn_mibps": self.a.net_eight_mibps, "one_s": one, "eight_s": eight,
+                                  "origin_ratio": ratios}
+        log("capped CDN (%d MiB/s per connection): one reader %.2f s, 8 processes %.2f s, origin %.3f x file" % (
+            self.a.net_eight_mibps, self.net_one_t, self.net_eight_t, self.net_eight_bytes))
 
     def measure_time_to_model(self):
         both = self.size[0] + self.size[1]
@@ -1240,6 +1281,15 @@ http {
                          "floor %.2f s (curl %.2f s + stub 8 processes %.2f s, %s; 1.1 x one reader %.2f s)" % (
                              floor, self.size[0] / self.curl, self.stub_eight[mode], mode, 1.1 * one),
                          "%.2f" % (self.eight_t / floor), "-", None, ("eight", "stub eight"))
+        if hasattr(self, "net_eight_t"):
+            cap = "CDN capped at %d MiB/s per connection" % self.a.net_eight_mibps
+            self.row("cold, 8 processes x whole shard, %s: origin bytes" % cap, "%.3f x file" % self.net_eight_bytes,
+                     "file size %.2f GB" % (self.size[0] / GB), "%.3f" % self.net_eight_bytes, "<= 1.05",
+                     self.net_eight_bytes <= 1.05, ("net eight 8",))
+            r = self.net_eight_t / self.net_one_t
+            self.row("cold, 8 processes x whole shard, %s: aggregate time" % cap, "%.2f s" % self.net_eight_t,
+                     "one reader %.2f s (%s)" % (self.net_one_t, gb(self.size[0] / self.net_one_t)), "%.2f" % r,
+                     "<= 1.10", r <= 1.1, ("net eight 8", "net eight 1"))
         if hasattr(self, "warm"):
             r = self.warm / self.local_cold
             self.row("warm: hubfs cache kept, remount, page cache dropped", gb(self.warm),
@@ -1413,6 +1463,8 @@ http {
                 self.measure_network_bound()
             self.measure_time_to_model()
             self.measure_eight()
+            if self.a.net_eight_mibps > 0:
+                self.measure_eight_network_bound()
             self.measure_warm_hot()
             self.measure_small_files()
             if self.a.peers:
@@ -1538,6 +1590,9 @@ def main():
     ap.add_argument("--net-conn-mibps", type=int, default=64,
                     help="the network-bound rows: a second emulator whose CDN caps each connection at this many "
                          "MiB/s (a distant CDN); 0 skips them (default 64)")
+    ap.add_argument("--net-eight-mibps", type=int, default=16,
+                    help="the network-bound 8-process row: a CDN capping each connection at this many MiB/s, so "
+                         "that the network, not the cores, is the limit; 0 skips it (default 16)")
     ap.add_argument("--origin-on-disk", action="store_true",
                     help="serve the origin from the fixture on disk instead of a tmpfs copy")
     ap.add_argument("--hubfs-arg", action="append", default=[],
