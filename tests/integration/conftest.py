@@ -1,6 +1,7 @@
 """Shared fixtures: one generated fixture per session, one emulator and mount per module."""
 import os
 import shutil
+import signal
 import tempfile
 
 import pytest
@@ -12,6 +13,11 @@ from hubemu import Emulator
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long-running test, skipped in the sanitizer pass")
+    # A shell without job control starts background commands with SIGINT ignored, and an ignored
+    # signal stays ignored in every child: the daemons and readers the tests interrupt with SIGINT
+    # would never see it. A handler here is reset to the default in each child at exec.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
