@@ -418,6 +418,12 @@ static fetch::FileLocation LocationOf(const Snapshot& snap, const SnapshotNode& 
                              n.content && n.content->kind == cache::IdKind::kGitSha1};
 }
 
+void Filesystem::FillSource(FileSource& f, const Snapshot& snap, const SnapshotNode& n) {
+  f.loc = LocationOf(snap, n);
+  f.content = *n.content;
+  f.size = n.size;
+}
+
 Result<OpenOut> Filesystem::Open(uint64_t ino, int flags) {
   auto in = Get(ino);
   if (!in) return MakeError(ErrorKind::kNotFound, "stale inode");
@@ -438,9 +444,7 @@ Result<OpenOut> Filesystem::Open(uint64_t ino, int flags) {
   const SnapshotNode& n = in->snap->node(in->node);
   auto f = std::make_shared<OpenFile>();
   f->inode = in;
-  f->loc = LocationOf(*in->snap, n);
-  f->content = *n.content;
-  f->size = n.size;
+  FillSource(*f, *in->snap, n);
   f->ra = Readahead(options_.readahead);
   f->safetensors = n.name.size() > 12 && n.name.compare(n.name.size() - 12, 12, ".safetensors") == 0;
   {
@@ -511,10 +515,8 @@ void Filesystem::PrefetchSiblings(const Inode& in, const SnapshotNode& n) {
         it->second.issued_until = std::min(it->second.issued_until, i);
       return;
     }
-    OpenFile peer;
-    peer.loc = LocationOf(snap, sib);
-    peer.content = *sib.content;
-    peer.size = sib.size;
+    FileSource peer;
+    FillSource(peer, snap, sib);
     cache_->Prefetch(cache::BlockKey{peer.content, 0}, BlockLen(peer, 0), Fetcher(peer, 0));
   }
 }
@@ -570,12 +572,12 @@ void Filesystem::Release(uint64_t fh) {
   kc.direct_processes = static_cast<int>(kc.direct_tgids.size());
 }
 
-size_t Filesystem::BlockLen(const OpenFile& f, uint64_t block) const {
+size_t Filesystem::BlockLen(const FileSource& f, uint64_t block) const {
   const uint64_t bs = cache_->block_size();
   return static_cast<size_t>(std::min<uint64_t>(bs, f.size - block * bs));
 }
 
-cache::FetchFn Filesystem::Fetcher(const OpenFile& f, uint64_t block) const {
+cache::FetchFn Filesystem::Fetcher(const FileSource& f, uint64_t block) const {
   const uint64_t off = block * cache_->block_size();
   if (off == 0 && f.size <= cache_->block_size()) {
     // A file that fits in one block is checked against its content identity before anyone sees
@@ -596,7 +598,7 @@ cache::FetchFn Filesystem::Fetcher(const OpenFile& f, uint64_t block) const {
   };
 }
 
-std::shared_ptr<const SafetensorsPlan> Filesystem::LoadPlan(const OpenFile& f, const CancelToken* cancel) {
+std::shared_ptr<const SafetensorsPlan> Filesystem::LoadPlan(const FileSource& f, const CancelToken* cancel) {
   static auto& m_plans = metrics::Get("fs.safetensors_plans");
   const std::string key = f.content.Hex();
   {
@@ -642,12 +644,6 @@ void Filesystem::PrefetchNextShard(const std::shared_ptr<Inode>& shard) {
   const SnapshotNode& dir = snap.node(me.parent);
   // A hint, not a reader: bounded well below a request's deadline so an unmount never waits long.
   const CancelToken token(std::min(Deadline(), CancelToken::Clock::now() + std::chrono::seconds(10)));
-  auto fill = [&](OpenFile& f, const SnapshotNode& n) {
-    f.inode = shard;
-    f.loc = LocationOf(snap, n);
-    f.content = *n.content;
-    f.size = n.size;
-  };
   static constexpr std::string_view kIndexSuffix = ".safetensors.index.json";
   for (uint32_t c : dir.children) {
     const SnapshotNode& idx = snap.node(c);
@@ -655,8 +651,8 @@ void Filesystem::PrefetchNextShard(const std::shared_ptr<Inode>& shard) {
         idx.name.size() <= kIndexSuffix.size() ||
         idx.name.compare(idx.name.size() - kIndexSuffix.size(), kIndexSuffix.size(), kIndexSuffix) != 0)
       continue;
-    OpenFile index;
-    fill(index, idx);
+    FileSource index;
+    FillSource(index, snap, idx);
     std::string text;
     const uint64_t bs = cache_->block_size();
     for (uint64_t b = 0; b * bs < index.size; ++b) {
@@ -670,8 +666,8 @@ void Filesystem::PrefetchNextShard(const std::shared_ptr<Inode>& shard) {
     if (!d) return;
     const SnapshotNode& n = snap.node(*d);
     if (n.is_dir || !n.content || n.size == 0) return;
-    OpenFile peer;
-    fill(peer, n);
+    FileSource peer;
+    FillSource(peer, snap, n);
     m_next.Add();
     LOG_DEBUG("prefetching the next shard %s", n.path.c_str());
     auto plan = LoadPlan(peer, &token);  // fetches the header (block 0) and parses it once

@@ -173,11 +173,15 @@ class Filesystem {
     // listing makes an inode per entry (READDIRPLUS), and most are never opened.
     std::shared_ptr<KernelCached> cached;
   };
-  struct OpenFile {
-    std::shared_ptr<Inode> inode;  // holds the Snapshot: the commit this handle reads
+  // What fetching a file's blocks needs: where it is at the Hub, its content identity, its size.
+  // Prefetches of files nobody has opened (siblings, the next shard, the index) use it alone.
+  struct FileSource {
     fetch::FileLocation loc;
     cache::ContentId content;
     uint64_t size = 0;
+  };
+  struct OpenFile : FileSource {
+    std::shared_ptr<Inode> inode;  // holds the Snapshot: the commit this handle reads
     bool safetensors = false;
     std::atomic<bool> direct{false};  // opened with FOPEN_DIRECT_IO: its READs fill no page cache
     int tgid = 0;                     // the process of a direct handle (set before `direct`)
@@ -195,6 +199,8 @@ class Filesystem {
     CancelToken::Clock::time_point fetched;
   };
 
+  // f's location, content and size from n, a file with content in snap.
+  static void FillSource(FileSource& f, const Snapshot& snap, const SnapshotNode& n);
   std::shared_ptr<Inode> Get(uint64_t ino) const;
   Attr AttrOf(const Inode& in) const;
   // Registers a child under (parent, name), reusing the existing inode when `same` says so.
@@ -205,15 +211,15 @@ class Filesystem {
   Result<std::shared_ptr<const Snapshot>> GetSnapshot(fetch::RepoType type, const fetch::RepoInfo& info);
   CancelToken Token() const { return CancelToken(Deadline()); }
   // The tensor plan of a .safetensors file (header parsed once per content), or null.
-  std::shared_ptr<const SafetensorsPlan> LoadPlan(const OpenFile& f, const CancelToken* cancel);
-  cache::FetchFn Fetcher(const OpenFile& f, uint64_t block) const;
+  std::shared_ptr<const SafetensorsPlan> LoadPlan(const FileSource& f, const CancelToken* cancel);
+  cache::FetchFn Fetcher(const FileSource& f, uint64_t block) const;
   // A reader is finishing one shard of a checkpoint with a *.safetensors.index.json beside it:
   // fetch the header and first tensors (key order) of the shard loaders read next. Background.
   void PrefetchNextShard(const std::shared_ptr<Inode>& shard);
   // A small file (one block) `n` of in's snapshot is being opened: fetch the small files after it
   // in its directory (listing order), as many as its directory's reader needs (SiblingStream).
   void PrefetchSiblings(const Inode& in, const SnapshotNode& n);
-  size_t BlockLen(const OpenFile& f, uint64_t block) const;
+  size_t BlockLen(const FileSource& f, uint64_t block) const;
   // READ [begin, end) of f is being answered (see ReturnedBlocks).
   void NoteReturned(const OpenFile& f, uint64_t begin, uint64_t end);
   bool KernelHas(const OpenFile& f, uint64_t block) const;
