@@ -3,6 +3,8 @@
 
 #include <sys/mman.h>
 
+#include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
 #include <mutex>
@@ -22,7 +24,23 @@ struct Pool {
   bool huge_pages = false;
   std::vector<char*> free;
   std::unordered_map<char*, size_t> mapped;  // huge-page buffers (mmap) and their length
+  uint64_t footprint_limit = 0;  // 0: none
+  std::atomic<uint64_t> live{0};  // bytes handed out (Acquire) and not released, or precharged
+  uint64_t precharged = 0;        // of which counted by Precharge for an Acquire still to come
+  int release_waiters = 0;        // threads in AwaitRelease
+  std::condition_variable released;
 };
+
+// Gauges in the stats file: the bytes of block buffers handed out now, and the most that block
+// buffers (handed out and kept for reuse) have taken at once. Requires p.mu.
+void NoteFootprint(const Pool& p) {
+  static auto& m_live = metrics::Get("cache.buffers.live_bytes");
+  static auto& m_peak = metrics::Get("cache.buffers.peak_bytes");
+  const uint64_t live = p.live.load(std::memory_order_relaxed) - p.precharged;  // buffers that exist
+  m_live.Set(live);
+  const uint64_t all = live + static_cast<uint64_t>(p.free.size()) * p.buffer_size;
+  if (all > m_peak.Get()) m_peak.Set(all);
+}
 
 Pool& P() {
   static Pool* p = new Pool();  // never destroyed: blocks may outlive static destructors
@@ -85,25 +103,93 @@ bool BufferPool::IsHuge(const char* b) {
   return p.mapped.count(const_cast<char*>(b)) != 0;
 }
 
-char* BufferPool::Acquire(size_t n) {
-  static auto& m_reused = metrics::Get("cache.buffers.reused");
+namespace {
+thread_local size_t t_precharged = 0;  // bytes Precharge counted for this thread's next Acquire
+// What a buffer for n bytes counts in LiveBytes(). Requires p.mu.
+size_t ChargeFor(const Pool& p, size_t n) { return Pooled(p, n) ? p.buffer_size : RoundUpToPage(n == 0 ? 1 : n); }
+}  // namespace
+
+bool BufferPool::Precharge(size_t n, uint64_t limit) {
   Pool& p = P();
-  size_t cap = RoundUpToPage(n == 0 ? 1 : n);
+  std::lock_guard lock(p.mu);
+  if (t_precharged != 0) {  // an earlier charge no Acquire used: replaced
+    p.live -= t_precharged;
+    p.precharged -= t_precharged;
+    t_precharged = 0;
+  }
+  const size_t cap = ChargeFor(p, n);
+  if (p.live.load(std::memory_order_relaxed) + cap > limit) {
+    NoteFootprint(p);
+    return false;
+  }
+  p.live += cap;
+  p.precharged += cap;
+  t_precharged = cap;
+  NoteFootprint(p);
+  return true;
+}
+
+void BufferPool::DropPrecharge() {
+  if (t_precharged == 0) return;
+  Pool& p = P();
+  std::lock_guard lock(p.mu);
+  p.live -= t_precharged;
+  p.precharged -= t_precharged;
+  t_precharged = 0;
+  NoteFootprint(p);
+}
+
+void BufferPool::AwaitRelease(std::chrono::milliseconds max) {
+  Pool& p = P();
+  std::unique_lock lock(p.mu);
+  ++p.release_waiters;
+  p.released.wait_for(lock, max);
+  --p.release_waiters;
+}
+
+uint64_t BufferPool::LiveBytes() { return P().live.load(std::memory_order_relaxed); }
+
+uint64_t BufferPool::FreeBytes() {
+  Pool& p = P();
+  std::lock_guard lock(p.mu);
+  return static_cast<uint64_t>(p.free.size()) * p.buffer_size;
+}
+
+void BufferPool::SetFootprintLimit(uint64_t bytes) {
+  Pool& p = P();
+  std::lock_guard lock(p.mu);
+  p.footprint_limit = bytes;
+}
+
+char* BufferPool::Acquire(size_t n, size_t* charged) {
+  static auto& m_reused = metrics::Get("cache.buffers.reused");
+  static auto& m_alloc = metrics::Get("cache.buffers.allocated");
+  Pool& p = P();
+  size_t cap = 0;
   bool huge = false;
   {
     std::lock_guard lock(p.mu);
+    cap = ChargeFor(p, n);
+    // Counted already by this thread's Precharge: nothing more to count.
+    if (t_precharged == cap) {
+      p.precharged -= cap;
+      t_precharged = 0;
+    } else {
+      p.live += cap;
+    }
+    if (charged != nullptr) *charged = cap;
     if (Pooled(p, n)) {
-      cap = p.buffer_size;
       huge = p.huge_pages && cap % kHugePageSize == 0;
       if (!p.free.empty()) {
         char* b = p.free.back();
         p.free.pop_back();
+        NoteFootprint(p);
         m_reused.Add();
         return b;
       }
     }
+    NoteFootprint(p);
   }
-  static auto& m_alloc = metrics::Get("cache.buffers.allocated");
   m_alloc.Add();
   if (huge) {
     if (char* b = MapHuge(cap)) {
@@ -113,20 +199,33 @@ char* BufferPool::Acquire(size_t n) {
     }
   }
   void* mem = std::aligned_alloc(kPageSize, cap);
-  if (mem == nullptr) throw std::bad_alloc();
+  if (mem == nullptr) {
+    std::lock_guard lock(p.mu);
+    p.live -= cap;
+    NoteFootprint(p);
+    throw std::bad_alloc();
+  }
   return static_cast<char*>(mem);
 }
 
-void BufferPool::Release(char* b, size_t n) {
+void BufferPool::Release(char* b, size_t n, size_t charged) {
   if (b == nullptr) return;
   Pool& p = P();
   size_t mapped_len = 0;
   {
     std::lock_guard lock(p.mu);
-    if (Pooled(p, n) && p.free.size() < p.max_free) {
+    if (charged == 0) charged = ChargeFor(p, n);
+    p.live -= charged;
+    if (p.release_waiters > 0) p.released.notify_all();
+    // Only a buffer of the pool's size now is kept (the size changes with a new cache).
+    const bool pooled = Pooled(p, n) && charged == p.buffer_size;
+    const uint64_t kept = static_cast<uint64_t>(p.free.size() + 1) * p.buffer_size;
+    if (pooled && p.free.size() < p.max_free && (p.footprint_limit == 0 || p.live + kept <= p.footprint_limit)) {
       p.free.push_back(b);
+      NoteFootprint(p);
       return;
     }
+    NoteFootprint(p);
     mapped_len = Unregister(p, b);
   }
   FreeBuffer(b, mapped_len);  // outside the lock

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -34,18 +35,41 @@ class BufferPool {
   static void Configure(size_t buffer_size, size_t max_free, bool huge_pages);
   // Whether `p` (from Acquire, not yet released) is on a huge-page mapping of its own.
   static bool IsHuge(const char* p);
-  // A page-aligned buffer with room for RoundUpToPage(n) bytes.
-  static char* Acquire(size_t n);
-  static void Release(char* p, size_t n);
+  // A page-aligned buffer with room for RoundUpToPage(n) bytes; *charged (if given): the bytes it
+  // counts for in LiveBytes() until released (the pooled size, or RoundUpToPage(n)).
+  static char* Acquire(size_t n, size_t* charged = nullptr);
+  // `charged` as Acquire said (0: worked out from n and the pool's size now).
+  static void Release(char* p, size_t n, size_t charged = 0);
+  // Bytes of the buffers handed out by Acquire and not released yet, every size (the pooled size
+  // for a pooled buffer, RoundUpToPage(n) for another).
+  static uint64_t LiveBytes();
+  // Bytes of the buffers kept for reuse.
+  static uint64_t FreeBytes();
+  // Buffers kept for reuse only while LiveBytes() + FreeBytes() stays within `bytes` (0: no limit):
+  // under memory pressure a released buffer is freed, not kept.
+  static void SetFootprintLimit(uint64_t bytes);
+  // Admission to a memory budget, without a window between the check and the allocation: counts
+  // the buffer this thread's next Acquire(n) will take in LiveBytes() now, if that stays within
+  // `limit` (false: over it, nothing counted). That Acquire then counts nothing more.
+  static bool Precharge(size_t n, uint64_t limit);
+  // Takes back this thread's charge if no Acquire used it (a load that ended before its buffer).
+  static void DropPrecharge();
+  // Waits until a buffer is released, at most `max`.
+  static void AwaitRelease(std::chrono::milliseconds max);
 };
 
 struct BufferDeleter {
   size_t n = 0;
-  void operator()(char* p) const { BufferPool::Release(p, n); }
+  size_t charged = 0;
+  void operator()(char* p) const { BufferPool::Release(p, n, charged); }
 };
 
 struct Block {
-  explicit Block(size_t n) : data(BufferPool::Acquire(n), BufferDeleter{n}), size(n) {}
+  explicit Block(size_t n) : data(nullptr, BufferDeleter{n}), size(n) {
+    size_t charged = 0;
+    char* p = BufferPool::Acquire(n, &charged);
+    data = std::unique_ptr<char[], BufferDeleter>(p, BufferDeleter{n, charged});
+  }
   std::unique_ptr<char[], BufferDeleter> data;
   size_t size;
   // Where the cache holds it (BlockCache's accounting): kWritePending, queued for the disk tier

@@ -40,6 +40,8 @@ BlockCache::BlockCache(CacheOptions options)
     }
   }
   if (options_.served_retain_bytes == 0) options_.served_retain_bytes = options_.memory_bytes / 8;
+  if (options_.buffer_bytes == 0) options_.buffer_bytes = options_.memory_bytes + options_.memory_bytes / 2;
+  BufferPool::SetFootprintLimit(options_.buffer_bytes);
   if (options_.max_pending_write_bytes == 0)
     options_.max_pending_write_bytes = std::max<uint64_t>(options_.memory_bytes / 4, 4 * options_.block_size);
   // Recycle block buffers: up to a quarter of the memory budget (at least 8) waiting for reuse.
@@ -229,7 +231,7 @@ Result<BlockRef> BlockCache::Get(const BlockKey& key, size_t len, const FetchFn&
     }
     if (owner) {
       bool write_to_disk = false;
-      auto r = Load(key, len, fetch, cancel, &write_to_disk);
+      auto r = Load(key, len, fetch, cancel, /*prefetch=*/false, &write_to_disk);
       Complete(key, flight, r);
       if (write_to_disk) ScheduleWrite(key, r.value());
       if (r.ok()) NotePresent(key);
@@ -397,7 +399,7 @@ void BlockCache::LoaderMain() {
     if (!flight || flight->claimed.exchange(true)) continue;  // a demand reader took it
     CancelToken cancel(Clock::now() + options_.prefetch_timeout);
     bool write_to_disk = false;
-    auto r = Load(key, flight->len, flight->fetch, &cancel, &write_to_disk);
+    auto r = Load(key, flight->len, flight->fetch, &cancel, /*prefetch=*/true, &write_to_disk);
     const bool ok = r.ok();
     BlockRef block = write_to_disk ? r.value() : nullptr;
     Complete(key, flight, std::move(r), /*prefetched=*/true);
@@ -410,7 +412,7 @@ void BlockCache::LoaderMain() {
 }
 
 Result<BlockRef> BlockCache::Load(const BlockKey& key, size_t len, const FetchFn& fetch, const CancelToken* cancel,
-                                  bool* write_to_disk) {
+                                  bool prefetch, bool* write_to_disk) {
   *write_to_disk = false;
   {
     std::lock_guard lock(write_mu_);
@@ -419,7 +421,14 @@ Result<BlockRef> BlockCache::Load(const BlockKey& key, size_t len, const FetchFn
       return it->second;
     }
   }
-  if (disk_) {
+  // The disk read and the fetch below each take a buffer, counted from the moment room is found
+  // for it; a load that ends before it takes one gives the room back.
+  struct DropUnused {
+    ~DropUnused() { BufferPool::DropPrecharge(); }
+  } drop_unused;
+  const auto no_room = [] { return MakeError(ErrorKind::kCancelled, "no memory for a prefetch"); };
+  if (disk_ && disk_->Contains(key)) {
+    if (!WaitForBufferRoom(len, cancel, prefetch)) return no_room();
     auto r = disk_->Read(key, len);
     if (r.ok()) {
       DiskHits().Add();
@@ -427,7 +436,8 @@ Result<BlockRef> BlockCache::Load(const BlockKey& key, size_t len, const FetchFn
     }
   }
   Misses().Add();
-  const bool write = WaitForWriteRoom(len, cancel);
+  const bool write = WaitForWriteRoom(len, cancel);  // first: it may wait long, holding no room
+  if (!WaitForBufferRoom(len, cancel, prefetch)) return no_room();
   auto block = std::make_shared<Block>(len);
   auto n = fetch(block->data.get(), len, cancel);
   if (!n.ok()) return n.error();
@@ -435,6 +445,60 @@ Result<BlockRef> BlockCache::Load(const BlockKey& key, size_t len, const FetchFn
   OriginBytes().Add(len);
   *write_to_disk = write;
   return BlockRef(std::move(block));
+}
+
+bool BlockCache::WaitForBufferRoom(size_t len, const CancelToken* cancel, bool prefetch) {
+  static auto& m_waits = metrics::Get("cache.buffers.budget_waits");
+  static auto& m_over = metrics::Get("cache.buffers.budget_exceeded");
+  static auto& m_dropped = metrics::Get("cache.buffers.prefetch_dropped");
+  const uint64_t limit = prefetch ? options_.buffer_bytes - options_.buffer_bytes / 8 : options_.buffer_bytes;
+  if (BufferPool::Precharge(len, limit)) return true;
+  m_waits.Add();
+  auto give_up = Clock::now() + (prefetch ? options_.buffer_wait_limit / 10 : options_.buffer_wait_limit);
+  if (cancel != nullptr) give_up = std::min(give_up, cancel->deadline());
+  for (;;) {
+    const uint64_t after = BufferPool::LiveBytes() + len;
+    EvictForBuffers(after > limit ? after - limit : len);
+    if (BufferPool::Precharge(len, limit)) return true;
+    // Everything left is held: by readers copying it out, loads in flight, the disk write queue.
+    // Each lets go within a READ, a fetch or a disk write. A reader holding one block while it
+    // waits for the next (a READ across a block boundary) is why a reader's wait is bounded.
+    if (Clock::now() >= give_up || (cancel != nullptr && cancel->ShouldStop())) {
+      if (prefetch) {
+        m_dropped.Add();
+        return false;
+      }
+      m_over.Add();
+      return true;
+    }
+    BufferPool::AwaitRelease(std::chrono::milliseconds(5));
+  }
+}
+
+void BlockCache::EvictForBuffers(uint64_t want) {
+  static auto& m_evict_unused = metrics::Get("cache.mem.evicted_unread_prefetch");
+  uint64_t freed_bytes = 0;
+  std::vector<BlockRef> freed;
+  static std::atomic<size_t> next{0};  // where to start: the shards take turns
+  const size_t first = next.fetch_add(1, std::memory_order_relaxed);
+  // Blocks already read first; blocks prefetched and not read yet only if that is not enough (with
+  // a disk tier they are on it or on their way to it, and a reader finds them there).
+  for (int pass = 0; pass < 2 && freed_bytes < want; ++pass) {
+    for (size_t i = 0; i < nshards_ && freed_bytes < want; ++i) {
+      Shard& s = shards_[(first + i) % nshards_];
+      std::lock_guard lock(s.mu);
+      for (auto lit = s.lru.begin(); freed_bytes < want && lit != s.lru.end();) {
+        Entry& e = *lit++;
+        const bool queued = e.block->write_pending();
+        // Held by a reader (copying it out): not evictable.
+        if (e.block.use_count() - (queued ? 1 : 0) > 1 || (pass == 0 && e.unused_prefetch)) continue;
+        if (e.unused_prefetch) m_evict_unused.Add();
+        if (!queued) freed_bytes += e.block->size;  // a queued one is freed once written
+        freed.push_back(Drop(s, e));
+      }
+    }
+  }
+  freed.clear();  // outside every lock
 }
 
 void BlockCache::Complete(const BlockKey& key, const std::shared_ptr<Flight>& flight, Result<BlockRef> result,

@@ -83,6 +83,11 @@ struct CacheOptions {
   int small_write_quiet_ms = 200;
   uint64_t max_deferred_write_bytes = 16ULL << 20;
   std::chrono::seconds prefetch_timeout{60};
+  // All block buffers together (resident, queued for the disk, being loaded, held by readers,
+  // kept for reuse): a load waits (bounded) for room beyond this, evicting blocks nobody holds,
+  // however many files and handles are open (0: memory_bytes + memory_bytes / 2).
+  uint64_t buffer_bytes = 0;
+  std::chrono::milliseconds buffer_wait_limit{1000};  // ...at most this long, then it goes on
   // Block buffers on transparent huge pages (block.h: fewer, larger disk requests).
   bool huge_pages = true;
   // Unit tests only: runs on the writer thread before each disk write (a disk that is behind).
@@ -167,8 +172,19 @@ class BlockCache {
   Shard& ShardFor(const BlockKey& key) const { return shards_[BlockKeyHash{}(key) % nshards_]; }
   // The block from the write queue, the disk tier or the origin; *write_to_disk: it came from the
   // origin and the write queue has room for it (ScheduleWrite it once its waiters have it).
+  // `prefetch`: a loader's, not a reader's: it gives up (kCancelled) rather than go beyond the
+  // buffer budget, and its waiters load the block themselves.
   Result<BlockRef> Load(const BlockKey& key, size_t len, const FetchFn& fetch, const CancelToken* cancel,
-                        bool* write_to_disk);
+                        bool prefetch, bool* write_to_disk);
+  // Before a load takes a buffer: waits while the block buffers are at buffer_bytes, evicting
+  // blocks nobody holds to make room. A reader's load waits at most buffer_wait_limit (or until
+  // cancel's deadline), then goes on regardless; a prefetch leaves the last eighth to readers and
+  // waits a tenth of that, then gives up (false). The room found is this thread's until its next
+  // buffer is taken (BufferPool::Precharge).
+  bool WaitForBufferRoom(size_t len, const CancelToken* cancel, bool prefetch);
+  // Drops resident blocks nobody holds, least recently used first (unread prefetched ones last),
+  // until `want` bytes of buffers are freed or none is left.
+  void EvictForBuffers(uint64_t want);
   // `prefetched`: loaded ahead of any reader; protected from eviction until first used (bounded by
   // the prefetch budget), so parallel streams do not evict each other's unread blocks.
   void Complete(const BlockKey& key, const std::shared_ptr<Flight>& flight, Result<BlockRef> result,

@@ -458,6 +458,108 @@ TEST(BlockCache, BlocksServedWholeBeyondTheReserveAreFreedAtOnce) {
   EXPECT_EQ(origin.calls.load(), 33);
 }
 
+uint64_t Metric(const char* name) { return metrics::Get(name).Get(); }
+
+TEST(BlockCache, BufferBudgetHoldsHoweverManyReadersLoadAtOnce) {
+  CacheOptions o = MemOptions(8 * kBlock);  // buffer budget: 12 blocks (1.5 x memory)
+  o.buffer_wait_limit = std::chrono::seconds(30);  // readers wait for room rather than go beyond it
+  const uint64_t base = BufferPool::LiveBytes();
+  const uint64_t exceeded = Metric("cache.buffers.budget_exceeded");
+  BlockCache cache(o);
+  Origin origin;
+  origin.delay = milliseconds(20);
+  std::atomic<bool> done{false};
+  std::atomic<uint64_t> peak{0};
+  std::thread sampler([&] {
+    while (!done.load()) {
+      const uint64_t live = BufferPool::LiveBytes() - base;
+      if (live > peak.load()) peak = live;
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  });
+  constexpr int kReaders = 48;  // each loads its own block at once, then holds it a moment
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> readers;
+  for (int t = 0; t < kReaders; ++t)
+    readers.emplace_back([&, t] {
+      for (uint64_t i = 0; i < 3; ++i) {
+        const BlockKey k = Key(1000 + static_cast<uint64_t>(t) * 3 + i);
+        auto r = cache.Get(k, kBlock, origin.For(k), nullptr);
+        if (!r.ok() || AsString(*r) != Expected(k, kBlock)) wrong.fetch_add(1);
+        std::this_thread::sleep_for(milliseconds(5));
+      }
+    });
+  for (auto& t : readers) t.join();
+  done = true;
+  sampler.join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_EQ(origin.calls.load(), kReaders * 3);
+  // Without the budget, 48 loads at once take 48 buffers.
+  EXPECT_LE(peak.load(), 12 * kBlock) << "block buffers beyond the budget: " << peak.load() / kBlock << " blocks";
+  EXPECT_GE(peak.load(), 4 * kBlock);  // (the sampler saw the loads)
+  EXPECT_EQ(Metric("cache.buffers.budget_exceeded"), exceeded);
+}
+
+TEST(BlockCache, AReaderWaitingForBufferRoomGetsItWhenABlockIsLetGo) {
+  CacheOptions o = MemOptions(8 * kBlock);
+  o.buffer_bytes = 4 * kBlock;
+  o.buffer_wait_limit = std::chrono::seconds(30);
+  const uint64_t exceeded = Metric("cache.buffers.budget_exceeded");
+  BlockCache cache(o);
+  Origin origin;
+  std::vector<BlockRef> held;
+  for (uint64_t i = 0; i < 4; ++i) {
+    auto r = cache.Get(Key(2000 + i), kBlock, origin.For(Key(2000 + i)), nullptr);
+    ASSERT_TRUE(r.ok());
+    held.push_back(r.value());
+  }
+  std::atomic<bool> got{false};
+  const auto t0 = Clock::now();
+  std::thread reader([&] {
+    auto r = cache.Get(Key(2010), kBlock, origin.For(Key(2010)), nullptr);
+    got = r.ok() && AsString(*r) == Expected(Key(2010), kBlock);
+  });
+  std::this_thread::sleep_for(milliseconds(100));
+  EXPECT_FALSE(got.load()) << "four held blocks fill a four-block budget: the load waits";
+  held.pop_back();  // no reader holds it now: it can be evicted to make room
+  reader.join();
+  EXPECT_TRUE(got.load());
+  EXPECT_LT(Clock::now() - t0, std::chrono::seconds(5));
+  EXPECT_EQ(Metric("cache.buffers.budget_exceeded"), exceeded);
+}
+
+TEST(BlockCache, WithEveryBufferHeldAPrefetchGivesUpAndAReaderGoesOnAfterItsWait) {
+  CacheOptions o = MemOptions(8 * kBlock);
+  o.buffer_bytes = 4 * kBlock;
+  o.buffer_wait_limit = milliseconds(200);
+  const uint64_t dropped = Metric("cache.buffers.prefetch_dropped");
+  const uint64_t exceeded = Metric("cache.buffers.budget_exceeded");
+  BlockCache cache(o);
+  Origin origin;
+  std::vector<BlockRef> held;
+  for (uint64_t i = 0; i < 4; ++i) {
+    auto r = cache.Get(Key(3000 + i), kBlock, origin.For(Key(3000 + i)), nullptr);
+    ASSERT_TRUE(r.ok());
+    held.push_back(r.value());
+  }
+  const int before = origin.calls.load();
+  ASSERT_TRUE(cache.Prefetch(Key(3010), kBlock, origin.For(Key(3010))));
+  const auto deadline = Clock::now() + std::chrono::seconds(5);
+  while (Metric("cache.buffers.prefetch_dropped") == dropped && Clock::now() < deadline)
+    std::this_thread::sleep_for(milliseconds(1));
+  EXPECT_EQ(Metric("cache.buffers.prefetch_dropped"), dropped + 1) << "a prefetch does not go beyond the budget";
+  EXPECT_EQ(origin.calls.load(), before) << "the dropped prefetch fetched nothing";
+  EXPECT_FALSE(cache.InMemory(Key(3010)));
+  // A reader is never refused: after its bounded wait it loads the block beyond the budget.
+  const auto t0 = Clock::now();
+  auto r = cache.Get(Key(3010), kBlock, origin.For(Key(3010)), nullptr);
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(AsString(*r) == Expected(Key(3010), kBlock));
+  EXPECT_GE(Clock::now() - t0, milliseconds(150));
+  EXPECT_LT(Clock::now() - t0, std::chrono::seconds(3));
+  EXPECT_EQ(Metric("cache.buffers.budget_exceeded"), exceeded + 1);
+}
+
 TEST(BlockCache, PurgeDropsTheBlock) {
   BlockCache cache(MemOptions());
   Origin origin;
