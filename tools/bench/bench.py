@@ -882,6 +882,31 @@ class Bench:
         log("capped CDN (%d MiB/s per connection): one reader %.2f s, 8 processes %.2f s, origin %.3f x file" % (
             self.a.net_eight_mibps, self.net_one_t, self.net_eight_t, self.net_eight_bytes))
 
+    def measure_rss_many_readers(self):
+        """The RSS bound "however many files and handles are open": one cold mount, both shards read
+        at once by 64 threads each (128 handles, every one its own 1/64 of a shard, 2 MiB reads).
+        Its peak RSS joins the RSS row; the bytes are checked."""
+        m = self.cold_mount("cold 2 shards x 64 threads")
+        try:
+            procs = [subprocess.Popen([PY, LOADERS, "threads", self.shard_path(m.mp, i), "--threads", "64"],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+            outs = [p.communicate(timeout=900) for p in procs]
+            for i, (p, (out, err)) in enumerate(zip(procs, outs)):
+                if p.returncode != 0:
+                    raise RuntimeError("64 threads on shard %d failed: %s" % (i, (err or out).strip()[-300:]))
+                n = json.loads(out.strip().splitlines()[-1])["bytes"]
+                if n != self.size[i]:
+                    raise RuntimeError("64 threads on shard %d read %d bytes, expected %d" % (i, n, self.size[i]))
+            m.sample_hwm()
+            self.rss_many_kib = m.hwm_kib
+            for i in range(2):
+                self.verify_sha(self.shard_path(m.mp, i), i, "hubfs 2 shards x 64 threads")
+        finally:
+            m.close()
+            self.hubfs_done(m)
+        log("2 shards x 64 threads: hubfs peak RSS %s MiB" % (
+            "%.0f" % (self.rss_many_kib / 1024) if self.rss_many_kib else "?"))
+
     def measure_time_to_model(self):
         both = self.size[0] + self.size[1]
         hub_t, base_t = [], []
@@ -1345,6 +1370,12 @@ http {
             self.row("hubfs daemon peak RSS (VmHWM, default settings)", "%.0f MiB" % (kib / 1024),
                      "max over %d mounts (at: %s)" % (len(self.hubfs_hwm), what), "-", "<= 512 MiB",
                      kib / 1024 <= 512)
+        if getattr(self, "rss_many_kib", None):
+            mib = self.rss_many_kib / 1024
+            self.row("hubfs daemon peak RSS, both shards x 64 threads at once (128 handles)", "%.0f MiB" % mib,
+                     "the same mounts' largest other row: %s" % (
+                         "%.0f MiB" % (max(k for w, k in self.hubfs_hwm if w != "cold 2 shards x 64 threads") / 1024)
+                         if len(self.hubfs_hwm) > 1 else "-"), "-", "<= 512 MiB", mib <= 512)
 
     def best_peer(self, key, lower=False):
         best = None
@@ -1462,6 +1493,7 @@ http {
             if self.a.net_conn_mibps > 0:
                 self.measure_network_bound()
             self.measure_time_to_model()
+            self.measure_rss_many_readers()
             self.measure_eight()
             if self.a.net_eight_mibps > 0:
                 self.measure_eight_network_bound()
