@@ -149,12 +149,6 @@ void BufferPool::AwaitRelease(std::chrono::milliseconds max) {
 
 uint64_t BufferPool::LiveBytes() { return P().live.load(std::memory_order_relaxed); }
 
-uint64_t BufferPool::FreeBytes() {
-  Pool& p = P();
-  std::lock_guard lock(p.mu);
-  return static_cast<uint64_t>(p.free.size()) * p.buffer_size;
-}
-
 void BufferPool::SetFootprintLimit(uint64_t bytes) {
   Pool& p = P();
   std::lock_guard lock(p.mu);

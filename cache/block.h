@@ -41,11 +41,9 @@ class BufferPool {
   // `charged` as Acquire said (0: worked out from n and the pool's size now).
   static void Release(char* p, size_t n, size_t charged = 0);
   // Bytes of the buffers handed out by Acquire and not released yet, every size (the pooled size
-  // for a pooled buffer, RoundUpToPage(n) for another).
+  // for a pooled buffer, RoundUpToPage(n) for another), plus those Precharge counted ahead.
   static uint64_t LiveBytes();
-  // Bytes of the buffers kept for reuse.
-  static uint64_t FreeBytes();
-  // Buffers kept for reuse only while LiveBytes() + FreeBytes() stays within `bytes` (0: no limit):
+  // Buffers kept for reuse only while they and LiveBytes() stay within `bytes` (0: no limit):
   // under memory pressure a released buffer is freed, not kept.
   static void SetFootprintLimit(uint64_t bytes);
   // Admission to a memory budget, without a window between the check and the allocation: counts

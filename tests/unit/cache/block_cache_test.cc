@@ -460,6 +460,17 @@ TEST(BlockCache, BlocksServedWholeBeyondTheReserveAreFreedAtOnce) {
 
 uint64_t Metric(const char* name) { return metrics::Get(name).Get(); }
 
+// Loads blocks first .. first + n - 1 and keeps them held (no eviction can free their buffers).
+std::vector<BlockRef> HoldBlocks(BlockCache& cache, Origin& origin, uint64_t first, uint64_t n) {
+  std::vector<BlockRef> held;
+  for (uint64_t i = first; i < first + n; ++i) {
+    auto r = cache.Get(Key(i), kBlock, origin.For(Key(i)), nullptr);
+    EXPECT_TRUE(r.ok());
+    if (r.ok()) held.push_back(r.value());
+  }
+  return held;
+}
+
 TEST(BlockCache, BufferBudgetHoldsHoweverManyReadersLoadAtOnce) {
   CacheOptions o = MemOptions(8 * kBlock);  // buffer budget: 12 blocks (1.5 x memory)
   o.buffer_wait_limit = std::chrono::seconds(30);  // readers wait for room rather than go beyond it
@@ -507,12 +518,8 @@ TEST(BlockCache, AReaderWaitingForBufferRoomGetsItWhenABlockIsLetGo) {
   const uint64_t exceeded = Metric("cache.buffers.budget_exceeded");
   BlockCache cache(o);
   Origin origin;
-  std::vector<BlockRef> held;
-  for (uint64_t i = 0; i < 4; ++i) {
-    auto r = cache.Get(Key(2000 + i), kBlock, origin.For(Key(2000 + i)), nullptr);
-    ASSERT_TRUE(r.ok());
-    held.push_back(r.value());
-  }
+  std::vector<BlockRef> held = HoldBlocks(cache, origin, 2000, 4);
+  ASSERT_EQ(held.size(), 4u);
   std::atomic<bool> got{false};
   const auto t0 = Clock::now();
   std::thread reader([&] {
@@ -536,12 +543,8 @@ TEST(BlockCache, WithEveryBufferHeldAPrefetchGivesUpAndAReaderGoesOnAfterItsWait
   const uint64_t exceeded = Metric("cache.buffers.budget_exceeded");
   BlockCache cache(o);
   Origin origin;
-  std::vector<BlockRef> held;
-  for (uint64_t i = 0; i < 4; ++i) {
-    auto r = cache.Get(Key(3000 + i), kBlock, origin.For(Key(3000 + i)), nullptr);
-    ASSERT_TRUE(r.ok());
-    held.push_back(r.value());
-  }
+  std::vector<BlockRef> held = HoldBlocks(cache, origin, 3000, 4);
+  ASSERT_EQ(held.size(), 4u);
   const int before = origin.calls.load();
   ASSERT_TRUE(cache.Prefetch(Key(3010), kBlock, origin.For(Key(3010))));
   const auto deadline = Clock::now() + std::chrono::seconds(5);
