@@ -43,6 +43,7 @@ MODEL = "hubfs-bench/llama-2shard"
 DATASET = "hubfs-bench/small-files"
 SHARDS = ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors")
 GB = 1e9
+RSS_MANY_WHAT = "cold 2 shards x 64 threads"  # the mount of the many-handles RSS row
 MIB = 2**20
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -886,7 +887,7 @@ class Bench:
         """The RSS bound "however many files and handles are open": one cold mount, both shards read
         at once by 64 threads each (128 handles, every one its own 1/64 of a shard, 2 MiB reads).
         Its peak RSS joins the RSS row; the bytes are checked."""
-        m = self.cold_mount("cold 2 shards x 64 threads")
+        m = self.cold_mount(RSS_MANY_WHAT)
         try:
             procs = [subprocess.Popen([PY, LOADERS, "threads", self.shard_path(m.mp, i), "--threads", "64"],
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
@@ -1374,7 +1375,7 @@ http {
             mib = self.rss_many_kib / 1024
             self.row("hubfs daemon peak RSS, both shards x 64 threads at once (128 handles)", "%.0f MiB" % mib,
                      "the same mounts' largest other row: %s" % (
-                         "%.0f MiB" % (max(k for w, k in self.hubfs_hwm if w != "cold 2 shards x 64 threads") / 1024)
+                         "%.0f MiB" % (max(k for w, k in self.hubfs_hwm if w != RSS_MANY_WHAT) / 1024)
                          if len(self.hubfs_hwm) > 1 else "-"), "-", "<= 512 MiB", mib <= 512)
 
     def best_peer(self, key, lower=False):
