@@ -717,9 +717,10 @@ class Bench:
 
     def measure_local(self):
         """One measurement of the local copy: cold (page cache dropped), first re-read, and the 2nd
-        and 3rd re-reads. Taken right before each hubfs warm/hot repetition: this VM's disk reads
-        anywhere from 1.0 to 2.0 GB/s minute to minute, so a baseline taken minutes apart from the
-        hubfs read it is compared with says more about the disk than about hubfs."""
+        and 3rd re-reads. Taken next to each hubfs warm/hot measurement (measure_warm_hot's pairs):
+        this VM's disk reads anywhere from 1.0 to 2.0 GB/s minute to minute, so a baseline taken
+        minutes apart from the hubfs read it is compared with says more about the disk than about
+        hubfs."""
         drop_caches()
         with self.win("local cold"):
             n, dt = run_dd(self.local[0])
@@ -995,52 +996,77 @@ class Bench:
             log("cache settled in %.1f s (passthrough %s, whole file %s)" % (time.time() - t0, passthrough, whole))
 
     def measure_warm_hot(self):
+        """The warm and hot rows, as interleaved pairs: each pair is one measurement of the local copy
+        (measure_local) and one hubfs mount (cache kept, page cache dropped, then re-read), taken one
+        right after the other, in alternating order (local first, then hubfs first) so that neither
+        side always runs second. This VM's disk and memory go through slow phases minute to minute; a
+        pair's two sides share its phase, so each row's ratio is the median of the pairs' ratios. The
+        medians of each side are printed beside it."""
         # the cache of the last cold row (8 readers of shard 1) is kept; fill it if it is not complete
         self.settle_cache()
-        warm, hot, steady = [], [], []
-        lcold, lhot, lsteady = [], [], []
-        for k in range(self.a.repeat):
-            c, h, st = self.measure_local()  # the baseline, right before the hubfs read it is set against
-            lcold.append(c)
-            lhot.append(h)
-            lsteady.extend(st)
-            m = self.hubfs_mount("warm/hot")
-            m.__enter__()
-            try:
-                path = self.shard_path(m.mp)
-                drop_caches()
-                self.emu.clear_log()
-                with self.win("warm"):
-                    n, dt = run_dd(path)
-                if n != self.size[0]:
-                    raise RuntimeError("warm read %d bytes" % n)
-                warm.append(n / dt)
-                b, _ = self.cdn_bytes()
-                if k == 0:
-                    self.warm_origin = b
-                with self.win("hot"):
-                    n, dt = run_dd(path)
-                hot.append(n / dt)
-                for _ in range(2):
-                    n, dt = run_dd(path)
-                    steady.append(n / dt)
-                if k == 0:
-                    self.hubfs_folio_kib = page_cache_folio_kib(path)
-                self.verify_sha(path, 0, "hubfs warm")
-                m.sample_hwm()
-            finally:
-                m.close()
-                self.hubfs_done(m)
+        pairs = []
+        for k in range(self.a.repeat * self.a.warm_pairs):
+            if k % 2 == 0:
+                local = self.measure_local()
+                mine = self.measure_hubfs_warm(k)
+            else:
+                mine = self.measure_hubfs_warm(k)
+                local = self.measure_local()
+            pairs.append((local, mine))
+        lcold = [p[0][0] for p in pairs]
+        lhot = [p[0][1] for p in pairs]
+        warm = [p[1][0] for p in pairs]
+        hot = [p[1][1] for p in pairs]
         self.local_cold, self.local_hot = median(lcold), median(lhot)
-        self.local_steady = median(lsteady)
+        self.local_steady = median([r for p in pairs for r in p[0][2]])
+        self.warm, self.hot = median(warm), median(hot)
+        self.hot_steady = median([r for p in pairs for r in p[1][2]])
+        self.warm_ratios = [w / c for w, c in zip(warm, lcold)]
+        self.hot_ratios = [h / c for h, c in zip(hot, lhot)]
+        self.steady_ratios = [median(p[1][2]) / median(p[0][2]) for p in pairs]
         self.info["local_cold_gbps"] = [r / GB for r in lcold]
         self.info["local_hot_gbps"] = [r / GB for r in lhot]
-        log("local copy: cold %.2f GB/s, page cache %.2f GB/s" % (self.local_cold / GB, self.local_hot / GB))
-        self.warm, self.hot = median(warm), median(hot)
-        self.hot_steady = median(steady)
         self.info["hubfs_warm_gbps"], self.info["hubfs_hot_gbps"] = [r / GB for r in warm], [r / GB for r in hot]
+        self.info["warm_pair_ratios"], self.info["hot_pair_ratios"] = self.warm_ratios, self.hot_ratios
+        log("local copy: cold %.2f GB/s, page cache %.2f GB/s (medians of %d)" % (
+            self.local_cold / GB, self.local_hot / GB, len(pairs)))
         log("hubfs warm %.2f GB/s (origin bytes during it: %d), hot %.2f GB/s" % (
             self.warm / GB, self.warm_origin, self.hot / GB))
+        log("pair ratios: warm %s, hot %s" % (" ".join("%.2f" % r for r in self.warm_ratios),
+                                               " ".join("%.2f" % r for r in self.hot_ratios)))
+
+    def measure_hubfs_warm(self, k):
+        """One hubfs warm/hot measurement: a fresh mount over the kept cache, page cache dropped, the
+        warm read, the first re-read (hot) and the 2nd and 3rd re-reads; the bytes checked."""
+        m = self.hubfs_mount("warm/hot")
+        m.__enter__()
+        try:
+            path = self.shard_path(m.mp)
+            drop_caches()
+            self.emu.clear_log()
+            with self.win("warm"):
+                n, dt = run_dd(path)
+            if n != self.size[0]:
+                raise RuntimeError("warm read %d bytes" % n)
+            warm = n / dt
+            b, _ = self.cdn_bytes()
+            if k == 0:
+                self.warm_origin = b
+            with self.win("hot"):
+                n, dt = run_dd(path)
+            hot = n / dt
+            steady = []
+            for _ in range(2):
+                n, dt = run_dd(path)
+                steady.append(n / dt)
+            if k == 0:
+                self.hubfs_folio_kib = page_cache_folio_kib(path)
+            self.verify_sha(path, 0, "hubfs warm")
+            m.sample_hwm()
+        finally:
+            m.close()
+            self.hubfs_done(m)
+        return warm, hot, steady
 
     def expect_map(self):
         path = os.path.join(self.work, "small-files-expect.json")
@@ -1317,16 +1343,19 @@ http {
                      "one reader %.2f s (%s)" % (self.net_one_t, gb(self.size[0] / self.net_one_t)), "%.2f" % r,
                      "<= 1.10", r <= 1.1, ("net eight 8", "net eight 1"))
         if hasattr(self, "warm"):
-            r = self.warm / self.local_cold
+            n = len(self.warm_ratios)
+            r = median(self.warm_ratios)
             self.row("warm: hubfs cache kept, remount, page cache dropped", gb(self.warm),
-                     "local copy, cold page cache " + gb(self.local_cold), "%.2f" % r, ">= 0.80", r >= 0.8,
-                     ("warm", "local cold"))
-            r = self.hot / self.local_hot
-            self.row("hot: page cache warm", gb(self.hot), "local copy, page cache %s (stub %s)" % (
-                gb(self.local_hot), gb(self.stub_hot)), "%.2f" % r, ">= 0.90", r >= 0.9, ("hot", "local hot"))
-            r = self.hot_steady / self.local_steady
+                     "local copy, cold page cache %s; median of %d interleaved pairs' ratios" % (gb(self.local_cold), n),
+                     "%.2f" % r, ">= 0.80", r >= 0.8, ("warm", "local cold"))
+            r = median(self.hot_ratios)
+            self.row("hot: page cache warm", gb(self.hot), "local copy, page cache %s (stub %s); median of %d pairs' "
+                     "ratios" % (gb(self.local_hot), gb(self.stub_hot), n), "%.2f" % r, ">= 0.90", r >= 0.9,
+                     ("hot", "local hot"))
+            r = median(self.steady_ratios)
             self.row("hot, 2nd and 3rd re-read (steady page cache)", gb(self.hot_steady),
-                     "local copy, 2nd and 3rd re-read %s" % gb(self.local_steady), "%.2f" % r, "-", None, ())
+                     "local copy, 2nd and 3rd re-read %s; median of %d pairs' ratios" % (gb(self.local_steady), n),
+                     "%.2f" % r, "-", None, ())
             fh, fl = getattr(self, "hubfs_folio_kib", None), getattr(self, "local_folio_kib", None)
             st = getattr(self, "settle", {})
             if st.get("whole_file"):
@@ -1626,6 +1655,8 @@ def main():
     ap.add_argument("--net-eight-mibps", type=int, default=16,
                     help="the network-bound 8-process row: a CDN capping each connection at this many MiB/s, so "
                          "that the network, not the cores, is the limit; 0 skips it (default 16)")
+    ap.add_argument("--warm-pairs", type=int, default=3,
+                    help="interleaved pairs (local copy, hubfs) per --repeat for the warm and hot rows (default 3)")
     ap.add_argument("--origin-on-disk", action="store_true",
                     help="serve the origin from the fixture on disk instead of a tmpfs copy")
     ap.add_argument("--hubfs-arg", action="append", default=[],
@@ -1642,6 +1673,8 @@ def main():
         a.peer_cap_s = 15 if a.quick else 45
     if a.repeat < 1:
         ap.error("--repeat must be >= 1")
+    if a.warm_pairs < 1:
+        ap.error("--warm-pairs must be >= 1")
     global PRETOUCH_MIB
     PRETOUCH_MIB = max(0, a.pretouch_mib)
     return Bench(a).run()
