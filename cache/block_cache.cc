@@ -178,6 +178,13 @@ bool BlockCache::InMemory(const BlockKey& key) const {
   return s.resident.count(key) != 0;
 }
 
+bool BlockCache::NeedsBufferRoom(const BlockKey& key, size_t len) const {
+  if (BufferPool::LiveBytes() + len <= options_.buffer_bytes) return false;
+  if (InMemory(key)) return false;
+  std::lock_guard lock(write_mu_);
+  return pending_writes_.count(key) == 0;
+}
+
 bool BlockCache::Contains(const BlockKey& key) const {
   Shard& s = ShardFor(key);
   {

@@ -118,12 +118,17 @@ class BlockCache {
   bool PrefetchRoom(size_t len) const;
   // True if the block is in memory or on disk (no I/O).
   bool Contains(const BlockKey& key) const;
-  // True if the block is in the memory tier: a Get would not wait.
   // `bytes` of this block were returned to a reader. Once all of it has been (the kernel's page
   // cache now holds it), it becomes the first candidate for eviction, ahead of blocks still being
   // read: 16 parallel streams do not evict each other's half-read blocks.
   void Served(const BlockKey& key, size_t bytes);
+  // True if the block is in the memory tier: a Get would not wait.
   bool InMemory(const BlockKey& key) const;
+  // True if a Get of this block would load it into a new buffer and the block buffers are at their
+  // budget (CacheOptions::buffer_bytes), so that the load waits for one to be let go. A reader that
+  // holds another block (a READ across a block boundary) lets it go first: when every reader
+  // holds one block and waits for room for the next, nothing is ever let go.
+  bool NeedsBufferRoom(const BlockKey& key, size_t len) const;
   // Drops a block from both tiers.
   void Purge(const BlockKey& key);
   // Asks for whole-file verification of `id` (size bytes) once all its blocks have been cached.

@@ -10,6 +10,7 @@ import mmap
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -165,3 +166,50 @@ def test_a_file_all_in_the_cache_is_opened_through_the_page_cache(emu, fixture, 
         assert sha256_file(path) == meta["sha256"]
         assert stat_value(m, "fuse.open.direct") == 1  # the re-read's open was not direct
         assert cached_pages(path) * 4096 >= meta["size"] // 2
+
+
+def test_readers_across_block_boundaries_under_a_small_memory_cache(emu, fixture, tmp_path):
+    """16 threads, each with its own fd, read their sixteenth of the file in 768 KiB preads that
+    start off the block boundaries, under a memory cache far smaller than what they hold at once
+    (1 MiB blocks, --memory-cache 4M: all block buffers together within 6 MiB). A READ across a
+    boundary holds the block before it while it gets the next; readers must not all end up holding
+    one block each and waiting for room for the next one, which none lets go (each then waited out
+    its bounded wait: cache.buffers.budget_exceeded). The bytes are right, no reader waited it out,
+    and the readers copied out the part before the boundary instead (fs.read.boundary_copies)."""
+    meta = meta_of(fixture)
+    want = fixture.read(meta)
+    with Mount(emu.hub_url, cache_dir=str(tmp_path / "cache"),
+               extra_args=DIRECT + ["--memory-cache", "4M", "--block-size-mib", "1"]) as m:
+        path = m.path(*MODEL.split("/"), NAME)
+        n = 16
+        chunk = len(want) // n
+        start = threading.Barrier(n)
+        errors = []
+
+        def reader(i):
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                start.wait(timeout=30)
+                off, end = i * chunk + 4097, (i + 1) * chunk if i < n - 1 else len(want)
+                while off < end:
+                    k = min(768 << 10, end - off)
+                    got = os.pread(fd, k, off)
+                    if got != want[off:off + k]:
+                        errors.append("reader %d: wrong bytes at %d" % (i, off))
+                        return
+                    off += k
+            except Exception as e:  # noqa: BLE001 - reported below with the reader's number
+                errors.append("reader %d: %r" % (i, e))
+            finally:
+                os.close(fd)
+
+        threads = [threading.Thread(target=reader, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not any(t.is_alive() for t in threads), "a reader hung"
+        assert errors == []
+        assert stat_value(m, "fuse.open.direct") == n, m.read_log()
+        assert stat_value(m, "cache.buffers.budget_exceeded") == 0, m.stats()
+        assert stat_value(m, "fs.read.boundary_copies") > 0, m.stats()
