@@ -20,7 +20,9 @@
 #include <map>
 #include <mutex>
 #include <sstream>
+#include <string>
 #include <thread>
+#include <tuple>
 
 #include "cache/block_cache.h"
 #include "cache/disk_store.h"
@@ -347,6 +349,19 @@ int main(int argc, char** argv) {
   ParseSize(cache_size, &cache_bytes);
   ParseSize(memory_cache, &mem_bytes);
   ParseSize(min_free, &free_bytes);
+  // A plain number is bytes: "--memory-cache 1024" meant as MiB is a 1 KiB cache that makes every
+  // load wait for a buffer (a cold shard then read at ~60 MB/s). Below a few blocks neither tier
+  // can work, so such a size is refused rather than silently slow.
+  const uint64_t min_tier = 4 * (static_cast<uint64_t>(block_mib) << 20);
+  for (const auto& [opt, text, bytes] : {std::tuple{"--memory-cache", memory_cache, mem_bytes},
+                                         std::tuple{"--cache-size", cache_size, cache_bytes}}) {
+    if (bytes < min_tier) {
+      std::fprintf(stderr, "hubfs: %s %s is %llu bytes, less than 4 blocks (%lluM); sizes take a unit, e.g. 512M or 20G\n",
+                   opt, text.c_str(), static_cast<unsigned long long>(bytes),
+                   static_cast<unsigned long long>(min_tier >> 20));
+      return 2;
+    }
+  }
   while (!endpoint.empty() && endpoint.back() == '/') endpoint.pop_back();
   const std::string token = LoadToken(token_file);
   struct stat st {};

@@ -30,6 +30,16 @@ def test_bad_size_is_a_clear_error(tmp_path):
     assert r.returncode != 0 and "not a size" in r.stderr
 
 
+def test_a_size_below_a_few_blocks_is_a_clear_error(tmp_path):
+    """A plain number is bytes: "--memory-cache 1024" is a 1 KiB cache, not 1 GiB. Refused, with
+    the unit it needs, before anything is mounted."""
+    for args in (("--memory-cache", "1024"), ("--cache-size", "3M", "--block-size-mib", "1")):
+        r = hubfs("mount", str(tmp_path), *args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert "less than 4 blocks" in r.stderr and "512M" in r.stderr, r.stderr
+    assert not os.path.ismount(str(tmp_path))
+
+
 def test_warm_then_mount_reads_nothing_from_the_origin(emu, fixture, tmp_path):
     cache = str(tmp_path / "cache")
     r = hubfs("warm", MODEL, "*.safetensors", "config.json", "--endpoint", emu.hub_url, "--cache-dir", cache)
