@@ -47,6 +47,9 @@ Pool& P() {
   return *p;
 }
 
+// A buffer outside the pool at least this large is mapped on its own (see Acquire).
+constexpr size_t kMapMinBytes = 256 << 10;
+
 bool Pooled(const Pool& p, size_t n) { return p.buffer_size != 0 && n > p.buffer_size / 2 && n <= p.buffer_size; }
 
 // A buffer of `len` bytes (a multiple of kHugePageSize) on its own mapping, aligned to
@@ -190,6 +193,17 @@ char* BufferPool::Acquire(size_t n, size_t* charged) {
       std::lock_guard lock(p.mu);
       p.mapped.emplace(b, cap);
       return b;
+    }
+  }
+  if (cap >= kMapMinBytes) {
+    // Not pooled but large (a file's last block, a reader's copy of a block's part): a mapping of
+    // its own, given back to the system when released. From malloc, freed ones of this size stay
+    // in its per-thread arenas: 40-50 MiB more peak RSS with 64 readers.
+    void* m = ::mmap(nullptr, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m != MAP_FAILED) {
+      std::lock_guard lock(p.mu);
+      p.mapped.emplace(static_cast<char*>(m), cap);
+      return static_cast<char*>(m);
     }
   }
   void* mem = std::aligned_alloc(kPageSize, cap);
