@@ -23,7 +23,11 @@ struct Pool {
   size_t max_free = 0;
   bool huge_pages = false;
   std::vector<char*> free;
-  std::unordered_map<char*, size_t> mapped;  // huge-page buffers (mmap) and their length
+  struct Mapping {
+    size_t len;
+    bool huge;  // marked MADV_HUGEPAGE (MapHuge)
+  };
+  std::unordered_map<char*, Mapping> mapped;  // buffers on mappings of their own (mmap)
   uint64_t footprint_limit = 0;  // 0: none
   std::atomic<uint64_t> live{0};  // bytes handed out (Acquire) and not released, or precharged
   uint64_t precharged = 0;        // of which counted by Precharge for an Acquire still to come
@@ -77,7 +81,7 @@ void FreeBuffer(char* b, size_t mapped_len) {
 size_t Unregister(Pool& p, char* b) {
   const auto it = p.mapped.find(b);
   if (it == p.mapped.end()) return 0;
-  const size_t len = it->second;
+  const size_t len = it->second.len;
   p.mapped.erase(it);
   return len;
 }
@@ -103,7 +107,8 @@ void BufferPool::Configure(size_t buffer_size, size_t max_free, bool huge_pages)
 bool BufferPool::IsHuge(const char* b) {
   Pool& p = P();
   std::lock_guard lock(p.mu);
-  return p.mapped.count(const_cast<char*>(b)) != 0;
+  const auto it = p.mapped.find(const_cast<char*>(b));
+  return it != p.mapped.end() && it->second.huge;
 }
 
 namespace {
@@ -191,7 +196,7 @@ char* BufferPool::Acquire(size_t n, size_t* charged) {
   if (huge) {
     if (char* b = MapHuge(cap)) {
       std::lock_guard lock(p.mu);
-      p.mapped.emplace(b, cap);
+      p.mapped.emplace(b, Pool::Mapping{cap, true});
       return b;
     }
   }
@@ -202,7 +207,7 @@ char* BufferPool::Acquire(size_t n, size_t* charged) {
     void* m = ::mmap(nullptr, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m != MAP_FAILED) {
       std::lock_guard lock(p.mu);
-      p.mapped.emplace(static_cast<char*>(m), cap);
+      p.mapped.emplace(static_cast<char*>(m), Pool::Mapping{cap, false});
       return static_cast<char*>(m);
     }
   }

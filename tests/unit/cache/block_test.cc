@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <string>
@@ -105,6 +106,24 @@ TEST(BufferPool, SmallOrOddSizesAndHugePagesOffUseOrdinaryPages) {
   EXPECT_FALSE(BufferPool::IsHuge(off));
   std::memset(off, 1, 4 * kMiB);
   BufferPool::Release(off, 4 * kMiB);
+}
+
+TEST(BufferPool, ALargeBufferOutsideThePoolIsGivenBackToTheSystemWhenReleased) {
+  // A reader's copy of part of a block (up to a 1 MiB READ), a file's last block: not pooled. From
+  // malloc they stayed in its arenas after release (peak RSS); mapped on their own, they do not.
+  FreshPool(4 * kMiB, 8, true);
+  void* volatile big = std::malloc(8 * kMiB);  // as in a long-running daemon: malloc's mmap
+  std::free(big);                               // threshold raised above the buffer's size
+  const uint64_t live = BufferPool::LiveBytes();
+  char* b = BufferPool::Acquire(kMiB + 5);
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(BufferPool::LiveBytes(), live + kMiB + kPageSize);
+  std::memset(b, 7, kMiB + 5);
+  EXPECT_NE(VmaOf(b).start, 0u);
+  EXPECT_FALSE(BufferPool::IsHuge(b));
+  BufferPool::Release(b, kMiB + 5);
+  EXPECT_EQ(BufferPool::LiveBytes(), live);
+  EXPECT_EQ(VmaOf(b).start, 0u) << "still mapped after release";
 }
 
 TEST(BufferPool, BuffersOutstandingAcrossAReconfigureAreFreedTheWayTheyWereMade) {
