@@ -31,6 +31,7 @@ struct Pool {
   uint64_t footprint_limit = 0;  // 0: none
   std::atomic<uint64_t> live{0};  // bytes handed out (Acquire) and not released, or precharged
   uint64_t precharged = 0;        // of which counted by Precharge for an Acquire still to come
+  std::atomic<uint64_t> outside{0};  // bytes handed out by AcquireOutside and not released
   int release_waiters = 0;        // threads in AwaitRelease
   std::condition_variable released;
 };
@@ -40,9 +41,12 @@ struct Pool {
 void NoteFootprint(const Pool& p) {
   static auto& m_live = metrics::Get("cache.buffers.live_bytes");
   static auto& m_peak = metrics::Get("cache.buffers.peak_bytes");
+  static auto& m_outside = metrics::Get("cache.buffers.outside_budget_bytes");
   const uint64_t live = p.live.load(std::memory_order_relaxed) - p.precharged;  // buffers that exist
+  const uint64_t outside = p.outside.load(std::memory_order_relaxed);
   m_live.Set(live);
-  const uint64_t all = live + static_cast<uint64_t>(p.free.size()) * p.buffer_size;
+  m_outside.Set(outside);
+  const uint64_t all = live + outside + static_cast<uint64_t>(p.free.size()) * p.buffer_size;
   if (all > m_peak.Get()) m_peak.Set(all);
 }
 
@@ -243,5 +247,46 @@ void BufferPool::Release(char* b, size_t n, size_t charged) {
   }
   FreeBuffer(b, mapped_len);  // outside the lock
 }
+
+char* BufferPool::AcquireOutside(size_t n) {
+  Pool& p = P();
+  const size_t cap = RoundUpToPage(n == 0 ? 1 : n);
+  {
+    std::lock_guard lock(p.mu);
+    p.outside += cap;
+    NoteFootprint(p);
+  }
+  if (cap >= kMapMinBytes) {  // as in Acquire: given back to the system when released
+    void* m = ::mmap(nullptr, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m != MAP_FAILED) {
+      std::lock_guard lock(p.mu);
+      p.mapped.emplace(static_cast<char*>(m), Pool::Mapping{cap, false});
+      return static_cast<char*>(m);
+    }
+  }
+  void* mem = std::aligned_alloc(kPageSize, cap);
+  if (mem == nullptr) {
+    std::lock_guard lock(p.mu);
+    p.outside -= cap;
+    NoteFootprint(p);
+    throw std::bad_alloc();
+  }
+  return static_cast<char*>(mem);
+}
+
+void BufferPool::ReleaseOutside(char* b, size_t n) {
+  if (b == nullptr) return;
+  Pool& p = P();
+  size_t mapped_len = 0;
+  {
+    std::lock_guard lock(p.mu);
+    p.outside -= RoundUpToPage(n == 0 ? 1 : n);
+    NoteFootprint(p);
+    mapped_len = Unregister(p, b);
+  }
+  FreeBuffer(b, mapped_len);  // outside the lock
+}
+
+uint64_t BufferPool::OutsideBytes() { return P().outside.load(std::memory_order_relaxed); }
 
 }  // namespace hubfs::cache

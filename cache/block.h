@@ -54,12 +54,24 @@ class BufferPool {
   static void DropPrecharge();
   // Waits until a buffer is released, at most `max`.
   static void AwaitRelease(std::chrono::milliseconds max);
+  // A page-aligned buffer for n bytes outside any budget: not counted in LiveBytes(), so it never
+  // waits for room nor takes any, and never pooled. For a reader's copy of part of a block it lets
+  // go (fs's Read), which it must be able to take while every budgeted buffer is held; such
+  // copies are bounded by the READs in progress (FUSE worker threads x 1 MiB), not by the budget.
+  static char* AcquireOutside(size_t n);
+  static void ReleaseOutside(char* p, size_t n);
+  // Bytes of buffers from AcquireOutside not released yet.
+  static uint64_t OutsideBytes();
 };
 
 struct BufferDeleter {
   size_t n = 0;
   size_t charged = 0;
-  void operator()(char* p) const { BufferPool::Release(p, n, charged); }
+  bool outside = false;  // from AcquireOutside
+  void operator()(char* p) const {
+    if (outside) BufferPool::ReleaseOutside(p, n);
+    else BufferPool::Release(p, n, charged);
+  }
 };
 
 struct Block {
@@ -68,6 +80,10 @@ struct Block {
     char* p = BufferPool::Acquire(n, &charged);
     data = std::unique_ptr<char[], BufferDeleter>(p, BufferDeleter{n, charged});
   }
+  // A block whose buffer is outside the budget (BufferPool::AcquireOutside).
+  struct OutsideBudget {};
+  Block(size_t n, OutsideBudget)
+      : data(BufferPool::AcquireOutside(n), BufferDeleter{n, 0, /*outside=*/true}), size(n) {}
   std::unique_ptr<char[], BufferDeleter> data;
   size_t size;
   // Where the cache holds it (BlockCache's accounting): kWritePending, queued for the disk tier

@@ -178,13 +178,6 @@ bool BlockCache::InMemory(const BlockKey& key) const {
   return s.resident.count(key) != 0;
 }
 
-bool BlockCache::NeedsBufferRoom(const BlockKey& key, size_t len) const {
-  if (BufferPool::LiveBytes() + len <= options_.buffer_bytes) return false;
-  if (InMemory(key)) return false;
-  std::lock_guard lock(write_mu_);
-  return pending_writes_.count(key) == 0;
-}
-
 bool BlockCache::Contains(const BlockKey& key) const {
   Shard& s = ShardFor(key);
   {
@@ -198,7 +191,8 @@ bool BlockCache::Contains(const BlockKey& key) const {
   return disk_ && disk_->Contains(key);
 }
 
-Result<BlockRef> BlockCache::Get(const BlockKey& key, size_t len, const FetchFn& fetch, const CancelToken* cancel) {
+Result<BlockRef> BlockCache::Get(const BlockKey& key, size_t len, const FetchFn& fetch, const CancelToken* cancel,
+                                 const std::function<void()>& before_wait) {
   NoteActivity();
   Shard& s = ShardFor(key);
   for (;;) {
@@ -238,13 +232,18 @@ Result<BlockRef> BlockCache::Get(const BlockKey& key, size_t len, const FetchFn&
     }
     if (owner) {
       bool write_to_disk = false;
-      auto r = Load(key, len, fetch, cancel, /*prefetch=*/false, &write_to_disk);
+      auto r = Load(key, len, fetch, cancel, /*prefetch=*/false, &write_to_disk, before_wait);
       Complete(key, flight, r);
       if (write_to_disk) ScheduleWrite(key, r.value());
       if (r.ok()) NotePresent(key);
       return r;
     }
     std::unique_lock lock(flight->mu);
+    if (!flight->done && before_wait) {
+      lock.unlock();
+      before_wait();  // its owner may be waiting for buffer room this caller holds
+      lock.lock();
+    }
     while (!flight->done) {
       if (cancel != nullptr && cancel->ShouldStop())
         return MakeError(cancel->cancelled() ? ErrorKind::kCancelled : ErrorKind::kTimeout, "wait for block");
@@ -419,7 +418,7 @@ void BlockCache::LoaderMain() {
 }
 
 Result<BlockRef> BlockCache::Load(const BlockKey& key, size_t len, const FetchFn& fetch, const CancelToken* cancel,
-                                  bool prefetch, bool* write_to_disk) {
+                                  bool prefetch, bool* write_to_disk, const std::function<void()>& before_wait) {
   *write_to_disk = false;
   {
     std::lock_guard lock(write_mu_);
@@ -435,7 +434,7 @@ Result<BlockRef> BlockCache::Load(const BlockKey& key, size_t len, const FetchFn
   } drop_unused;
   const auto no_room = [] { return MakeError(ErrorKind::kCancelled, "no memory for a prefetch"); };
   if (disk_ && disk_->Contains(key)) {
-    if (!WaitForBufferRoom(len, cancel, prefetch)) return no_room();
+    if (!WaitForBufferRoom(len, cancel, prefetch, before_wait)) return no_room();
     auto r = disk_->Read(key, len);
     if (r.ok()) {
       DiskHits().Add();
@@ -444,7 +443,7 @@ Result<BlockRef> BlockCache::Load(const BlockKey& key, size_t len, const FetchFn
   }
   Misses().Add();
   const bool write = WaitForWriteRoom(len, cancel);  // first: it may wait long, holding no room
-  if (!WaitForBufferRoom(len, cancel, prefetch)) return no_room();
+  if (!WaitForBufferRoom(len, cancel, prefetch, before_wait)) return no_room();
   auto block = std::make_shared<Block>(len);
   auto n = fetch(block->data.get(), len, cancel);
   if (!n.ok()) return n.error();
@@ -454,13 +453,15 @@ Result<BlockRef> BlockCache::Load(const BlockKey& key, size_t len, const FetchFn
   return BlockRef(std::move(block));
 }
 
-bool BlockCache::WaitForBufferRoom(size_t len, const CancelToken* cancel, bool prefetch) {
+bool BlockCache::WaitForBufferRoom(size_t len, const CancelToken* cancel, bool prefetch,
+                                   const std::function<void()>& before_wait) {
   static auto& m_waits = metrics::Get("cache.buffers.budget_waits");
   static auto& m_over = metrics::Get("cache.buffers.budget_exceeded");
   static auto& m_dropped = metrics::Get("cache.buffers.prefetch_dropped");
   const uint64_t limit = prefetch ? options_.buffer_bytes - options_.buffer_bytes / 8 : options_.buffer_bytes;
   if (BufferPool::Precharge(len, limit)) return true;
   m_waits.Add();
+  if (before_wait) before_wait();
   auto give_up = Clock::now() + (prefetch ? options_.buffer_wait_limit / 10 : options_.buffer_wait_limit);
   if (cancel != nullptr) give_up = std::min(give_up, cancel->deadline());
   for (;;) {
@@ -468,8 +469,8 @@ bool BlockCache::WaitForBufferRoom(size_t len, const CancelToken* cancel, bool p
     EvictForBuffers(after > limit ? after - limit : len);
     if (BufferPool::Precharge(len, limit)) return true;
     // Everything left is held: by readers copying it out, loads in flight, the disk write queue.
-    // Each lets go within a READ, a fetch or a disk write. A reader holding one block while it
-    // waits for the next (a READ across a block boundary) is why a reader's wait is bounded.
+    // Each lets go within a READ, a fetch or a disk write; a reader holding a block while it
+    // waits here has let it go in before_wait. The wait stays bounded all the same.
     if (Clock::now() >= give_up || (cancel != nullptr && cancel->ShouldStop())) {
       if (prefetch) {
         m_dropped.Add();

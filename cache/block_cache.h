@@ -110,7 +110,13 @@ class BlockCache {
 
   // The block, from memory, disk, or fetch. len is the block's exact length (the last block of a
   // file is shorter). Waits at most until cancel's deadline.
-  Result<BlockRef> Get(const BlockKey& key, size_t len, const FetchFn& fetch, const CancelToken* cancel);
+  // before_wait, if given, runs (perhaps more than once) right before the Get would wait for
+  // another thread: for a load in flight, or for buffer room under the budget. A caller that holds
+  // other blocks (a READ across a block boundary holds the block before it) lets them go there:
+  // when every buffer is held by readers waiting for room for their next block, none is ever let
+  // go, and each waits out its bounded wait.
+  Result<BlockRef> Get(const BlockKey& key, size_t len, const FetchFn& fetch, const CancelToken* cancel,
+                       const std::function<void()>& before_wait = nullptr);
   // Starts loading in the background unless resident or in flight; never blocks on I/O. Returns
   // false when the block was skipped (already present, or the in-flight budget is spent).
   bool Prefetch(const BlockKey& key, size_t len, FetchFn fetch);
@@ -124,11 +130,6 @@ class BlockCache {
   void Served(const BlockKey& key, size_t bytes);
   // True if the block is in the memory tier: a Get would not wait.
   bool InMemory(const BlockKey& key) const;
-  // True if a Get of this block would load it into a new buffer and the block buffers are at their
-  // budget (CacheOptions::buffer_bytes), so that the load waits for one to be let go. A reader that
-  // holds another block (a READ across a block boundary) lets it go first: when every reader
-  // holds one block and waits for room for the next, nothing is ever let go.
-  bool NeedsBufferRoom(const BlockKey& key, size_t len) const;
   // Drops a block from both tiers.
   void Purge(const BlockKey& key);
   // Asks for whole-file verification of `id` (size bytes) once all its blocks have been cached.
@@ -180,13 +181,14 @@ class BlockCache {
   // `prefetch`: a loader's, not a reader's: it gives up (kCancelled) rather than go beyond the
   // buffer budget, and its waiters load the block themselves.
   Result<BlockRef> Load(const BlockKey& key, size_t len, const FetchFn& fetch, const CancelToken* cancel,
-                        bool prefetch, bool* write_to_disk);
+                        bool prefetch, bool* write_to_disk, const std::function<void()>& before_wait = nullptr);
   // Before a load takes a buffer: waits while the block buffers are at buffer_bytes, evicting
   // blocks nobody holds to make room. A reader's load waits at most buffer_wait_limit (or until
   // cancel's deadline), then goes on regardless; a prefetch leaves the last eighth to readers and
   // waits a tenth of that, then gives up (false). The room found is this thread's until its next
-  // buffer is taken (BufferPool::Precharge).
-  bool WaitForBufferRoom(size_t len, const CancelToken* cancel, bool prefetch);
+  // buffer is taken (BufferPool::Precharge). before_wait: Get's, run once there is no room.
+  bool WaitForBufferRoom(size_t len, const CancelToken* cancel, bool prefetch,
+                         const std::function<void()>& before_wait = nullptr);
   // Drops resident blocks nobody holds, least recently used first (unread prefetched ones last),
   // until `want` bytes of buffers are freed or none is left.
   void EvictForBuffers(uint64_t want);

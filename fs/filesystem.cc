@@ -795,22 +795,27 @@ Result<std::vector<ReadSlice>> Filesystem::Read(uint64_t fh, uint64_t offset, si
   const bool shared =
       (kc.direct_opens.load() > 0 && kc.page_cache_opens.load() > 0) || kc.direct_processes.load() > 1;
   for (uint64_t b = first; b <= last; ++b) {
-    // A READ across a block boundary holds the block before it while it gets this one. If this
-    // one must wait for buffer room, the part of the block before it is copied out and the block
-    // let go first: with every buffer held by readers doing the same, none would ever be let go
-    // (16 workers under a 32 MiB --memory-cache, 128 under the default one: each waited out its
-    // bounded wait on every boundary, 20 x and 2 x slower).
-    if (!out.empty() && cache_->NeedsBufferRoom(cache::BlockKey{f->content, b}, BlockLen(*f, b))) {
+    // A READ across a block boundary holds the block before it while it gets this one. Should the
+    // Get have to wait (for a load in flight or for buffer room), the part of the block before it
+    // is copied out and the block let go first: with every buffer held by readers waiting for room
+    // for their next block, none would ever be let go (16 workers under a 32 MiB --memory-cache,
+    // 128 under the default one: each waited out its bounded wait on every boundary, 20 x and 2 x
+    // slower). A whole block is not copied: that frees nothing. The copy's buffer is outside the
+    // budget: it must not wait for the room it is there to free (each reader holding a copy and
+    // waiting for room was the same deadlock one step on), and copies are bounded by the READs in
+    // progress.
+    const auto let_go = [&out] {
       static auto& m_detached = metrics::Get("fs.read.boundary_copies");
       for (ReadSlice& sl : out) {
-        if (sl.len == sl.block->size) continue;  // the whole block: a copy frees nothing
-        auto copy = std::make_shared<cache::Block>(sl.len);
+        if (sl.len == sl.block->size) continue;
+        auto copy = std::make_shared<cache::Block>(sl.len, cache::Block::OutsideBudget{});
         std::memcpy(copy->data.get(), sl.block->data.get() + sl.offset, sl.len);
         sl = ReadSlice{std::move(copy), 0, sl.len};
         m_detached.Add();
       }
-    }
-    auto block = cache_->Get(cache::BlockKey{f->content, b}, BlockLen(*f, b), Fetcher(*f, b), cancel);
+    };
+    auto block = cache_->Get(cache::BlockKey{f->content, b}, BlockLen(*f, b), Fetcher(*f, b), cancel,
+                             out.empty() ? std::function<void()>() : std::function<void()>(let_go));
     if (!block.ok()) return block.error();
     const uint64_t bstart = b * bs;
     const uint64_t s = std::max(offset, bstart), e = std::min(end, bstart + block.value()->size);

@@ -535,6 +535,53 @@ TEST(BlockCache, AReaderWaitingForBufferRoomGetsItWhenABlockIsLetGo) {
   EXPECT_EQ(Metric("cache.buffers.budget_exceeded"), exceeded);
 }
 
+TEST(BlockCache, AReaderHoldingTheLastRoomLetsItGoBeforeItWaitsForMore) {
+  // A READ across a block boundary: the reader holds one block while it gets the next. With every
+  // buffer held that way, it is the one to let go; Get runs before_wait before it waits for room.
+  CacheOptions o = MemOptions(8 * kBlock);
+  o.buffer_bytes = 4 * kBlock;
+  o.buffer_wait_limit = std::chrono::seconds(30);
+  const uint64_t exceeded = Metric("cache.buffers.budget_exceeded");
+  BlockCache cache(o);
+  Origin origin;
+  std::vector<BlockRef> held = HoldBlocks(cache, origin, 4000, 4);
+  ASSERT_EQ(held.size(), 4u);
+  int calls = 0;
+  const auto t0 = Clock::now();
+  auto r = cache.Get(Key(4010), kBlock, origin.For(Key(4010)), nullptr, [&] {
+    ++calls;
+    held.pop_back();
+  });
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(AsString(*r) == Expected(Key(4010), kBlock));
+  EXPECT_EQ(calls, 1);
+  EXPECT_LT(Clock::now() - t0, std::chrono::seconds(5));
+  EXPECT_EQ(Metric("cache.buffers.budget_exceeded"), exceeded);
+  // For a block in memory it does not run.
+  ASSERT_TRUE(cache.Get(Key(4010), kBlock, origin.For(Key(4010)), nullptr, [&] { ++calls; }).ok());
+  EXPECT_EQ(calls, 1);
+}
+
+TEST(BlockCache, AReaderWaitingForAnotherThreadsLoadRunsBeforeWaitFirst) {
+  // Its owner may be waiting for the room this reader holds.
+  CacheOptions o = MemOptions(8 * kBlock);
+  BlockCache cache(o);
+  Origin origin;
+  origin.delay = milliseconds(200);
+  const BlockKey k = Key(4100);
+  std::thread owner([&] { EXPECT_TRUE(cache.Get(k, kBlock, origin.For(k), nullptr).ok()); });
+  const auto deadline = Clock::now() + std::chrono::seconds(5);
+  while (origin.calls.load() == 0 && Clock::now() < deadline) std::this_thread::sleep_for(milliseconds(1));
+  ASSERT_EQ(origin.calls.load(), 1);
+  std::atomic<int> calls{0};
+  auto r = cache.Get(k, kBlock, origin.For(k), nullptr, [&] { calls.fetch_add(1); });
+  owner.join();
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(AsString(*r) == Expected(k, kBlock));
+  EXPECT_EQ(calls.load(), 1);
+  EXPECT_EQ(origin.calls.load(), 1);
+}
+
 TEST(BlockCache, WithEveryBufferHeldAPrefetchGivesUpAndAReaderGoesOnAfterItsWait) {
   CacheOptions o = MemOptions(8 * kBlock);
   o.buffer_bytes = 4 * kBlock;

@@ -126,6 +126,28 @@ TEST(BufferPool, ALargeBufferOutsideThePoolIsGivenBackToTheSystemWhenReleased) {
   EXPECT_EQ(VmaOf(b).start, 0u) << "still mapped after release";
 }
 
+TEST(BufferPool, ABufferOutsideTheBudgetTakesNoRoomAndIsGivenBackWhenReleased) {
+  // A reader's copy of part of a block it lets go: taken while every budgeted buffer is held, it
+  // must neither wait for room nor take any.
+  FreshPool(kMiB, 8, false);
+  const uint64_t live = BufferPool::LiveBytes();
+  const uint64_t outside = BufferPool::OutsideBytes();
+  {
+    Block copy(768 << 10, Block::OutsideBudget{});  // would take a pooled 1 MiB buffer otherwise
+    std::memset(copy.data.get(), 7, copy.size);
+    EXPECT_EQ(BufferPool::LiveBytes(), live);
+    EXPECT_EQ(BufferPool::OutsideBytes(), outside + (768 << 10));
+    EXPECT_TRUE(BufferPool::Precharge(kMiB, live + kMiB)) << "the copy took room in the budget";
+    BufferPool::DropPrecharge();
+    EXPECT_NE(VmaOf(copy.data.get()).start, 0u);
+    const char* at = copy.data.get();
+    copy.data.reset();
+    EXPECT_EQ(VmaOf(at).start, 0u) << "still mapped after release";
+  }
+  EXPECT_EQ(BufferPool::OutsideBytes(), outside);
+  EXPECT_EQ(BufferPool::LiveBytes(), live);
+}
+
 TEST(BufferPool, BuffersOutstandingAcrossAReconfigureAreFreedTheWayTheyWereMade) {
   // A cache re-created with other settings in the same process (as these tests do): buffers
   // handed out before must still be released correctly (ASan checks munmap against free).
