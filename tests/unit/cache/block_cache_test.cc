@@ -511,15 +511,28 @@ TEST(BlockCache, BufferBudgetHoldsHoweverManyReadersLoadAtOnce) {
   EXPECT_EQ(Metric("cache.buffers.budget_exceeded"), exceeded);
 }
 
-TEST(BlockCache, AReaderWaitingForBufferRoomGetsItWhenABlockIsLetGo) {
-  CacheOptions o = MemOptions(8 * kBlock);
-  o.buffer_bytes = 4 * kBlock;
-  o.buffer_wait_limit = std::chrono::seconds(30);
-  const uint64_t exceeded = Metric("cache.buffers.budget_exceeded");
-  BlockCache cache(o);
+// A memory tier of 8 blocks, a buffer budget of 4, and 4 blocks held from `first` on: the budget
+// is full. A reader's load waits for room at most `wait`.
+struct FullBudget {
+  explicit FullBudget(uint64_t first, milliseconds wait = std::chrono::seconds(30)) : cache(Options(wait)) {
+    held = HoldBlocks(cache, origin, first, 4);
+  }
+  static CacheOptions Options(milliseconds wait) {
+    CacheOptions o = MemOptions(8 * kBlock);
+    o.buffer_bytes = 4 * kBlock;
+    o.buffer_wait_limit = wait;
+    return o;
+  }
+  const uint64_t exceeded = Metric("cache.buffers.budget_exceeded");  // before
   Origin origin;
-  std::vector<BlockRef> held = HoldBlocks(cache, origin, 2000, 4);
-  ASSERT_EQ(held.size(), 4u);
+  BlockCache cache;
+  std::vector<BlockRef> held;
+};
+
+TEST(BlockCache, AReaderWaitingForBufferRoomGetsItWhenABlockIsLetGo) {
+  FullBudget f(2000);
+  ASSERT_EQ(f.held.size(), 4u);
+  auto& [exceeded, origin, cache, held] = f;
   std::atomic<bool> got{false};
   const auto t0 = Clock::now();
   std::thread reader([&] {
@@ -538,14 +551,9 @@ TEST(BlockCache, AReaderWaitingForBufferRoomGetsItWhenABlockIsLetGo) {
 TEST(BlockCache, AReaderHoldingTheLastRoomLetsItGoBeforeItWaitsForMore) {
   // A READ across a block boundary: the reader holds one block while it gets the next. With every
   // buffer held that way, it is the one to let go; Get runs before_wait before it waits for room.
-  CacheOptions o = MemOptions(8 * kBlock);
-  o.buffer_bytes = 4 * kBlock;
-  o.buffer_wait_limit = std::chrono::seconds(30);
-  const uint64_t exceeded = Metric("cache.buffers.budget_exceeded");
-  BlockCache cache(o);
-  Origin origin;
-  std::vector<BlockRef> held = HoldBlocks(cache, origin, 4000, 4);
-  ASSERT_EQ(held.size(), 4u);
+  FullBudget f(4000);
+  ASSERT_EQ(f.held.size(), 4u);
+  auto& [exceeded, origin, cache, held] = f;
   int calls = 0;
   const auto t0 = Clock::now();
   auto r = cache.Get(Key(4010), kBlock, origin.For(Key(4010)), nullptr, [&] {
@@ -583,15 +591,10 @@ TEST(BlockCache, AReaderWaitingForAnotherThreadsLoadRunsBeforeWaitFirst) {
 }
 
 TEST(BlockCache, WithEveryBufferHeldAPrefetchGivesUpAndAReaderGoesOnAfterItsWait) {
-  CacheOptions o = MemOptions(8 * kBlock);
-  o.buffer_bytes = 4 * kBlock;
-  o.buffer_wait_limit = milliseconds(200);
   const uint64_t dropped = Metric("cache.buffers.prefetch_dropped");
-  const uint64_t exceeded = Metric("cache.buffers.budget_exceeded");
-  BlockCache cache(o);
-  Origin origin;
-  std::vector<BlockRef> held = HoldBlocks(cache, origin, 3000, 4);
-  ASSERT_EQ(held.size(), 4u);
+  FullBudget f(3000, milliseconds(200));
+  ASSERT_EQ(f.held.size(), 4u);
+  auto& [exceeded, origin, cache, held] = f;
   const int before = origin.calls.load();
   ASSERT_TRUE(cache.Prefetch(Key(3010), kBlock, origin.For(Key(3010))));
   const auto deadline = Clock::now() + std::chrono::seconds(5);
