@@ -21,6 +21,18 @@ HUBFS_BIN = os.environ.get("HUBFS_BIN", os.path.join(ROOT, "build", "tools", "hu
 PY = "/usr/bin/python3"
 
 
+def eventually(pred, timeout):
+    """Polls pred() until it is true or `timeout` seconds have passed; its last value. For what the
+    daemon does in the background (stats written every second, verification after a quiet time):
+    a fixed sleep fails on a loaded machine."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.1)
+    return pred()
+
+
 def sha256_file(path, bufsize=1 << 20):
     h = hashlib.sha256()
     with open(path, "rb") as f:

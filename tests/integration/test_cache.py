@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from harness import HUBFS_BIN, Mount, sha256_file
+from harness import HUBFS_BIN, Mount, eventually, sha256_file
 
 MODEL = "hubfs-test/tiny-model"
 GPT2 = "openai-community/gpt2"
@@ -155,8 +155,10 @@ def test_cache_stats_and_clear(emu, fixture, tmp_path):
     cache = str(tmp_path / "cache")
     with Mount(emu.hub_url, cache_dir=cache) as m:
         sha256_file(model_path(m, MODEL, "model.safetensors"))
-        time.sleep(1.2)  # the daemon refreshes its stats file every second
-        r = run_cli("cache", "stats", "--cache-dir", cache)
+        # the daemon refreshes its stats file every second
+        out = []
+        eventually(lambda: out.append(run_cli("cache", "stats", "--cache-dir", cache)) or "hit ratio:" in out[-1].stdout, 30)
+        r = out[-1]
     assert r.returncode == 0
     assert "disk blocks:" in r.stdout and "hit ratio:" in r.stdout and "origin bytes:" in r.stdout
     assert cache_files(cache)

@@ -4,7 +4,7 @@ import os
 import subprocess
 import time
 
-from harness import HUBFS_BIN, Mount, sha256_file
+from harness import HUBFS_BIN, Mount, eventually, sha256_file
 
 MODEL = "hubfs-test/tiny-model"
 
@@ -70,11 +70,14 @@ def test_status_and_metrics_file(emu, fixture, tmp_path):
         r = hubfs("status")
         assert r.returncode == 0, r.stdout + r.stderr
         assert m.mountpoint in r.stdout and emu.hub_url in r.stdout and "hit ratio" in r.stdout
-        time.sleep(1.5)
+
+        def reads():  # the file is written every second
+            text = open(prom).read() if os.path.exists(prom) else ""
+            return next((int(l.split()[1]) for l in text.splitlines() if l.startswith("hubfs_fs_reads ")), 0)
+
+        assert eventually(lambda: reads() > 0, 30)
         text = open(prom).read()
     assert "# TYPE hubfs_fuse_read_latency_us histogram" in text
-    reads = next(int(l.split()[1]) for l in text.splitlines() if l.startswith("hubfs_fs_reads "))
-    assert reads > 0
 
 
 def test_config_file_sets_options_and_flags_win(emu, fixture, tmp_path):

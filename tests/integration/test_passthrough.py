@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from harness import HUBFS_BIN, Mount, sha256_file
+from harness import HUBFS_BIN, Mount, eventually, sha256_file
 
 MODEL = "hubfs-test/tiny-model"
 NAME = "model.safetensors"  # 21 MB: several blocks, above the 1 MiB floor for whole files
@@ -43,15 +43,6 @@ def blocks_of(cache, sha):
     for d, _, names in os.walk(os.path.join(cache, "v2", "blocks")):
         out += [n for n in names if n.startswith(sha)]
     return out
-
-
-def eventually(pred, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.1)
-    return pred()
 
 
 def wait_whole(cache, sha, timeout=60):
@@ -163,8 +154,8 @@ def test_no_passthrough_keeps_blocks(emu, fixture, tmp_path):
     with Mount(emu.hub_url, cache_dir=cache, extra_args=["--no-passthrough"]) as m:
         path = m.path(*MODEL.split("/"), NAME)
         assert sha256_file(path) == meta["sha256"]
-        time.sleep(2)  # verification runs after 0.5 s without reads
-        assert stat_value(m, "cache.verify.ok") >= 1
+        # verification runs after 0.5 s without reads
+        assert eventually(lambda: stat_value(m, "cache.verify.ok") >= 1, 30)
         assert whole_files(cache) == []
         reads = stat_value(m, "fs.read_bytes")
         assert read_uncached(path) == meta["sha256"]
