@@ -1,11 +1,9 @@
 """The block cache through a real mount: persistence across remounts, corruption, kill -9 during
 filling, ENOSPC and unwritable cache dirs, privacy of cache files, the cap, and the cache tools."""
 import os
-import shutil
 import signal
 import stat
 import subprocess
-import tempfile
 import time
 
 import pytest
