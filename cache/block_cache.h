@@ -125,8 +125,10 @@ class BlockCache {
   // True if the block is in memory or on disk (no I/O).
   bool Contains(const BlockKey& key) const;
   // `bytes` of this block were returned to a reader. Once all of it has been (the kernel's page
-  // cache now holds it), it becomes the first candidate for eviction, ahead of blocks still being
-  // read: 16 parallel streams do not evict each other's half-read blocks.
+  // cache now holds it or, for a direct read, the reader has it and will not ask again; the caller
+  // does not call this while other readers of the file will want the block too), it becomes the
+  // first candidate for eviction, ahead of blocks still being read: 16 parallel streams do not
+  // evict each other's half-read blocks. A re-read comes from the disk tier.
   void Served(const BlockKey& key, size_t bytes);
   // True if the block is in the memory tier: a Get would not wait.
   bool InMemory(const BlockKey& key) const;
