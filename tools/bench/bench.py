@@ -749,14 +749,31 @@ class Bench:
         """The stub's reference open mode: the one hubfs does not use for a cold shard."""
         return "page cache" if self.stub_mode == "direct" else "direct"
 
-    def hubfs_open_mode(self, m):
-        """How the mount's opens so far went, from its own counters: direct if any was."""
+    @staticmethod
+    def mount_stats(m):
+        """The mount's own counters (its stats file), or None if it cannot be read."""
         try:
             with open(os.path.join(m.mp, ".hubfs-stats")) as f:
-                stats = dict(line.split()[:2] for line in f if line.strip() and not line.startswith("#"))
+                return dict(line.split()[:2] for line in f if line.strip() and not line.startswith("#"))
         except OSError:
+            return None
+
+    def hubfs_open_mode(self, m):
+        """How the mount's opens so far went, from its own counters: direct if any was."""
+        stats = self.mount_stats(m)
+        if stats is None:
             return "unknown"
         return "direct" if float(stats.get("fuse.open.direct", 0)) > 0 else "page cache"
+
+    def reread(self, path, key, what):
+        """Page cache dropped and the origin's log cleared, `dd` of the whole shard: bytes per second."""
+        drop_caches()
+        self.emu.clear_log()
+        with self.win(key):
+            n, dt = run_dd(path)
+        if n != self.size[0]:
+            raise RuntimeError("%s read %d bytes" % (what, n))
+        return n / dt
 
     def ceiling_mode(self):
         """The header's words for how the ceiling's file was opened, as granted, against hubfs's cold opens."""
@@ -827,21 +844,11 @@ class Bench:
         still be using the disk (as for a user who runs a load again at once). Its baseline is a cold
         read of the local copy taken just before the mount, which none of that slows. The origin must
         see no byte of the re-read."""
-        drop_caches()
-        self.emu.clear_log()
-        with self.win("early warm"):
-            n, dt = run_dd(path)
-        if n != self.size[0]:
-            raise RuntimeError("hubfs re-read before the cache settled read %d bytes" % n)
+        mine = self.reread(path, "early warm", "hubfs re-read before the cache settled")
         b, _ = self.cdn_bytes(self.files[SHARDS[0]]["sha256"])
         if b != 0:
             raise RuntimeError("hubfs re-read before the cache settled fetched %d bytes from the origin" % b)
-        mine = n / dt
-        try:
-            with open(os.path.join(m.mp, ".hubfs-stats")) as f:
-                stats = dict(line.split()[:2] for line in f if line.strip() and not line.startswith("#"))
-        except OSError:
-            stats = {}
+        stats = self.mount_stats(m) or {}
         pairs = getattr(self, "early_pairs", [])
         pairs.append((local_cold, mine, int(float(stats.get("fuse.open.passthrough", 0)))))
         self.early_pairs = pairs
@@ -1088,13 +1095,7 @@ class Bench:
         m.__enter__()
         try:
             path = self.shard_path(m.mp)
-            drop_caches()
-            self.emu.clear_log()
-            with self.win("warm"):
-                n, dt = run_dd(path)
-            if n != self.size[0]:
-                raise RuntimeError("warm read %d bytes" % n)
-            warm = n / dt
+            warm = self.reread(path, "warm", "warm")
             b, _ = self.cdn_bytes()
             if k == 0:
                 self.warm_origin = b
