@@ -170,6 +170,74 @@ def test_concurrent_readers_one_file(mnt, fixture):
     assert not errors
 
 
+def test_o_direct_readers(mnt, fixture):
+    """fastsafetensors' pattern: 16 threads, each opening the file O_DIRECT and reading its own
+    aligned part into page-aligned buffers."""
+    import threading
+    meta = fixture.files(MODEL)["model.safetensors"]  # 21 MB: several blocks, parts across their boundaries
+    want = fixture.read(meta)
+    path = os.path.join(repo_dir(mnt, MODEL), "model.safetensors")
+    part = -(-len(want) // 16 // 4096) * 4096
+    got = [b""] * 16
+    errors = []
+
+    def reader(i):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+            buf = mmap.mmap(-1, 256 << 10)
+            try:
+                out, off = [], i * part
+                while off < min(len(want), (i + 1) * part):
+                    n = os.preadv(fd, [buf], off)
+                    if n <= 0:
+                        break
+                    n = min(n, (i + 1) * part - off)
+                    out.append(buf[:n])
+                    off += n
+                got[i] = b"".join(out)
+            finally:
+                buf.close()
+                os.close(fd)
+        except OSError as e:
+            errors.append((i, e))
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert hashlib.sha256(b"".join(got)).hexdigest() == meta["sha256"]
+
+
+def test_forked_workers_sharing_one_fd(mnt, fixture, tmp_path):
+    """Forked data-loader workers that inherit one fd and read interleaved 1 MiB slices of it."""
+    meta = fixture.files(MODEL)["model.safetensors"]
+    want = fixture.read(meta)
+    fd = os.open(os.path.join(repo_dir(mnt, MODEL), "model.safetensors"), os.O_RDONLY)
+    step, workers, pids = 1 << 20, 4, []
+    try:
+        for w in range(workers):
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    with open(tmp_path / str(w), "wb") as out:
+                        for off in range(w * step, len(want), workers * step):
+                            out.write(os.pread(fd, step, off))
+                    code = 0
+                finally:
+                    os._exit(code)
+            pids.append(pid)
+    finally:
+        codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
+        os.close(fd)
+    assert codes == [0] * workers
+    parts = [(tmp_path / str(w)).read_bytes() for w in range(workers)]
+    for w in range(workers):
+        assert parts[w] == b"".join(want[off:off + step] for off in range(w * step, len(want), workers * step))
+
+
 @pytest.mark.parametrize("rev", ["main", "dev", "v1.0", "refs/pr/1"])
 def test_revision_forms(mnt, fixture, rev):
     files, _ = walk(repo_dir(mnt, MODEL, rev=rev))
