@@ -16,8 +16,10 @@ def test_demo_loads_the_model_through_the_mount_and_cleans_up(tmp_path):
     assert len(re.findall(r"^sha256 model-0000\d-of-00002\.safetensors OK$", out, re.M)) == 2, out
     assert "MISMATCH" not in out
     # Both loads ran and printed their ratio to the baseline measured beside them.
-    assert re.search(r"^load cold: .* MiB in [\d.]+ s = .*x the time of download, then load\)$", out, re.M), out
-    assert re.search(r"^load warm: .* MiB in [\d.]+ s = .*x the time of local copies' load\)$", out, re.M), out
+    assert re.search(r"^load cold: .* [1-9]\d* tensors, .* MiB in [\d.]+ s = .*x the time of download, then load\)$",
+                     out, re.M), out
+    assert re.search(r"^load warm: .* [1-9]\d* tensors, .* MiB in [\d.]+ s = .*x the time of local copies' load\)$",
+                     out, re.M), out
     # Read twice, fetched once: the second load came from hubfs's cache, not the origin.
     m = re.search(r"^origin \(CDN\) bytes fetched by hubfs: (\d+) MiB for (\d+) MiB of shards read twice$", out, re.M)
     assert m and m.group(1) == m.group(2), out
