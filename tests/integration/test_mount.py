@@ -5,6 +5,7 @@ import hashlib
 import mmap
 import os
 import random
+import threading
 import time
 
 import pytest
@@ -144,8 +145,17 @@ def test_mmap_reads(mnt, fixture):
             assert hashlib.sha256(m).hexdigest() == meta["sha256"]
 
 
+def run_in_threads(fn, n, timeout=60):
+    """fn(0) ... fn(n - 1), each in its own thread, all at once; returns once they have ended."""
+    threads = [threading.Thread(target=fn, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+        assert not t.is_alive(), "a reader thread did not finish in %d s" % timeout
+
+
 def test_concurrent_readers_one_file(mnt, fixture):
-    import threading
     meta = fixture.files("openai-community/gpt2")["model.safetensors"]
     want = fixture.read(meta)
     path = os.path.join(repo_dir(mnt, "openai-community/gpt2"), "model.safetensors")
@@ -162,18 +172,13 @@ def test_concurrent_readers_one_file(mnt, fixture):
         finally:
             os.close(fd)
 
-    threads = [threading.Thread(target=reader, args=(i,)) for i in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    run_in_threads(reader, 16)
     assert not errors
 
 
 def test_o_direct_readers(mnt, fixture):
     """fastsafetensors' pattern: 16 threads, each opening the file O_DIRECT and reading its own
     aligned part into page-aligned buffers."""
-    import threading
     meta = fixture.files(MODEL)["model.safetensors"]  # 21 MB: several blocks, parts across their boundaries
     want = fixture.read(meta)
     path = os.path.join(repo_dir(mnt, MODEL), "model.safetensors")
@@ -201,11 +206,7 @@ def test_o_direct_readers(mnt, fixture):
         except OSError as e:
             errors.append((i, e))
 
-    threads = [threading.Thread(target=reader, args=(i,)) for i in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    run_in_threads(reader, 16)
     assert not errors
     assert hashlib.sha256(b"".join(got)).hexdigest() == meta["sha256"]
 
