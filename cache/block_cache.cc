@@ -161,8 +161,8 @@ void BlockCache::Served(const BlockKey& key, size_t bytes) {
   s.lru.push_front(e);
   // What was returned whole is with its reader (the kernel's page cache, or a direct reader's own
   // buffer): beyond a small reserve (re-reads come from the disk tier), such blocks give their
-  // buffers back at once. A streaming read then cycles through a few dozen warm buffers instead of filling the
-  // whole memory cap with fresh pages, which are slow to touch on a VM.
+  // buffers back at once. A streaming read then cycles through a few dozen warm buffers instead
+  // of filling the whole memory cap with fresh pages, which are slow to touch on a VM.
   for (auto lit = s.lru.begin(); served_bytes_.load() > options_.served_retain_bytes && lit != s.lru.end();) {
     Entry& v = *lit++;
     if (!v.fully_served) break;  // fully served blocks are the front of the list
