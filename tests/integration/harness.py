@@ -94,14 +94,15 @@ class Fixture:
 class Mount:
     """One hubfs mount as a foreground child process."""
 
-    def __init__(self, endpoint, token=None, extra_args=(), cache_dir=None, env=None, mountpoint=None):
+    def __init__(self, endpoint, token=None, extra_args=(), cache_dir=None, env=None, mountpoint=None, wrap=()):
         self.tmp = tempfile.mkdtemp(prefix="hubfs-it-")
         self.mountpoint = mountpoint or os.path.join(self.tmp, "mnt")
         if mountpoint is None:
             os.mkdir(self.mountpoint)
         self.cache_dir = cache_dir or os.path.join(self.tmp, "cache")
         self.log_path = os.path.join(self.tmp, "hubfs.log")
-        args = [HUBFS_BIN, "mount", self.mountpoint, "--foreground", "--endpoint", endpoint,
+        # wrap: a command that runs the daemon (e.g. setpriv, to mount as another user).
+        args = [*wrap, HUBFS_BIN, "mount", self.mountpoint, "--foreground", "--endpoint", endpoint,
                 "--cache-dir", self.cache_dir, *extra_args]
         child_env = dict(os.environ)
         child_env.pop("HF_TOKEN", None)
@@ -135,6 +136,8 @@ class Mount:
         try:
             os.statvfs(self.mountpoint)  # a dead mount point left at the same path answers ENOTCONN
             return True
+        except PermissionError:  # another user's live mount (no allow_other)
+            return True
         except OSError:
             return False
 
@@ -154,7 +157,7 @@ class Mount:
             return ""
 
     def stop(self, remove=True):
-        if os.path.ismount(self.mountpoint):
+        if self._listed():  # (os.path.ismount is False for another user's mount: no access)
             subprocess.run(["fusermount3", "-u", self.mountpoint], stderr=subprocess.DEVNULL)
         if self.proc.poll() is None:
             try:
