@@ -584,6 +584,24 @@ void DiskStore::EvictIfNeeded(uint64_t incoming) {
   metrics::Get("cache.disk.bytes").Set(used_bytes());
 }
 
+CacheSurvey DiskStore::Survey(const std::string& dir) {
+  CacheSurvey s;
+  const std::string gen = dir + "/" + kDiskFormatDir;
+  struct stat st {};
+  s.exists = ::stat(gen.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+  ForEachBlockFile(gen + "/blocks", [&](const std::string& path, const std::string&) {
+    if (::stat(path.c_str(), &st) != 0) return;  // removed meanwhile (a live mount evicts)
+    ++s.blocks;
+    s.block_bytes += static_cast<uint64_t>(st.st_size);
+  });
+  ForEachFile(gen + "/files", [&](const std::string& path, const std::string&) {
+    if (::stat(path.c_str(), &st) != 0) return;
+    ++s.files;
+    s.file_bytes += static_cast<uint64_t>(st.st_size);
+  });
+  return s;
+}
+
 VerifyReport DiskStore::VerifyAll(const std::string& dir, bool remove_bad) {
   VerifyReport report;
   ForEachBlockFile(dir + "/" + kDiskFormatDir + "/blocks", [&](const std::string& path, const std::string& name) {

@@ -87,6 +87,13 @@ struct VerifyReport {
   uint64_t bytes = 0;
 };
 
+// What a cache directory holds, from file sizes alone (nothing read).
+struct CacheSurvey {
+  bool exists = false;  // the directory holds this format's tree (a mount has used it)
+  uint64_t blocks = 0, block_bytes = 0;
+  uint64_t files = 0, file_bytes = 0;  // whole files (verified, for passthrough)
+};
+
 class DiskStore {
  public:
   // Creates the directory tree (0700) and indexes existing blocks; removes leftover temp files.
@@ -108,6 +115,7 @@ class DiskStore {
   uint64_t block_count() const;
 
   // Offline tools over a cache directory (the daemon need not run).
+  static CacheSurvey Survey(const std::string& dir);
   static VerifyReport VerifyAll(const std::string& dir, bool remove_bad);
   static Status Clear(const std::string& dir);
 

@@ -183,14 +183,17 @@ int CacheStats(const std::string& dir) {
     uint64_t v;
     while (f >> k >> v) m[k] = v;
   }
-  const auto report = cache::DiskStore::VerifyAll(dir, false);
+  // Sizes only: stats answers at once however large the cache (verify reads and hashes it all).
+  const auto survey = cache::DiskStore::Survey(dir);
   auto ratio = [&](const char* hit, uint64_t total) {
     return total == 0 ? 0.0 : 100.0 * static_cast<double>(m[hit]) / static_cast<double>(total);
   };
   const uint64_t lookups = m["cache.mem.hit"] + m["cache.disk.hit"] + m["cache.miss"];
   std::printf("cache dir:        %s\n", dir.c_str());
-  std::printf("disk blocks:      %llu (%.1f MiB)\n", static_cast<unsigned long long>(report.blocks),
-              static_cast<double>(report.bytes) / 1048576.0);
+  std::printf("disk blocks:      %llu (%.1f MiB)\n", static_cast<unsigned long long>(survey.blocks),
+              static_cast<double>(survey.block_bytes) / 1048576.0);
+  std::printf("whole files:      %llu (%.1f MiB)\n", static_cast<unsigned long long>(survey.files),
+              static_cast<double>(survey.file_bytes) / 1048576.0);
   std::printf("memory blocks:    %llu (%.1f MiB)\n", static_cast<unsigned long long>(m["cache.mem.blocks"]),
               static_cast<double>(m["cache.mem.bytes"]) / 1048576.0);
   std::printf("hit ratio:        memory %.1f%%, disk %.1f%% (of %llu block lookups)\n", ratio("cache.mem.hit", lookups),
@@ -309,6 +312,12 @@ int main(int argc, char** argv) {
     std::perror("fusermount3");
     return 1;
   }
+  // A directory no mount has used (a mistyped --cache-dir) is said so, not reported as an empty,
+  // sound cache.
+  if ((*stats || *verify) && !cache::DiskStore::Survey(cdir).exists) {
+    std::fprintf(stderr, "hubfs: no hubfs cache in %s (--cache-dir: the directory a mount used)\n", cdir.c_str());
+    return 1;
+  }
   if (*stats) return CacheStats(cdir);
   if (app.got_subcommand("status")) return tools::RunStatus();
   if (*warm) {
@@ -329,12 +338,13 @@ int main(int argc, char** argv) {
     return r.bad == 0 ? 0 : 1;
   }
   if (*clear) {
-    auto st = cache::DiskStore::Clear(cdir);
+    const bool had = cache::DiskStore::Survey(cdir).exists;
+    auto st = cache::DiskStore::Clear(cdir);  // (also what older formats left)
     if (!st.ok()) {
       std::fprintf(stderr, "hubfs: %s\n", st.error().ToString().c_str());
       return 1;
     }
-    std::printf("cache cleared: %s\n", cdir.c_str());
+    std::printf(had ? "cache cleared: %s\n" : "no hubfs cache in %s: nothing to clear\n", cdir.c_str());
     return 0;
   }
 

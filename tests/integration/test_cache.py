@@ -160,9 +160,23 @@ def test_cache_stats_and_clear(emu, fixture, tmp_path):
     assert r.returncode == 0
     assert "disk blocks:" in r.stdout and "hit ratio:" in r.stdout and "origin bytes:" in r.stdout
     assert cache_files(cache)
+    # Counts and sizes of what is on disk now (from file sizes: stats reads no block).
+    r = run_cli("cache", "stats", "--cache-dir", cache)
+    blocks = block_files(cache)
+    mib = sum(os.path.getsize(b) for b in blocks) / 1048576.0
+    assert "disk blocks:      %d (%.1f MiB)" % (len(blocks), mib) in r.stdout, r.stdout
+    assert "whole files:      %d " % (len(cache_files(cache)) - len(blocks)) in r.stdout, r.stdout
     r = run_cli("cache", "clear", "--cache-dir", cache)
     assert r.returncode == 0
     assert not cache_files(cache)
+    # A directory no mount used (a mistyped --cache-dir) is an error, not an empty sound cache.
+    typo = str(tmp_path / "cahce")
+    for cmd in ("stats", "verify"):
+        r = run_cli("cache", cmd, "--cache-dir", typo)
+        assert r.returncode == 1 and "no hubfs cache in " + typo in r.stderr, (cmd, r.stdout, r.stderr)
+    r = run_cli("cache", "clear", "--cache-dir", typo)
+    assert r.returncode == 0 and "nothing to clear" in r.stdout, r.stdout
+    assert not os.path.exists(typo)
 
 
 @pytest.mark.slow
