@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <lz4.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/uio.h>
@@ -582,6 +583,34 @@ void DiskStore::EvictIfNeeded(uint64_t incoming) {
   for (const auto& k : victims) Remove(k);  // unlinks outside the lock
   m_evicted.Add(victims.size());
   metrics::Get("cache.disk.bytes").Set(used_bytes());
+}
+
+DirLock DiskStore::LockDir(const std::string& dir, const std::string& what) {
+  DirLock lock;
+  if (!MakeDirs(dir).ok()) return lock;
+  const std::string path = dir + "/lock";
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return lock;
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    char buf[256] = {};
+    const ssize_t n = err == EWOULDBLOCK ? ::pread(fd, buf, sizeof buf - 1, 0) : -1;
+    ::close(fd);
+    if (err != EWOULDBLOCK) return lock;
+    lock.holder = n > 0 ? std::string(buf, static_cast<size_t>(n)) : "another process";
+    while (!lock.holder.empty() && lock.holder.back() == '\n') lock.holder.pop_back();
+    return lock;
+  }
+  lock.fd = fd;
+  LabelLock(lock, what);
+  return lock;
+}
+
+void DiskStore::LabelLock(const DirLock& lock, const std::string& what) {
+  if (lock.fd < 0) return;
+  const std::string text = "pid " + std::to_string(::getpid()) + ": " + what + "\n";
+  // For messages only: a failed write leaves the lock held, with a stale or empty label.
+  if (::ftruncate(lock.fd, 0) == 0) (void)::pwrite(lock.fd, text.data(), text.size(), 0);
 }
 
 CacheSurvey DiskStore::Survey(const std::string& dir) {

@@ -94,8 +94,25 @@ struct CacheSurvey {
   uint64_t files = 0, file_bytes = 0;  // whole files (verified, for passthrough)
 };
 
+// A cache directory's lock: one process at a time fills a cache directory. Two daemons on one
+// directory would each take the other's blocks in flight for leftovers (removed at start), evict
+// by their own count only (the cap overrun), and never see the blocks the other wrote. An
+// flock(2) on <dir>/lock, let go when its holder exits however it ends (kill -9 included).
+struct DirLock {
+  int fd = -1;         // >= 0: held, for as long as this descriptor stays open
+  std::string holder;  // fd < 0 and set: what the process holding it wrote ("pid 42: mount /hf")
+  // fd < 0 and holder empty: no lock could be made (the directory cannot be created or written);
+  // the caller goes on without one (a daemon then runs without a disk tier).
+};
+
 class DiskStore {
  public:
+  // Takes `dir`'s lock (creating the directory, 0700, if need be) and writes `what` (with this
+  // process's pid) into it for the message another process shows.
+  static DirLock LockDir(const std::string& dir, const std::string& what);
+  // Writes `what` with this process's pid into a held lock again (a daemon, once it has forked).
+  static void LabelLock(const DirLock& lock, const std::string& what);
+
   // Creates the directory tree (0700) and indexes existing blocks; removes leftover temp files.
   static Result<std::unique_ptr<DiskStore>> Open(const DiskOptions& options);
   ~DiskStore();

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <climits>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -203,6 +204,21 @@ int CacheStats(const std::string& dir) {
   return 0;
 }
 
+// Takes the cache directory's lock for `what` (cache::DirLock); false, with a message that says
+// who holds it and `advice`, when another process does. A directory that cannot be locked at all
+// (unwritable) is no reason to stop: a mount then runs without a disk tier, as before.
+bool LockCacheDir(const std::string& dir, const std::string& what, const char* advice, cache::DirLock* out) {
+  *out = cache::DiskStore::LockDir(dir, what);
+  if (out->fd >= 0 || out->holder.empty()) return true;
+  std::fprintf(stderr, "hubfs: cache directory %s is in use (%s); %s\n", dir.c_str(), out->holder.c_str(), advice);
+  return false;
+}
+
+std::string Absolute(const std::string& path) {
+  char buf[PATH_MAX];
+  return ::realpath(path.c_str(), buf) != nullptr ? std::string(buf) : path;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -325,11 +341,20 @@ int main(int argc, char** argv) {
     wo.endpoint = endpoint;
     wo.token = LoadToken(warm_token_file);
     wo.cache_dir = warm_cache_dir;
+    cache::DirLock lock;
+    if (!LockCacheDir(warm_cache_dir, "warm " + wo.repo,
+                      "read the files through that mount instead (it caches them), or unmount it first", &lock))
+      return 1;
     ParseSize(warm_cache_size, &wo.cache_bytes);
     wo.min_free_bytes = 1ULL << 30;
     wo.block_size = static_cast<size_t>(block_mib) << 20;
     ::umask(077);
     return tools::RunWarm(wo);
+  }
+  cache::DirLock cache_lock;  // clear and verify --remove-bad change what a mount would be using
+  if ((*clear && cache::DiskStore::Survey(cdir).exists) || (*verify && remove_bad)) {
+    if (!LockCacheDir(cdir, *clear ? "cache clear" : "cache verify --remove-bad", "unmount it first", &cache_lock))
+      return 1;
   }
   if (*verify) {
     const auto r = cache::DiskStore::VerifyAll(cdir, remove_bad);
@@ -381,8 +406,14 @@ int main(int argc, char** argv) {
     return 1;
   }
   ::umask(077);  // cache files and directories are private to the mounting user
+  // Refused here, before anything is mounted; the lock's descriptor stays open for the daemon's
+  // life (daemonizing forks, and the daemon keeps it).
+  cache::DirLock mount_lock;
+  const std::string lock_label = "mount " + Absolute(mo.mountpoint);
+  if (!LockCacheDir(cache_dir, lock_label, "give this mount its own --cache-dir", &mount_lock)) return 1;
   std::unique_ptr<StatsWriter> stats_writer;
   const int rc = fs::RunMount(mo, [&]() -> std::unique_ptr<fs::Filesystem> {
+    cache::DiskStore::LabelLock(mount_lock, lock_label);  // the daemon's own pid, now it has forked
     fetch::HttpOptions http;
     http.user_agent = "hubfs/0.1.0; fs/fuse";
     http.stall_timeout_s = stall_timeout;

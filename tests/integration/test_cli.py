@@ -58,6 +58,62 @@ def test_warm_then_mount_reads_nothing_from_the_origin(emu, fixture, tmp_path):
     assert not [x for x in emu.log() if x["path"].endswith(warmed)]
 
 
+def test_a_cache_dir_serves_one_process_at_a_time(emu, fixture, tmp_path):
+    """A second daemon on a cache directory in use would take the first's blocks in flight for
+    leftovers, overrun the cap and never see the other's blocks: it is refused before mounting, and
+    so are warm, clear and verify --remove-bad; stats and verify read on. Once the first mount ends,
+    the next one uses the cache (nothing more from the origin)."""
+    cache = str(tmp_path / "cache")
+    meta = fixture.files(MODEL)["model.safetensors"]
+    with Mount(emu.hub_url, cache_dir=cache) as m:
+        assert sha256_file(m.path(*MODEL.split("/"), "model.safetensors")) == meta["sha256"]
+        held = "(pid %d: mount %s)" % (m.proc.pid, os.path.realpath(m.mountpoint))
+        other = tmp_path / "other"
+        other.mkdir()
+        r = hubfs("mount", str(other), "--foreground", "--endpoint", emu.hub_url, "--cache-dir", cache, timeout=30)
+        assert r.returncode == 1 and "cache directory %s is in use %s" % (cache, held) in r.stderr, r.stderr
+        assert "its own --cache-dir" in r.stderr
+        assert not os.path.ismount(str(other))
+        r = hubfs("warm", MODEL, "--endpoint", emu.hub_url, "--cache-dir", cache)
+        assert r.returncode == 1 and held in r.stderr, r.stderr
+        for args in (("clear",), ("verify", "--remove-bad")):
+            r = hubfs("cache", *args, "--cache-dir", cache)
+            assert r.returncode == 1 and held in r.stderr and "unmount it first" in r.stderr, (args, r.stderr)
+        for args in (("stats",), ("verify",)):
+            r = hubfs("cache", *args, "--cache-dir", cache)
+            assert r.returncode == 0, (args, r.stderr)
+        assert "0 bad" in r.stdout
+    emu.clear_log()
+    with Mount(emu.hub_url, cache_dir=cache) as m:
+        assert sha256_file(m.path(*MODEL.split("/"), "model.safetensors")) == meta["sha256"]
+    assert not [x for x in emu.log() if x["origin"] == "cdn"]
+    r = hubfs("cache", "clear", "--cache-dir", cache)
+    assert r.returncode == 0 and "cache cleared" in r.stdout, r.stderr
+
+
+def test_a_daemonized_mount_names_its_own_pid_as_the_cache_holder(emu, tmp_path):
+    """Without --foreground the command forks the daemon and exits: the lock names the daemon, the
+    process a user would look for (or kill), not the command that has gone."""
+    cache, mp, other = str(tmp_path / "cache"), tmp_path / "hf", tmp_path / "other"
+    mp.mkdir()
+    other.mkdir()
+    r = hubfs("mount", str(mp), "--endpoint", emu.hub_url, "--cache-dir", cache, timeout=30)
+    assert r.returncode == 0, r.stderr
+    pid = None
+    try:
+        pids = subprocess.run(["pgrep", "-f", "hubfs mount %s " % mp], capture_output=True, text=True).stdout.split()
+        assert len(pids) == 1, pids
+        pid = int(pids[0])
+        r = hubfs("mount", str(other), "--endpoint", emu.hub_url, "--cache-dir", cache, timeout=30)
+        assert r.returncode == 1 and "(pid %d: mount %s)" % (pid, os.path.realpath(mp)) in r.stderr, r.stderr
+        assert hubfs("unmount", str(mp)).returncode == 0
+        assert eventually(lambda: not os.path.exists("/proc/%d" % pid), 10)
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mp)], stderr=subprocess.DEVNULL)
+        if pid is not None and os.path.exists("/proc/%d" % pid):
+            os.kill(pid, 9)
+
+
 def test_warm_missing_repo_fails_clearly(emu, tmp_path):
     r = hubfs("warm", "hubfs-test/nope", "--endpoint", emu.hub_url, "--cache-dir", str(tmp_path / "c"))
     assert r.returncode == 1 and "not-found" in r.stderr
