@@ -27,4 +27,10 @@ struct WarmOptions {
 // cached blocks are skipped (idempotent); SIGINT/SIGTERM stop cleanly. Returns the exit code.
 int RunWarm(const WarmOptions& options);
 
+// The same, through the live mount at `mountpoint` that holds the cache directory (a second
+// process cannot fill a directory a mount uses, and the mount would never see blocks written
+// beside it): every selected file is read through the mount, whose daemon fetches and caches it.
+// The mount's endpoint and token apply. Returns the exit code.
+int RunWarmThroughMount(const WarmOptions& options, const std::string& mountpoint);
+
 }  // namespace hubfs::tools

@@ -341,10 +341,17 @@ int main(int argc, char** argv) {
     wo.endpoint = endpoint;
     wo.token = LoadToken(warm_token_file);
     wo.cache_dir = warm_cache_dir;
-    cache::DirLock lock;
-    if (!LockCacheDir(warm_cache_dir, "warm " + wo.repo,
-                      "read the files through that mount instead (it caches them), or unmount it first", &lock))
+    // A mount holding the directory fills it alone (and would not see blocks written beside it):
+    // warm through that mount instead.
+    const auto lock = cache::DiskStore::LockDir(warm_cache_dir, "warm " + wo.repo);
+    const std::string mounted = "mount ";
+    if (const size_t at = lock.holder.find(": " + mounted); lock.fd < 0 && at != std::string::npos)
+      return tools::RunWarmThroughMount(wo, lock.holder.substr(at + 2 + mounted.size()));
+    if (lock.fd < 0 && !lock.holder.empty()) {
+      std::fprintf(stderr, "hubfs: cache directory %s is in use (%s); try again once it is done\n",
+                   warm_cache_dir.c_str(), lock.holder.c_str());
       return 1;
+    }
     ParseSize(warm_cache_size, &wo.cache_bytes);
     wo.min_free_bytes = 1ULL << 30;
     wo.block_size = static_cast<size_t>(block_mib) << 20;

@@ -61,7 +61,7 @@ def test_warm_then_mount_reads_nothing_from_the_origin(emu, fixture, tmp_path):
 def test_a_cache_dir_serves_one_process_at_a_time(emu, fixture, tmp_path):
     """A second daemon on a cache directory in use would take the first's blocks in flight for
     leftovers, overrun the cap and never see the other's blocks: it is refused before mounting, and
-    so are warm, clear and verify --remove-bad; stats and verify read on. Once the first mount ends,
+    so are clear and verify --remove-bad; stats and verify read on (warm: the next test). Once the first mount ends,
     the next one uses the cache (nothing more from the origin)."""
     cache = str(tmp_path / "cache")
     meta = fixture.files(MODEL)["model.safetensors"]
@@ -70,12 +70,12 @@ def test_a_cache_dir_serves_one_process_at_a_time(emu, fixture, tmp_path):
         held = "(pid %d: mount %s)" % (m.proc.pid, os.path.realpath(m.mountpoint))
         other = tmp_path / "other"
         other.mkdir()
-        r = hubfs("mount", str(other), "--foreground", "--endpoint", emu.hub_url, "--cache-dir", cache, timeout=30)
+        try:
+            r = hubfs("mount", str(other), "--foreground", "--endpoint", emu.hub_url, "--cache-dir", cache, timeout=30)
+        finally:  # (were it not refused: the mount it made, or left by the timeout's kill)
+            subprocess.run(["fusermount3", "-u", "-z", str(other)], stderr=subprocess.DEVNULL)
         assert r.returncode == 1 and "cache directory %s is in use %s" % (cache, held) in r.stderr, r.stderr
         assert "its own --cache-dir" in r.stderr
-        assert not os.path.ismount(str(other))
-        r = hubfs("warm", MODEL, "--endpoint", emu.hub_url, "--cache-dir", cache)
-        assert r.returncode == 1 and held in r.stderr, r.stderr
         for args in (("clear",), ("verify", "--remove-bad")):
             r = hubfs("cache", *args, "--cache-dir", cache)
             assert r.returncode == 1 and held in r.stderr and "unmount it first" in r.stderr, (args, r.stderr)
@@ -89,6 +89,31 @@ def test_a_cache_dir_serves_one_process_at_a_time(emu, fixture, tmp_path):
     assert not [x for x in emu.log() if x["origin"] == "cdn"]
     r = hubfs("cache", "clear", "--cache-dir", cache)
     assert r.returncode == 0 and "cache cleared" in r.stdout, r.stderr
+
+
+def test_warm_beside_a_mount_warms_through_it(emu, fixture, tmp_path):
+    """`hubfs warm` on the cache directory of a live mount reads the files through that mount (a
+    second process may not fill the directory, and the mount would not see blocks written beside
+    it): fetched once, kept by the mount's cache, and a remount reads them with no origin request."""
+    cache = str(tmp_path / "cache")
+    files = fixture.files(MODEL)
+    warmed = ("/model.safetensors", "/config.json", files["model.safetensors"]["sha256"])
+    with Mount(emu.hub_url, cache_dir=cache) as m:
+        emu.clear_log()
+        r = hubfs("warm", MODEL, "*.safetensors", "config.json", "--endpoint", emu.hub_url, "--cache-dir", cache)
+        assert r.returncode == 0, r.stderr
+        assert "warmed 2 files" in r.stdout and "through the mount at %s" % os.path.realpath(m.mountpoint) in r.stdout
+        cdn = sum(x.get("bytes", 0) for x in emu.log("cdn") if files["model.safetensors"]["sha256"] in x["path"])
+        assert cdn == files["model.safetensors"]["size"]
+        r = hubfs("warm", MODEL, "*.safetensors", "config.json", "--endpoint", emu.hub_url, "--cache-dir", cache)
+        assert r.returncode == 0 and "0.0 MiB fetched" in r.stdout, r.stdout
+        r = hubfs("warm", MODEL, "nothing-like-this*", "--cache-dir", cache)
+        assert r.returncode == 1 and "nothing in" in r.stderr, r.stderr
+    emu.clear_log()
+    with Mount(emu.hub_url, cache_dir=cache) as m:
+        for name in ("model.safetensors", "config.json"):
+            assert sha256_file(m.path(*MODEL.split("/"), name)) == files[name]["sha256"]
+    assert not [x for x in emu.log() if x["path"].endswith(warmed)]
 
 
 def test_a_daemonized_mount_names_its_own_pid_as_the_cache_holder(emu, tmp_path):
@@ -109,7 +134,8 @@ def test_a_daemonized_mount_names_its_own_pid_as_the_cache_holder(emu, tmp_path)
         assert hubfs("unmount", str(mp)).returncode == 0
         assert eventually(lambda: not os.path.exists("/proc/%d" % pid), 10)
     finally:
-        subprocess.run(["fusermount3", "-u", str(mp)], stderr=subprocess.DEVNULL)
+        for p in (mp, other):  # (other: were the second mount not refused)
+            subprocess.run(["fusermount3", "-u", str(p)], stderr=subprocess.DEVNULL)
         if pid is not None and os.path.exists("/proc/%d" % pid):
             os.kill(pid, 9)
 
