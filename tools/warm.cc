@@ -285,14 +285,17 @@ int RunWarmThroughMount(const WarmOptions& o, const std::string& mountpoint) {
   for (int i = 0; i < nthreads; ++i) threads.emplace_back(worker);
   // A reader in a FUSE read sees EINTR only if the signal reaches its thread: g_stop ends each
   // after its current read, which the mount bounds in time.
-  ShowProgress([&] { return running.load() > 0; }, [] {}, done_bytes,
-               [&] { return MountOriginBytes(mountpoint) - origin_before; }, total);
+  auto fetched_since = [&] {
+    const uint64_t now = MountOriginBytes(mountpoint);
+    return now > origin_before ? now - origin_before : 0;
+  };
+  ShowProgress([&] { return running.load() > 0; }, [] {}, done_bytes, fetched_since, total);
   for (auto& t : threads) t.join();
   if (g_stop) {
     std::fprintf(stderr, "hubfs warm: interrupted; what was read stays cached\n");
     return 130;
   }
-  const uint64_t fetched = MountOriginBytes(mountpoint) - origin_before;
+  const uint64_t fetched = fetched_since();
   std::printf("warmed %zu files (%.1f MiB) of %s through the mount at %s: %.1f MiB fetched, %s\n", files.size(),
               static_cast<double>(total) / 1048576, spec->mount_dir.c_str(), mountpoint.c_str(),
               static_cast<double>(fetched) / 1048576, errors ? "with errors" : "all cached");
