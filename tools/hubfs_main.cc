@@ -205,12 +205,15 @@ int CacheStats(const std::string& dir) {
 }
 
 // Takes the cache directory's lock for `what` (cache::DirLock); false, with a message that says
-// who holds it and `advice`, when another process does. A directory that cannot be locked at all
-// (unwritable) is no reason to stop: a mount then runs without a disk tier, as before.
+// who holds it and what to do (`advice` when a mount holds it; else, wait for the warm or clear
+// that does), when another process does. A directory that cannot be locked at all (unwritable)
+// is no reason to stop: a mount then runs without a disk tier, as before.
 bool LockCacheDir(const std::string& dir, const std::string& what, const char* advice, cache::DirLock* out) {
   *out = cache::DiskStore::LockDir(dir, what);
   if (out->fd >= 0 || out->holder.empty()) return true;
-  std::fprintf(stderr, "hubfs: cache directory %s is in use (%s); %s\n", dir.c_str(), out->holder.c_str(), advice);
+  const bool mount = out->holder.find(": mount ") != std::string::npos;
+  std::fprintf(stderr, "hubfs: cache directory %s is in use (%s); %s\n", dir.c_str(), out->holder.c_str(),
+               mount ? advice : "try again once it is done");
   return false;
 }
 
@@ -344,9 +347,9 @@ int main(int argc, char** argv) {
     // A mount holding the directory fills it alone (and would not see blocks written beside it):
     // warm through that mount instead.
     const auto lock = cache::DiskStore::LockDir(warm_cache_dir, "warm " + wo.repo);
-    const std::string mounted = "mount ";
-    if (const size_t at = lock.holder.find(": " + mounted); lock.fd < 0 && at != std::string::npos)
-      return tools::RunWarmThroughMount(wo, lock.holder.substr(at + 2 + mounted.size()));
+    const std::string mounted = ": mount ";
+    if (const size_t at = lock.holder.find(mounted); lock.fd < 0 && at != std::string::npos)
+      return tools::RunWarmThroughMount(wo, lock.holder.substr(at + mounted.size()));
     if (lock.fd < 0 && !lock.holder.empty()) {
       std::fprintf(stderr, "hubfs: cache directory %s is in use (%s); try again once it is done\n",
                    warm_cache_dir.c_str(), lock.holder.c_str());

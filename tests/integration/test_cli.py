@@ -1,5 +1,6 @@
 """The operator commands: warm (pre-fetch into the cache), status, the Prometheus metrics file,
 the config file, and --help documenting every mount option."""
+import fcntl
 import os
 import subprocess
 import time
@@ -89,6 +90,28 @@ def test_a_cache_dir_serves_one_process_at_a_time(emu, fixture, tmp_path):
     assert not [x for x in emu.log() if x["origin"] == "cdn"]
     r = hubfs("cache", "clear", "--cache-dir", cache)
     assert r.returncode == 0 and "cache cleared" in r.stdout, r.stderr
+
+
+def test_a_cache_dir_held_by_a_warm_is_waited_for_not_shared(emu, tmp_path):
+    """The lock held by a process that is not a mount (a warm or clear under way): mount, warm and
+    clear are refused and told to try again once it is done."""
+    cache = tmp_path / "cache"
+    (cache / "v2").mkdir(parents=True)  # a cache a mount has used
+    with open(cache / "lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        f.write("pid 1234: warm %s\n" % MODEL)
+        f.flush()
+        mp = tmp_path / "hf"
+        mp.mkdir()
+        try:
+            runs = [hubfs("mount", str(mp), "--endpoint", emu.hub_url, "--cache-dir", str(cache), timeout=30),
+                    hubfs("warm", MODEL, "--endpoint", emu.hub_url, "--cache-dir", str(cache)),
+                    hubfs("cache", "clear", "--cache-dir", str(cache))]
+        finally:
+            subprocess.run(["fusermount3", "-u", str(mp)], stderr=subprocess.DEVNULL)
+        for r in runs:
+            assert r.returncode == 1, r.stderr
+            assert "is in use (pid 1234: warm %s); try again once it is done" % MODEL in r.stderr, r.stderr
 
 
 def test_warm_beside_a_mount_warms_through_it(emu, fixture, tmp_path):
