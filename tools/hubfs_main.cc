@@ -298,7 +298,8 @@ int main(int argc, char** argv) {
   app.add_subcommand("status", "Show every hubfs mount: endpoint, cache use, hit ratio, throughput, errors");
 
   tools::WarmOptions wo;
-  auto* warm = app.add_subcommand("warm", "Fetch a repo's files into the cache ahead of use (idempotent)");
+  auto* warm = app.add_subcommand(
+      "warm", "Fetch a repo's files into the cache ahead of use (idempotent; a mounted cache through its mount)");
   warm->add_option("repo", wo.repo, "org/name[@revision], datasets/org/name[@revision] or spaces/...")->required();
   warm->add_option("paths", wo.globs, "Paths or globs inside the repo (default: every file)");
   std::string warm_cache_dir = DefaultCacheDir(), warm_token_file, warm_cache_size = "20G";
