@@ -132,6 +132,11 @@ def test_warm_beside_a_mount_warms_through_it(emu, fixture, tmp_path):
         assert r.returncode == 0 and "0.0 MiB fetched" in r.stdout, r.stdout
         r = hubfs("warm", MODEL, "nothing-like-this*", "--cache-dir", cache)
         assert r.returncode == 1 and "nothing in" in r.stderr, r.stderr
+        # A dataset, by glob over paths in subdirectories: every match read, right, through the mount.
+        r = hubfs("warm", "datasets/hubfs-test/big-dataset", "data/part-0000*.jsonl", "--cache-dir", cache)
+        assert r.returncode == 0 and "warmed 10 files" in r.stdout and "through the mount" in r.stdout, r.stdout
+        r = hubfs("warm", "datasets/hubfs-test/no-such-dataset", "--cache-dir", cache)
+        assert r.returncode == 1 and "no-such-dataset: No such file or directory" in r.stderr, r.stderr
     emu.clear_log()
     with Mount(emu.hub_url, cache_dir=cache) as m:
         for name in ("model.safetensors", "config.json"):
