@@ -613,11 +613,15 @@ void DiskStore::LabelLock(const DirLock& lock, const std::string& what) {
   if (::ftruncate(lock.fd, 0) == 0) (void)::pwrite(lock.fd, text.data(), text.size(), 0);
 }
 
+bool DiskStore::HasCache(const std::string& dir) {
+  struct stat st {};
+  return ::stat((dir + "/" + kDiskFormatDir).c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
 CacheSurvey DiskStore::Survey(const std::string& dir) {
   CacheSurvey s;
   const std::string gen = dir + "/" + kDiskFormatDir;
   struct stat st {};
-  s.exists = ::stat(gen.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
   ForEachBlockFile(gen + "/blocks", [&](const std::string& path, const std::string&) {
     if (::stat(path.c_str(), &st) != 0) return;  // removed meanwhile (a live mount evicts)
     ++s.blocks;

@@ -89,7 +89,6 @@ struct VerifyReport {
 
 // What a cache directory holds, from file sizes alone (nothing read).
 struct CacheSurvey {
-  bool exists = false;  // the directory holds this format's tree (a mount has used it)
   uint64_t blocks = 0, block_bytes = 0;
   uint64_t files = 0, file_bytes = 0;  // whole files (verified, for passthrough)
 };
@@ -101,8 +100,8 @@ struct CacheSurvey {
 struct DirLock {
   int fd = -1;         // >= 0: held, for as long as this descriptor stays open
   std::string holder;  // fd < 0 and set: what the process holding it wrote ("pid 42: mount /hf")
-  // fd < 0 and holder empty: no lock could be made (the directory cannot be created or written);
-  // the caller goes on without one (a daemon then runs without a disk tier).
+  // fd < 0 and holder empty: no lock could be made (the directory cannot be created or written,
+  // or its filesystem has no flock); the caller goes on without one.
 };
 
 class DiskStore {
@@ -132,6 +131,8 @@ class DiskStore {
   uint64_t block_count() const;
 
   // Offline tools over a cache directory (the daemon need not run).
+  // True if `dir` holds this format's tree (a mount has used it): one stat.
+  static bool HasCache(const std::string& dir);
   static CacheSurvey Survey(const std::string& dir);
   static VerifyReport VerifyAll(const std::string& dir, bool remove_bad);
   static Status Clear(const std::string& dir);

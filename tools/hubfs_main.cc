@@ -204,6 +204,15 @@ int CacheStats(const std::string& dir) {
   return 0;
 }
 
+// A mount labels the lock it holds "mount <mount point>" (see main).
+const std::string kMountLabel = "mount ";
+
+// The mount point of the mount holding `lock` (cache::DirLock), or "" if it is held by no mount.
+std::string HolderMount(const cache::DirLock& lock) {
+  const size_t at = lock.holder.find(": " + kMountLabel);
+  return lock.fd >= 0 || at == std::string::npos ? "" : lock.holder.substr(at + 2 + kMountLabel.size());
+}
+
 // Takes the cache directory's lock for `what` (cache::DirLock); false, with a message that says
 // who holds it and what to do (`advice` when a mount holds it; else, wait for the warm or clear
 // that does), when another process does. A directory that cannot be locked at all (unwritable)
@@ -211,9 +220,8 @@ int CacheStats(const std::string& dir) {
 bool LockCacheDir(const std::string& dir, const std::string& what, const char* advice, cache::DirLock* out) {
   *out = cache::DiskStore::LockDir(dir, what);
   if (out->fd >= 0 || out->holder.empty()) return true;
-  const bool mount = out->holder.find(": mount ") != std::string::npos;
   std::fprintf(stderr, "hubfs: cache directory %s is in use (%s); %s\n", dir.c_str(), out->holder.c_str(),
-               mount ? advice : "try again once it is done");
+               HolderMount(*out).empty() ? "try again once it is done" : advice);
   return false;
 }
 
@@ -334,7 +342,7 @@ int main(int argc, char** argv) {
   }
   // A directory no mount has used (a mistyped --cache-dir) is said so, not reported as an empty,
   // sound cache.
-  if ((*stats || *verify) && !cache::DiskStore::Survey(cdir).exists) {
+  if ((*stats || *verify) && !cache::DiskStore::HasCache(cdir)) {
     std::fprintf(stderr, "hubfs: no hubfs cache in %s (--cache-dir: the directory a mount used)\n", cdir.c_str());
     return 1;
   }
@@ -348,9 +356,7 @@ int main(int argc, char** argv) {
     // A mount holding the directory fills it alone (and would not see blocks written beside it):
     // warm through that mount instead.
     const auto lock = cache::DiskStore::LockDir(warm_cache_dir, "warm " + wo.repo);
-    const std::string mounted = ": mount ";
-    if (const size_t at = lock.holder.find(mounted); lock.fd < 0 && at != std::string::npos)
-      return tools::RunWarmThroughMount(wo, lock.holder.substr(at + mounted.size()));
+    if (const std::string mp = HolderMount(lock); !mp.empty()) return tools::RunWarmThroughMount(wo, mp);
     if (lock.fd < 0 && !lock.holder.empty()) {
       std::fprintf(stderr, "hubfs: cache directory %s is in use (%s); try again once it is done\n",
                    warm_cache_dir.c_str(), lock.holder.c_str());
@@ -362,8 +368,9 @@ int main(int argc, char** argv) {
     ::umask(077);
     return tools::RunWarm(wo);
   }
+  const bool had_cache = cache::DiskStore::HasCache(cdir);
   cache::DirLock cache_lock;  // clear and verify --remove-bad change what a mount would be using
-  if ((*clear && cache::DiskStore::Survey(cdir).exists) || (*verify && remove_bad)) {
+  if ((*clear && had_cache) || (*verify && remove_bad)) {
     if (!LockCacheDir(cdir, *clear ? "cache clear" : "cache verify --remove-bad", "unmount it first", &cache_lock))
       return 1;
   }
@@ -374,13 +381,12 @@ int main(int argc, char** argv) {
     return r.bad == 0 ? 0 : 1;
   }
   if (*clear) {
-    const bool had = cache::DiskStore::Survey(cdir).exists;
     auto st = cache::DiskStore::Clear(cdir);  // (also what older formats left)
     if (!st.ok()) {
       std::fprintf(stderr, "hubfs: %s\n", st.error().ToString().c_str());
       return 1;
     }
-    std::printf(had ? "cache cleared: %s\n" : "no hubfs cache in %s: nothing to clear\n", cdir.c_str());
+    std::printf(had_cache ? "cache cleared: %s\n" : "no hubfs cache in %s: nothing to clear\n", cdir.c_str());
     return 0;
   }
 
@@ -420,7 +426,7 @@ int main(int argc, char** argv) {
   // Refused here, before anything is mounted; the lock's descriptor stays open for the daemon's
   // life (daemonizing forks, and the daemon keeps it).
   cache::DirLock mount_lock;
-  const std::string lock_label = "mount " + Absolute(mo.mountpoint);
+  const std::string lock_label = kMountLabel + Absolute(mo.mountpoint);
   if (!LockCacheDir(cache_dir, lock_label, "give this mount its own --cache-dir", &mount_lock)) return 1;
   std::unique_ptr<StatsWriter> stats_writer;
   const int rc = fs::RunMount(mo, [&]() -> std::unique_ptr<fs::Filesystem> {

@@ -33,6 +33,12 @@ def eventually(pred, timeout):
     return pred()
 
 
+def cdn_bytes(emu, sha=None):
+    """Bytes the emulator's CDN sent, of one object (by its sha256) or of all."""
+    emu.wait_log(lambda recs: True)
+    return sum(r.get("bytes", 0) for r in emu.log("cdn") if sha is None or sha in r.get("path", ""))
+
+
 def sha256_file(path, bufsize=1 << 20):
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from harness import HUBFS_BIN, Mount, eventually, sha256_file
+from harness import HUBFS_BIN, Mount, cdn_bytes, eventually, sha256_file
 
 MODEL = "hubfs-test/tiny-model"
 GPT2 = "openai-community/gpt2"
@@ -16,11 +16,6 @@ GPT2 = "openai-community/gpt2"
 
 def model_path(m, rid, name):
     return m.path(*rid.split("/"), name)
-
-
-def cdn_bytes(emu, sha=None):
-    emu.wait_log(lambda recs: True)
-    return sum(r.get("bytes", 0) for r in emu.log("cdn") if sha is None or sha in r.get("path", ""))
 
 
 def block_files(cache_dir):

@@ -5,7 +5,7 @@ import os
 import subprocess
 import time
 
-from harness import HUBFS_BIN, Mount, eventually, sha256_file
+from harness import HUBFS_BIN, Mount, cdn_bytes, eventually, sha256_file
 
 MODEL = "hubfs-test/tiny-model"
 
@@ -126,8 +126,7 @@ def test_warm_beside_a_mount_warms_through_it(emu, fixture, tmp_path):
         r = hubfs("warm", MODEL, "*.safetensors", "config.json", "--endpoint", emu.hub_url, "--cache-dir", cache)
         assert r.returncode == 0, r.stderr
         assert "warmed 2 files" in r.stdout and "through the mount at %s" % os.path.realpath(m.mountpoint) in r.stdout
-        cdn = sum(x.get("bytes", 0) for x in emu.log("cdn") if files["model.safetensors"]["sha256"] in x["path"])
-        assert cdn == files["model.safetensors"]["size"]
+        assert cdn_bytes(emu, files["model.safetensors"]["sha256"]) == files["model.safetensors"]["size"]
         r = hubfs("warm", MODEL, "*.safetensors", "config.json", "--endpoint", emu.hub_url, "--cache-dir", cache)
         assert r.returncode == 0 and "0.0 MiB fetched" in r.stdout, r.stdout
         r = hubfs("warm", MODEL, "nothing-like-this*", "--cache-dir", cache)

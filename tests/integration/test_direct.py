@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from harness import Mount, sha256_file
+from harness import Mount, cdn_bytes, sha256_file
 
 MODEL = "hubfs-test/tiny-model"
 NAME = "model.safetensors"  # 21 MB
@@ -110,11 +110,6 @@ def sha256_in_another_process(path):
                            capture_output=True, text=True, timeout=60)
     assert other.returncode == 0, other.stderr
     return other.stdout.strip()
-
-
-def cdn_bytes(emu, sha):
-    emu.wait_log(lambda recs: True)
-    return sum(r.get("bytes", 0) for r in emu.log("cdn") if sha in r.get("path", ""))
 
 
 def test_processes_reading_a_file_together_all_read_it_direct(emu, fixture, tmp_path):

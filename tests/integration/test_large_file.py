@@ -17,7 +17,7 @@ import tempfile
 
 import pytest
 
-from harness import Fixture, Mount  # (harness puts tools/hubemu on the path)
+from harness import Fixture, Mount, cdn_bytes  # (harness puts tools/hubemu on the path)
 
 import gen_fixture
 from hubemu import Emulator
@@ -85,11 +85,6 @@ def huge():
             yield emu, Fixture(fx.out), sha, size, spans
     finally:
         shutil.rmtree(d, ignore_errors=True)
-
-
-def cdn_bytes(emu, sha):
-    emu.wait_log(lambda recs: True)
-    return sum(r.get("bytes", 0) for r in emu.log("cdn") if sha in r.get("path", ""))
 
 
 def ranges(size, spans):

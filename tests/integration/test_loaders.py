@@ -15,7 +15,7 @@ import threading
 
 import pytest
 
-from harness import Mount
+from harness import Mount, cdn_bytes
 
 MODEL = "hubfs-test/tiny-model"
 NAME = "model.safetensors"  # 21 MB, the largest file of the test fixture
@@ -40,11 +40,6 @@ for name in sorted(k for k in header if k != "__metadata__"):
     h.update(mm[lo:hi] if mm is not None else os.pread(fd, hi - lo, lo))
 print(h.hexdigest())
 """
-
-
-def cdn_bytes(emu, sha):
-    emu.wait_log(lambda recs: True)
-    return sum(r.get("bytes", 0) for r in emu.log("cdn") if sha in r.get("path", ""))
 
 
 def run_ranks(path, ranks, how, timeout=60):

@@ -3,7 +3,6 @@ $USER): no root, so no raised read-ahead and no FUSE passthrough (the kernel ref
 CAP_SYS_ADMIN), yet every read is right. Other users, root included, cannot see into the mount
 (no allow_other), the cache is the user's own and private, and `hubfs unmount` as the user ends
 the mount and the daemon."""
-import hashlib
 import os
 import pwd
 import stat

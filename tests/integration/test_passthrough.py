@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from harness import HUBFS_BIN, Mount, eventually, sha256_file
+from harness import HUBFS_BIN, Mount, cdn_bytes, eventually, sha256_file
 
 MODEL = "hubfs-test/tiny-model"
 NAME = "model.safetensors"  # 21 MB: several blocks, above the 1 MiB floor for whole files
@@ -101,8 +101,7 @@ def test_whole_file_survives_remount_without_origin_traffic(emu, fixture, tmp_pa
         assert read_uncached(path) == meta["sha256"]
         assert stat_value(m, "fuse.open.passthrough") >= 1
         assert stat_value(m, "fs.read_bytes") == 0
-    emu.wait_log(lambda recs: True)
-    assert sum(r.get("bytes", 0) for r in emu.log("cdn") if meta["sha256"] in r.get("path", "")) == 0
+    assert cdn_bytes(emu, meta["sha256"]) == 0
 
 
 def test_open_beside_a_page_cache_handle_is_never_refused(emu, fixture, tmp_path):
