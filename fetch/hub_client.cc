@@ -128,8 +128,9 @@ HubClient::HubClient(HubOptions options, std::shared_ptr<HttpClient> http)
 }
 
 std::string HubClient::Authorization(const std::string& url) const {
-  if (options_.token.empty() || !SameOrigin(url, options_.endpoint)) return "";
-  return "Bearer " + options_.token;
+  if (!options_.token || !SameOrigin(url, options_.endpoint)) return "";
+  std::string token = options_.token->Get();  // current: a login or logout on a live mount counts
+  return token.empty() ? "" : "Bearer " + token;
 }
 
 bool HubClient::WaitBeforeRetry(int attempt, long hint_ms, const CancelToken* cancel) const {

@@ -21,6 +21,7 @@
 #include "common/status.h"
 #include "fetch/http_client.h"
 #include "fetch/retry.h"
+#include "fetch/token_source.h"
 
 namespace hubfs::fetch {
 
@@ -56,7 +57,7 @@ struct FileLocation {
 
 struct HubOptions {
   std::string endpoint = "https://huggingface.co";  // no trailing '/'
-  std::string token;                                // may be empty
+  std::shared_ptr<TokenSource> token;                // null: no token
   RetryPolicy retry;
 };
 

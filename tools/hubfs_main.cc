@@ -49,31 +49,15 @@ std::string Env(const char* name) {
   return v ? v : "";
 }
 
-std::string CleanToken(std::string t) {
-  std::string out;
-  for (char c : t)
-    if (c != '\r' && c != '\n') out.push_back(c);
-  const size_t b = out.find_first_not_of(" \t");
-  if (b == std::string::npos) return "";
-  return out.substr(b, out.find_last_not_of(" \t") - b + 1);
-}
-
-// --token-file, else $HF_TOKEN, else $HF_HOME/token (default ~/.cache/huggingface/token).
-std::string LoadToken(const std::string& token_file) {
-  auto read_file = [](const std::string& p) {
-    std::ifstream f(p);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    return CleanToken(ss.str());
-  };
-  if (!token_file.empty()) return read_file(token_file);
-  if (auto t = CleanToken(Env("HF_TOKEN")); !t.empty()) return t;
-  std::string hf_home = Env("HF_HOME");
-  if (hf_home.empty()) {
-    const std::string xdg = Env("XDG_CACHE_HOME");
-    hf_home = (xdg.empty() ? HomeDir() + "/.cache" : xdg) + "/huggingface";
-  }
-  return read_file(hf_home + "/token");
+// The token's source, in huggingface_hub's order (fetch/token_source.h). An explicit --token-file
+// that is missing or unreadable is said at once: a mount that silently went without its token
+// answers ENOENT for every private repo, far from the typo that caused it.
+std::shared_ptr<fetch::TokenSource> FindToken(const std::string& token_file, const char* who) {
+  auto source = fetch::TokenSource::Discover(token_file, Env, HomeDir());
+  if (!token_file.empty() && ::access(token_file.c_str(), R_OK) != 0)
+    std::fprintf(stderr, "hubfs%s: --token-file %s: %s; going on without a token until it can be read\n", who,
+                 token_file.c_str(), std::strerror(errno));
+  return source;
 }
 
 std::string DefaultCacheDir() {
@@ -258,7 +242,8 @@ int main(int argc, char** argv) {
   mount->add_option("mountpoint", mo.mountpoint, "Directory to mount on")->required();
   mount->add_option("--endpoint", endpoint, "Hub endpoint (default $HF_ENDPOINT, else https://huggingface.co)");
   mount->add_option("--token-file", token_file,
-                    "File holding the Hub token (default $HF_TOKEN, else $HF_HOME/token, "
+                    "File holding the Hub token, re-read when it changes (default $HF_TOKEN, "
+                    "else $HUGGING_FACE_HUB_TOKEN, else the file $HF_TOKEN_PATH, else $HF_HOME/token, "
                     "i.e. ~/.cache/huggingface/token)");
   mount->add_option("--cache-dir", cache_dir, "Block cache directory (default ~/.cache/hubfs)");
   mount->add_option("--cache-size", cache_size, "Disk cache cap, e.g. 20G (default 20G)")->check(SizeValidator());
@@ -351,7 +336,7 @@ int main(int argc, char** argv) {
   if (*warm) {
     while (!endpoint.empty() && endpoint.back() == '/') endpoint.pop_back();
     wo.endpoint = endpoint;
-    wo.token = LoadToken(warm_token_file);
+    wo.token = FindToken(warm_token_file, " warm")->Get();
     wo.cache_dir = warm_cache_dir;
     // A mount holding the directory fills it alone (and would not see blocks written beside it):
     // warm through that mount instead.
@@ -415,7 +400,7 @@ int main(int argc, char** argv) {
     }
   }
   while (!endpoint.empty() && endpoint.back() == '/') endpoint.pop_back();
-  const std::string token = LoadToken(token_file);
+  auto token = FindToken(token_file, "");
   struct stat st {};
   if (!RecoverDeadMount(mo.mountpoint)) return 1;
   if (::stat(mo.mountpoint.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
@@ -468,8 +453,9 @@ int main(int argc, char** argv) {
                        memory_cache + ")\nversion: 0.1.0\n";
     if (block_cache->disk() || !metrics_file.empty())
       stats_writer = std::make_unique<StatsWriter>(block_cache->disk() ? cache_dir + "/stats" : "", metrics_file);
-    LOG_INFO("endpoint %s, cache %s (%s disk, %s memory), token %s", endpoint.c_str(), cache_dir.c_str(),
-             cache_size.c_str(), memory_cache.c_str(), token.empty() ? "none" : "set");
+    LOG_INFO("endpoint %s, cache %s (%s disk, %s memory), token from %s: %s%s", endpoint.c_str(),
+             cache_dir.c_str(), cache_size.c_str(), memory_cache.c_str(), token->origin().c_str(),
+             token->Get().empty() ? "none" : "set", token->watched() ? " (re-read when the file changes)" : "");
     return std::make_unique<fs::Filesystem>(fo, hub, block_cache);
   });
   stats_writer.reset();

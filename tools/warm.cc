@@ -124,7 +124,7 @@ int RunWarm(const WarmOptions& o) {
   const std::string& id = spec->id;
 
   auto http = std::make_shared<fetch::HttpClient>(fetch::HttpOptions{});
-  fetch::HubClient hub(fetch::HubOptions{o.endpoint, o.token, {}}, http);
+  fetch::HubClient hub(fetch::HubOptions{o.endpoint, fetch::TokenSource::Fixed(o.token, "warm"), {}}, http);
   CancelToken meta_cancel(CancelToken::Clock::now() + std::chrono::seconds(120));
   auto info = hub.GetRepoInfo(type, id, spec->revision, &meta_cancel);
   if (!info.ok()) {

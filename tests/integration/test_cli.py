@@ -218,3 +218,35 @@ def test_config_file_sets_options_and_flags_win(emu, fixture, tmp_path):
             proc.kill()
             proc.wait()
     assert os.path.isdir(cache / "v2")
+
+
+def test_a_token_file_written_after_the_mount_is_picked_up(emu, fixture, tmp_path):
+    """A system mount started at boot before its --token-file was written: said at once, and the
+    token is used as soon as the file appears, with no remount."""
+    rid = "hubfs-test/private-model"
+    token_file = str(tmp_path / "etc-hubfs-token")
+    with Mount(emu.hub_url, extra_args=["--token-file", token_file]) as m:
+        log = m.read_log()
+        assert "--token-file %s: No such file or directory; going on without a token" % token_file in log, log
+        assert "token from --token-file %s: none (re-read when the file changes)" % token_file in log, log
+        repo = m.path(*rid.split("/"))
+        try:
+            os.stat(repo)
+            raise AssertionError("a private repo is visible without a token")
+        except FileNotFoundError:
+            pass
+        with open(token_file, "w") as f:
+            f.write("hf_alice\n")
+        time.sleep(1.5)  # the file is looked at at most once a second
+        for path, meta in fixture.files(rid).items():
+            assert sha256_file(os.path.join(repo, path)) == meta["sha256"]
+
+
+def test_a_token_from_the_environment_is_named_in_the_log(emu, fixture):
+    """$HF_TOKEN wins over the token file, as in huggingface_hub, and the log says which was used."""
+    with Mount(emu.hub_url, env={"HF_TOKEN": "hf_alice"}) as m:
+        meta = fixture.files("hubfs-test/private-model")["config.json"]
+        assert sha256_file(m.path("hubfs-test", "private-model", "config.json")) == meta["sha256"]
+        log = m.read_log()
+    assert "token from $HF_TOKEN: set" in log, log
+    assert "hf_alice" not in log

@@ -318,6 +318,58 @@ def test_private_repo(mnt, anon, fixture, emu):
     expect_errno(errno.ENOENT, os.stat, repo_dir(anon, rid))
 
 
+def test_login_rotation_and_logout_on_a_live_mount(emu, fixture):
+    """A mount made before any login (a boot mount) follows its token file: `hf auth login`,
+    a rotated token and `hf auth logout` count from the next Hub request, with no remount."""
+    from harness import Mount
+    rid, gated = "hubfs-test/private-model", "hubfs-test/gated-model"
+    recheck = 1.5  # the daemon looks at the file at most once a second
+
+    def hub_auth_since(n):
+        emu.wait_log(lambda recs: True)
+        return [r["auth"] for r in emu.log()[n:] if r["origin"] == "hub"]
+
+    with Mount(emu.hub_url, extra_args=["--log-level", "info"]) as m:
+        hf_home = os.path.join(m.tmp, "hf_home")  # the mount's $HF_HOME: no token file yet
+        os.makedirs(hf_home, exist_ok=True)
+        token_path = os.path.join(hf_home, "token")
+        emu.clear_log()
+        expect_errno(errno.ENOENT, os.stat, repo_dir(m, rid))
+        assert hub_auth_since(0) and not any(hub_auth_since(0))
+
+        # Bob logs in: his token is sent from now on, and he sees no more than before.
+        with open(token_path, "w") as f:
+            f.write("hf_bob\n")
+        time.sleep(recheck)
+        n = len(emu.log())
+        expect_errno(errno.ENOENT, os.stat, repo_dir(m, rid))
+        expect_errno(errno.EACCES, lambda p: open(p, "rb").read(), os.path.join(repo_dir(m, gated), "config.json"))
+        assert hub_auth_since(n) and all(hub_auth_since(n))
+
+        # The token is rotated to Alice's (replaced by rename): the private repo appears.
+        with open(token_path + ".new", "w") as f:
+            f.write("hf_alice\n")
+        os.rename(token_path + ".new", token_path)
+        time.sleep(recheck)
+        for path, meta in fixture.files(rid).items():
+            assert sha256_file(os.path.join(repo_dir(m, rid), path)) == meta["sha256"]
+        meta = fixture.files(gated)["config.json"]
+        assert sha256_file(os.path.join(repo_dir(m, gated), "config.json")) == meta["sha256"]
+
+        # Logout: no token is sent, and content not read before is refused again.
+        os.unlink(token_path)
+        time.sleep(recheck)
+        n = len(emu.log())
+        expect_errno(errno.EACCES, lambda p: open(p, "rb").read(),
+                     os.path.join(repo_dir(m, gated), "model.safetensors"))
+        assert hub_auth_since(n) and not any(hub_auth_since(n))
+        log = m.read_log()
+    assert log.count("changed: a new token is in use") == 2, log
+    assert "is gone: no token from now on" in log, log
+    assert "hf_alice" not in log and "hf_bob" not in log
+    assert not any(r["auth"] for r in emu.log() if r["origin"] == "cdn")
+
+
 def test_gated_repo(mnt, anon, fixture):
     rid = "hubfs-test/gated-model"
     # Metadata and listings are open to everyone...

@@ -1,0 +1,150 @@
+// The Hub token's source (see token_source.h).
+#include "fetch/token_source.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include "common/log.h"
+
+namespace hubfs::fetch {
+namespace {
+
+constexpr size_t kMaxTokenFile = 64 * 1024;  // a token is ~40 bytes; anything larger is not one
+
+bool Truthy(std::string v) {
+  for (char& c : v) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return v == "1" || v == "ON" || v == "YES" || v == "TRUE";
+}
+
+// The whole file, or errno.
+int ReadSmallFile(const std::string& path, std::string* out) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno;
+  out->clear();
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int e = errno;
+      ::close(fd);
+      return e;
+    }
+    if (n == 0) break;
+    out->append(buf, static_cast<size_t>(n));
+    if (out->size() > kMaxTokenFile) {
+      ::close(fd);
+      return EFBIG;
+    }
+  }
+  ::close(fd);
+  return 0;
+}
+
+}  // namespace
+
+std::string CleanToken(std::string_view raw) {
+  std::string out;
+  for (char c : raw)
+    if (c != '\r' && c != '\n') out.push_back(c);
+  const size_t b = out.find_first_not_of(" \t");
+  if (b == std::string::npos) return "";
+  return out.substr(b, out.find_last_not_of(" \t") - b + 1);
+}
+
+TokenSource::TokenSource(std::string token, std::string path, std::string origin, Clock::duration recheck)
+    : token_(std::move(token)), path_(std::move(path)), origin_(std::move(origin)), recheck_(recheck) {}
+
+std::shared_ptr<TokenSource> TokenSource::None() {
+  return std::shared_ptr<TokenSource>(new TokenSource("", "", "none", {}));
+}
+
+std::shared_ptr<TokenSource> TokenSource::Fixed(std::string token, std::string origin) {
+  return std::shared_ptr<TokenSource>(new TokenSource(CleanToken(token), "", std::move(origin), {}));
+}
+
+std::shared_ptr<TokenSource> TokenSource::File(std::string path, std::string origin, Clock::duration recheck) {
+  // A daemon changes its directory to /: a relative path is made absolute while it still means
+  // what the user meant.
+  if (!path.empty() && path[0] != '/') {
+    if (char* cwd = ::getcwd(nullptr, 0)) {
+      path = std::string(cwd) + "/" + path;
+      std::free(cwd);
+    }
+  }
+  std::shared_ptr<TokenSource> s(new TokenSource("", std::move(path), std::move(origin), recheck));
+  std::lock_guard lock(s->mu_);
+  s->Reload(s->StatFile(), /*announce=*/false);
+  s->next_check_ = Clock::now() + recheck;
+  return s;
+}
+
+std::shared_ptr<TokenSource> TokenSource::Discover(const std::string& token_file,
+                                                   const std::function<std::string(const char*)>& env,
+                                                   const std::string& home) {
+  if (!token_file.empty()) return File(token_file, "--token-file " + token_file);
+  if (Truthy(env("HF_HUB_DISABLE_IMPLICIT_TOKEN"))) return None();
+  for (const char* name : {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"})
+    if (auto t = CleanToken(env(name)); !t.empty()) return Fixed(t, std::string("$") + name);
+  if (auto p = env("HF_TOKEN_PATH"); !p.empty()) return File(p, "$HF_TOKEN_PATH " + p);
+  std::string hf_home = env("HF_HOME");
+  if (hf_home.empty()) {
+    const std::string xdg = env("XDG_CACHE_HOME");
+    hf_home = (xdg.empty() ? home + "/.cache" : xdg) + "/huggingface";
+  }
+  const std::string path = hf_home + "/token";
+  return File(path, "token file " + path);
+}
+
+TokenSource::Identity TokenSource::StatFile() const {
+  Identity id;
+  struct stat st {};
+  if (::stat(path_.c_str(), &st) != 0) return id;
+  id.exists = true;
+  id.dev = st.st_dev;
+  id.ino = st.st_ino;
+  id.size = static_cast<unsigned long long>(st.st_size);
+  id.mtime_ns = static_cast<long long>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec;
+  id.ctime_ns = static_cast<long long>(st.st_ctim.tv_sec) * 1000000000LL + st.st_ctim.tv_nsec;
+  return id;
+}
+
+void TokenSource::Reload(const Identity& id, bool announce) {
+  seen_ = id;
+  const bool had = !token_.empty();
+  if (!id.exists) {
+    token_.clear();
+    if (had && announce) LOG_INFO("token file %s is gone: no token from now on", path_.c_str());
+    return;
+  }
+  std::string raw;
+  if (const int e = ReadSmallFile(path_, &raw); e != 0) {
+    // Unreadable is not "logged out": keep what we had, and say so once per change of the file.
+    LOG_WARN("token file %s: %s; %s", path_.c_str(), std::strerror(e),
+             had ? "keeping the token read before" : "no token");
+    return;
+  }
+  std::string next = CleanToken(raw);
+  if (next == token_) return;
+  token_ = std::move(next);
+  if (announce)
+    LOG_INFO("token file %s changed: %s", path_.c_str(), token_.empty() ? "no token" : "a new token is in use");
+}
+
+std::string TokenSource::Get() {
+  std::lock_guard lock(mu_);
+  if (path_.empty()) return token_;
+  const auto now = Clock::now();
+  if (now >= next_check_) {
+    next_check_ = now + recheck_;
+    if (const Identity id = StatFile(); !(id == seen_)) Reload(id, /*announce=*/true);
+  }
+  return token_;
+}
+
+}  // namespace hubfs::fetch
