@@ -24,6 +24,7 @@
 
 #include "common/log.h"
 #include "common/metrics.h"
+#include "cache/file_util.h"
 
 namespace hubfs::cache {
 namespace {
@@ -65,17 +66,6 @@ static_assert(sizeof(DiskHeader) == 88, "on-disk header layout");
 
 uint64_t HeaderHash(const DiskHeader& h) { return XXH3_64bits(&h, offsetof(DiskHeader, header_xxh3)); }
 
-int WriteAll(int fd, const char* buf, size_t n) {
-  size_t done = 0;
-  while (done < n) {
-    const ssize_t r = ::write(fd, buf + done, n - done);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) return errno;
-    done += static_cast<size_t>(r);
-  }
-  return 0;
-}
-
 // writev until every byte is written (advancing past partial writes); 0 or an errno.
 int WritevAll(int fd, iovec* iov, int n) {
   while (n > 0) {
@@ -94,19 +84,6 @@ int WritevAll(int fd, iovec* iov, int n) {
     }
   }
   return 0;
-}
-
-Status MakeDirs(const std::string& path) {
-  std::string cur;
-  for (size_t i = 0; i <= path.size(); ++i) {
-    if (i == path.size() || path[i] == '/') {
-      if (!cur.empty() && ::mkdir(cur.c_str(), 0700) != 0 && errno != EEXIST)
-        return MakeError(errno == ENOSPC ? ErrorKind::kNoSpace : ErrorKind::kIo,
-                         "mkdir " + cur + ": " + std::strerror(errno));
-    }
-    if (i < path.size()) cur.push_back(path[i]);
-  }
-  return OkStatus();
 }
 
 bool AllZero(const char* p, size_t n) {
@@ -632,6 +609,11 @@ CacheSurvey DiskStore::Survey(const std::string& dir) {
     ++s.files;
     s.file_bytes += static_cast<uint64_t>(st.st_size);
   });
+  ForEachFile(gen + "/meta", [&](const std::string& path, const std::string& name) {
+    if (name.rfind("tmp-", 0) == 0 || ::stat(path.c_str(), &st) != 0) return;
+    ++s.records;
+    s.record_bytes += static_cast<uint64_t>(st.st_size);
+  });
   return s;
 }
 
@@ -696,7 +678,7 @@ Status DiskStore::Clear(const std::string& dir) {
         if (d->d_name[0] != '.') ::rmdir((gen + "/blocks/" + d->d_name).c_str());
       ::closedir(b);
     }
-    for (const char* sub : {"/files", "/tmp"})
+    for (const char* sub : {"/files", "/tmp", "/meta"})
       ForEachFile(gen + sub, [](const std::string& path, const std::string&) { ::unlink(path.c_str()); });
   }
   return OkStatus();

@@ -166,6 +166,7 @@ bool HubClient::WaitForPause(const CancelToken* cancel) const {
 }
 
 Result<HttpResponse> HubClient::GetJson(const std::string& start_url, const CancelToken* cancel) const {
+  if (options_.offline) return MakeError(ErrorKind::kIo, "offline (--offline): the Hub is not asked");
   std::string url = start_url;
   int redirects = 0;
   for (int attempt = 1;; ++attempt) {
@@ -196,13 +197,8 @@ Result<HttpResponse> HubClient::GetJson(const std::string& start_url, const Canc
   }
 }
 
-Result<RepoInfo> HubClient::GetRepoInfo(RepoType type, const std::string& id, const std::string& revision,
-                                        const CancelToken* cancel) const {
-  std::string url = options_.endpoint + "/api/" + ApiCollection(type) + "/" + PercentEncode(id, true);
-  if (!revision.empty()) url += "/revision/" + PercentEncode(revision, false);
-  auto r = GetJson(url, cancel);
-  if (!r.ok()) return r.error();
-  json j = json::parse(r->body, nullptr, false);
+Result<RepoInfo> ParseRepoInfo(const std::string& body) {
+  json j = json::parse(body, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return MakeError(ErrorKind::kIo, "repo info is not a JSON object");
   RepoInfo info;
   if (auto it = j.find("id"); it != j.end() && it->is_string()) info.id = it->get<std::string>();
@@ -214,6 +210,46 @@ Result<RepoInfo> HubClient::GetRepoInfo(RepoType type, const std::string& id, co
   if (auto it = j.find("gated"); it != j.end())
     info.gated = it->is_string() || (it->is_boolean() && it->get<bool>());
   return info;
+}
+
+namespace {
+std::string IsoTime(int64_t t) {
+  if (t <= 0) return "";
+  const time_t tt = static_cast<time_t>(t);
+  tm g{};
+  gmtime_r(&tt, &g);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S.000Z", &g);
+  return buf;
+}
+}  // namespace
+
+std::string RepoInfoJson(const RepoInfo& info) {
+  json j = {{"id", info.id}, {"sha", info.sha}, {"private", info.is_private}, {"gated", info.gated}};
+  if (info.last_modified > 0) j["lastModified"] = IsoTime(info.last_modified);
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::string TreeJson(const std::vector<TreeEntry>& entries) {
+  json out = json::array();
+  for (const auto& e : entries) {
+    json j = {{"type", e.is_dir ? "directory" : "file"}, {"path", e.path}, {"oid", e.oid}};
+    if (!e.is_dir) {
+      j["size"] = e.size;
+      if (!e.lfs_sha256.empty()) j["lfs"] = {{"oid", e.lfs_sha256}, {"size", e.size}};
+    }
+    out.push_back(std::move(j));
+  }
+  return out.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+Result<RepoInfo> HubClient::GetRepoInfo(RepoType type, const std::string& id, const std::string& revision,
+                                        const CancelToken* cancel) const {
+  std::string url = options_.endpoint + "/api/" + ApiCollection(type) + "/" + PercentEncode(id, true);
+  if (!revision.empty()) url += "/revision/" + PercentEncode(revision, false);
+  auto r = GetJson(url, cancel);
+  if (!r.ok()) return r.error();
+  return ParseRepoInfo(r->body);
 }
 
 Result<std::vector<TreeEntry>> HubClient::ListTree(RepoType type, const std::string& id, const std::string& commit,
@@ -275,6 +311,7 @@ Result<size_t> HubClient::ReadRange(const FileLocation& loc, uint64_t offset, ch
   static auto& h_latency = metrics::GetHistogram("fetch.range.latency_us");
   metrics::LatencyTimer timer(h_latency);
   if (offset >= loc.size || len == 0) return size_t{0};
+  if (options_.offline) return MakeError(ErrorKind::kIo, "offline (--offline): not in the cache");
   const size_t want = static_cast<size_t>(std::min<uint64_t>(len, loc.size - offset));
   const std::string resolve_url = FileUrl(loc, "resolve");
   // A whole git-stored file (configs, tokenizers, small dataset files) is read from /raw/: one

@@ -59,12 +59,21 @@ struct HubOptions {
   std::string endpoint = "https://huggingface.co";  // no trailing '/'
   std::shared_ptr<TokenSource> token;                // null: no token
   RetryPolicy retry;
+  // Never contact the Hub or the CDN: every request fails at once (kIo), so a mount serves what
+  // its cache holds (huggingface_hub's HF_HUB_OFFLINE).
+  bool offline = false;
 };
 
 // Maps a Hub error answer (X-Error-Code, status) to an Error kind. Exposed for tests.
 Error ErrorFromResponse(const HttpResponse& r, const std::string& what);
 // Parses "2019-09-23T19:48:44.000Z"; 0 when malformed.
 int64_t ParseIsoTime(const std::string& s);
+// Parses a repo info answer; an answer without a 40-hex sha or an id is an Error.
+Result<RepoInfo> ParseRepoInfo(const std::string& body);
+// The same shapes written back, for records kept while offline: ParseRepoInfo(RepoInfoJson(i))
+// and ParseTreePage(TreeJson(v)) give back what was written.
+std::string RepoInfoJson(const RepoInfo& info);
+std::string TreeJson(const std::vector<TreeEntry>& entries);
 // Parses one page of a tree listing; malformed entries are skipped, malformed JSON is an Error.
 Result<std::vector<TreeEntry>> ParseTreePage(const std::string& body);
 

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -15,11 +16,6 @@ namespace hubfs::fetch {
 namespace {
 
 constexpr size_t kMaxTokenFile = 64 * 1024;  // a token is ~40 bytes; anything larger is not one
-
-bool Truthy(std::string v) {
-  for (char& c : v) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  return v == "1" || v == "ON" || v == "YES" || v == "TRUE";
-}
 
 // The whole file, or errno.
 int ReadSmallFile(const std::string& path, std::string* out) {
@@ -47,6 +43,12 @@ int ReadSmallFile(const std::string& path, std::string* out) {
 }
 
 }  // namespace
+
+bool HubEnvTrue(std::string_view value) {
+  std::string v(value);
+  for (char& c : v) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return v == "1" || v == "ON" || v == "YES" || v == "TRUE";
+}
 
 std::string CleanToken(std::string_view raw) {
   std::string out;
@@ -88,7 +90,7 @@ std::shared_ptr<TokenSource> TokenSource::Discover(const std::string& token_file
                                                    const std::function<std::string(const char*)>& env,
                                                    const std::string& home) {
   if (!token_file.empty()) return File(token_file, "--token-file " + token_file);
-  if (Truthy(env("HF_HUB_DISABLE_IMPLICIT_TOKEN"))) return None();
+  if (HubEnvTrue(env("HF_HUB_DISABLE_IMPLICIT_TOKEN"))) return None();
   for (const char* name : {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"})
     if (auto t = CleanToken(env(name)); !t.empty()) return Fixed(t, std::string("$") + name);
   if (auto p = env("HF_TOKEN_PATH"); !p.empty()) return File(p, "$HF_TOKEN_PATH " + p);

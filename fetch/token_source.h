@@ -16,6 +16,9 @@
 
 namespace hubfs::fetch {
 
+// A huggingface_hub boolean variable: true when, upper-cased, it is 1, ON, YES or TRUE.
+bool HubEnvTrue(std::string_view value);
+
 // CR and LF removed, spaces and tabs trimmed; an empty result means "no token".
 std::string CleanToken(std::string_view raw);
 

@@ -39,9 +39,19 @@ bool IsShortCommitOf(const std::string& rev, const std::string& sha) {
 }
 }  // namespace
 
+std::string RevisionRecordKey(fetch::RepoType type, const std::string& id, const std::string& rev) {
+  return "rev|" + TypeKey(type) + "|" + id + "|" + rev;
+}
+
+std::string OrgRecordKey(fetch::RepoType type, const std::string& org) { return "org|" + TypeKey(type) + "|" + org; }
+
+std::string TreeRecordKey(fetch::RepoType type, const std::string& id, const std::string& commit) {
+  return "tree|" + TypeKey(type) + "|" + id + "|" + commit;
+}
+
 Filesystem::Filesystem(FsOptions options, std::shared_ptr<fetch::HubClient> hub,
-                       std::shared_ptr<cache::BlockCache> cache)
-    : options_(std::move(options)), hub_(std::move(hub)), cache_(std::move(cache)),
+                       std::shared_ptr<cache::BlockCache> cache, std::shared_ptr<cache::MetaStore> meta)
+    : options_(std::move(options)), hub_(std::move(hub)), cache_(std::move(cache)), meta_(std::move(meta)),
       mount_time_(static_cast<int64_t>(std::time(nullptr))),
       background_(std::make_unique<cache::WorkerPool>(1, cache::WorkerPool::Priority::kNormal, "hubfs-shards")) {
   auto root = std::make_shared<Inode>();
@@ -182,17 +192,37 @@ Result<fetch::RepoInfo> Filesystem::ResolveRevision(fetch::RepoType type, const 
   }
   auto token = Token();
   auto info = hub_->GetRepoInfo(type, id, rev, &token);
+  const std::string record = RevisionRecordKey(type, id, rev);
   if (!info.ok()) {
-    // Offline operation: the Hub is unreachable, keep serving what was resolved before.
-    if (stale && (info.error().kind == ErrorKind::kIo || info.error().kind == ErrorKind::kTimeout)) {
-      LOG_WARN("revision %s of %s: %s; keeping %.8s", rev.empty() ? "(default)" : rev.c_str(), id.c_str(),
-               info.error().ToString().c_str(), stale->sha.c_str());
-      return *stale;
+    // Offline operation: the Hub is unreachable (or --offline). Keep serving what was resolved
+    // before: in this mount's memory, else in the cache's records (a mount started offline).
+    if (info.error().kind != ErrorKind::kIo && info.error().kind != ErrorKind::kTimeout) return info.error();
+    const char* from = "resolved before";
+    if (!stale && meta_) {
+      if (auto rec = meta_->Get(record)) {
+        if (auto kept = fetch::ParseRepoInfo(*rec); kept.ok()) stale = kept.value();
+        from = "kept in the cache";
+      }
     }
-    return info.error();
+    if (!stale) return info.error();
+    LOG_WARN("revision %s of %s: %s; serving commit %.8s, %s", rev.empty() ? "(default)" : rev.c_str(), id.c_str(),
+             info.error().ToString().c_str(), stale->sha.c_str(), from);
+    std::lock_guard lock(rev_mu_);
+    revisions_[key] = RevEntry{*stale, now};  // asked again after --revision-ttl, not at every lookup
+    return *stale;
   }
-  std::lock_guard lock(rev_mu_);
-  revisions_[key] = RevEntry{info.value(), now};
+  bool changed = true;
+  {
+    std::lock_guard lock(rev_mu_);
+    auto it = revisions_.find(key);
+    changed = it == revisions_.end() || it->second.info.sha != info->sha || it->second.info.id != info->id;
+    revisions_[key] = RevEntry{info.value(), now};
+  }
+  // Written when it changes (the first lookup in a mount, or a new commit), not at every re-resolve.
+  if (changed && meta_) {
+    if (auto st = meta_->Put(record, fetch::RepoInfoJson(info.value())); !st.ok())
+      LOG_DEBUG("keeping revision %s of %s: %s", rev.c_str(), id.c_str(), st.error().ToString().c_str());
+  }
   return info;
 }
 
@@ -224,6 +254,25 @@ Result<std::shared_ptr<const Snapshot>> Filesystem::GetSnapshot(fetch::RepoType 
     m_listings.Add();
     auto token = Token();
     auto entries = hub_->ListTree(type, info.id, info.sha, &token);
+    // A commit's tree never changes: the one kept in the cache serves while the Hub is unreachable,
+    // and is written once per commit (then only marked as used).
+    const std::string record = TreeRecordKey(type, info.id, info.sha);
+    bool kept = false;
+    if (!entries.ok() && meta_ &&
+        (entries.error().kind == ErrorKind::kIo || entries.error().kind == ErrorKind::kTimeout)) {
+      if (auto rec = meta_->Get(record)) {
+        if (auto parsed = fetch::ParseTreePage(*rec); parsed.ok()) {
+          LOG_WARN("tree of %s at %.8s: %s; serving the listing kept in the cache", info.id.c_str(), info.sha.c_str(),
+                   entries.error().ToString().c_str());
+          entries = std::move(parsed);
+          kept = true;
+        }
+      }
+    }
+    if (entries.ok() && !kept && meta_ && !meta_->Touch(record)) {
+      if (auto st = meta_->Put(record, fetch::TreeJson(entries.value())); !st.ok())
+        LOG_DEBUG("keeping the tree of %s: %s", info.id.c_str(), st.error().ToString().c_str());
+    }
     if (!entries.ok()) {
       {
         std::lock_guard lock(snap_mu_);
@@ -301,12 +350,18 @@ Result<EntryOut> Filesystem::LookupTop(const std::shared_ptr<Inode>& parent, con
     in->kind = Kind::kSymlink;
     in->target = info->id;
     in->entry_timeout = static_cast<double>(options_.revision_ttl.count());
-  } else if (!info.ok() && info.error().kind != ErrorKind::kNotFound) {
-    return info.error();
+  } else if (!info.ok() && info.error().kind != ErrorKind::kNotFound &&
+             !(meta_ && (info.error().kind == ErrorKind::kIo || info.error().kind == ErrorKind::kTimeout) &&
+               meta_->Touch(OrgRecordKey(type, name)))) {
+    return info.error();  // (unless the Hub is unreachable and this cache has seen the org)
   } else {
     in->kind = Kind::kOrgDir;
     in->org = name;
     in->entry_timeout = options_.pinned_timeout_s;
+    if (info.ok() || info.error().kind == ErrorKind::kNotFound) {
+      const std::string record = OrgRecordKey(type, name);
+      if (meta_ && !meta_->Touch(record)) (void)meta_->Put(record, "");  // a miss only costs offline lookups
+    }
   }
   {
     std::lock_guard lock(mu_);

@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "cache/block_cache.h"
+#include "cache/meta_store.h"
 #include "cache/worker_pool.h"
 #include "common/cancel.h"
 #include "common/status.h"
@@ -104,11 +105,21 @@ struct StatFsOut {
   uint64_t block_size, blocks, blocks_free, files, files_free, name_max;
 };
 
+// Names of the records a cache's MetaStore keeps for offline use (also written by `hubfs warm`):
+// what `rev` of a repo resolved to ("" is the default branch), a commit's file tree, and that a
+// top-level name is an org (not a legacy repo id).
+std::string OrgRecordKey(fetch::RepoType type, const std::string& org);
+std::string RevisionRecordKey(fetch::RepoType type, const std::string& id, const std::string& rev);
+std::string TreeRecordKey(fetch::RepoType type, const std::string& id, const std::string& commit);
+
 class Filesystem {
  public:
   static constexpr uint64_t kRootIno = 1;
 
-  Filesystem(FsOptions options, std::shared_ptr<fetch::HubClient> hub, std::shared_ptr<cache::BlockCache> cache);
+  // meta (optional): where resolved revisions and tree listings are kept, so that a mount started
+  // while the Hub is unreachable still serves the repos this cache has seen.
+  Filesystem(FsOptions options, std::shared_ptr<fetch::HubClient> hub, std::shared_ptr<cache::BlockCache> cache,
+             std::shared_ptr<cache::MetaStore> meta = nullptr);
   ~Filesystem();
 
   Result<EntryOut> Lookup(uint64_t parent, const std::string& name);
@@ -231,6 +242,7 @@ class Filesystem {
   FsOptions options_;
   std::shared_ptr<fetch::HubClient> hub_;
   std::shared_ptr<cache::BlockCache> cache_;
+  std::shared_ptr<cache::MetaStore> meta_;
   int64_t mount_time_ = 0;
 
   // Lock order: mu_ before nothing (leaf); rev_mu_, snap_mu_, plans_mu_ are leaves too.

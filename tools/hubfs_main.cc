@@ -179,6 +179,8 @@ int CacheStats(const std::string& dir) {
               static_cast<double>(survey.block_bytes) / 1048576.0);
   std::printf("whole files:      %llu (%.1f MiB)\n", static_cast<unsigned long long>(survey.files),
               static_cast<double>(survey.file_bytes) / 1048576.0);
+  std::printf("repo records:     %llu (%.1f KiB; revisions and trees, for use without the Hub)\n",
+              static_cast<unsigned long long>(survey.records), static_cast<double>(survey.record_bytes) / 1024.0);
   std::printf("memory blocks:    %llu (%.1f MiB)\n", static_cast<unsigned long long>(m["cache.mem.blocks"]),
               static_cast<double>(m["cache.mem.bytes"]) / 1048576.0);
   std::printf("hit ratio:        memory %.1f%%, disk %.1f%% (of %llu block lookups)\n", ratio("cache.mem.hit", lookups),
@@ -235,6 +237,7 @@ int main(int argc, char** argv) {
   int loader_threads = 16;
   bool no_huge_pages = false;
   bool no_passthrough = false;
+  bool offline = fetch::HubEnvTrue(Env("HF_HUB_OFFLINE"));
   fs::MountOptions mo;
   std::vector<std::string> fuse_opts;
 
@@ -270,6 +273,10 @@ int main(int argc, char** argv) {
   mount->add_flag("--no-passthrough", no_passthrough,
                   "Serve cached files through the daemon (default, as root on Linux >= 6.9: the kernel "
                   "reads a cached file's verified local copy directly, at local-disk speed)");
+  mount->add_flag("--offline", offline,
+                  "Never contact the Hub: serve the repos and files this cache holds, EIO for anything "
+                  "else (default: on when $HF_HUB_OFFLINE is true). Without it, a mount that cannot "
+                  "reach the Hub also serves what the cache holds, after bounded retries");
   mount->add_option("--passthrough-prefetch-mib", mo.passthrough_prefetch_mib,
                     "MiB of a passthrough file read from the disk ahead of a sequential reader, "
                     "beyond the kernel's readahead (default 256; 0: the kernel's readahead only)")
@@ -424,6 +431,7 @@ int main(int argc, char** argv) {
     fetch::HubOptions ho;
     ho.endpoint = endpoint;
     ho.token = token;
+    ho.offline = offline;
     auto hub = std::make_shared<fetch::HubClient>(ho, client);
     cache::CacheOptions co;
     co.block_size = static_cast<size_t>(block_mib) << 20;
@@ -456,7 +464,14 @@ int main(int argc, char** argv) {
     LOG_INFO("endpoint %s, cache %s (%s disk, %s memory), token from %s: %s%s", endpoint.c_str(),
              cache_dir.c_str(), cache_size.c_str(), memory_cache.c_str(), token->origin().c_str(),
              token->Get().empty() ? "none" : "set", token->watched() ? " (re-read when the file changes)" : "");
-    return std::make_unique<fs::Filesystem>(fo, hub, block_cache);
+    std::shared_ptr<cache::MetaStore> meta;
+    if (block_cache->disk()) {
+      auto m = cache::MetaStore::Open(cache_dir);
+      if (m.ok()) meta = std::move(m.value());
+      else LOG_WARN("no revision records in %s: %s", cache_dir.c_str(), m.error().ToString().c_str());
+    }
+    if (offline) LOG_INFO("offline: the Hub is never asked; serving what %s holds", cache_dir.c_str());
+    return std::make_unique<fs::Filesystem>(fo, hub, block_cache, meta);
   });
   stats_writer.reset();
   return rc;

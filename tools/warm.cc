@@ -19,8 +19,10 @@
 #include <vector>
 
 #include "cache/block_cache.h"
+#include "cache/meta_store.h"
 #include "fetch/hub_client.h"
 #include "fetch/url.h"
+#include "fs/filesystem.h"
 #include "fs/names.h"
 #include "tools/commands.h"
 
@@ -167,6 +169,21 @@ int RunWarm(const WarmOptions& o) {
   if (cache.disk() == nullptr) {
     std::fprintf(stderr, "hubfs warm: cache directory %s is not usable\n", o.cache_dir.c_str());
     return 1;
+  }
+  // The repo's revision and tree, kept beside the blocks: a mount started without the Hub (an
+  // air-gapped machine, or during an outage) finds the repo, as it finds its blocks.
+  if (auto meta = cache::MetaStore::Open(o.cache_dir); meta.ok()) {
+    auto& m = *meta.value();
+    std::vector<std::pair<std::string, std::string>> records = {
+        {fs::RevisionRecordKey(type, id, spec->revision), fetch::RepoInfoJson(info.value())},
+        {fs::TreeRecordKey(type, info->id, info->sha), fetch::TreeJson(tree.value())}};
+    for (const std::string& rid : {id, info->id})
+      if (const size_t slash = rid.find('/'); slash != std::string::npos)
+        records.emplace_back(fs::OrgRecordKey(type, rid.substr(0, slash)), "");
+    for (const auto& [key, value] : records) {
+      if (auto st = m.Put(key, value); !st.ok())
+        std::fprintf(stderr, "hubfs warm: keeping %s's metadata: %s\n", o.repo.c_str(), st.error().ToString().c_str());
+    }
   }
   std::vector<Job> jobs;
   for (size_t i = 0; i < files.size(); ++i) {

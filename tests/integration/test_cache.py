@@ -161,9 +161,14 @@ def test_cache_stats_and_clear(emu, fixture, tmp_path):
     mib = sum(os.path.getsize(b) for b in blocks) / 1048576.0
     assert "disk blocks:      %d (%.1f MiB)" % (len(blocks), mib) in r.stdout, r.stdout
     assert "whole files:      %d " % (len(cache_files(cache)) - len(blocks)) in r.stdout, r.stdout
+    # The repo's records: its org, its default branch's commit and that commit's tree.
+    meta = os.path.join(cache, "v2", "meta")
+    assert len(os.listdir(meta)) == 3, os.listdir(meta)
+    assert "repo records:     3 (" in r.stdout, r.stdout
     r = run_cli("cache", "clear", "--cache-dir", cache)
     assert r.returncode == 0
     assert not cache_files(cache)
+    assert not os.listdir(meta)
     # A directory no mount used (a mistyped --cache-dir) is an error, not an empty sound cache.
     typo = str(tmp_path / "cahce")
     for cmd in ("stats", "verify"):

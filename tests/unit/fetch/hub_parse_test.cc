@@ -231,5 +231,56 @@ TEST(ParseTreePage, HugeListing) {
   EXPECT_EQ((*r)[n - 1].size, static_cast<uint64_t>(n - 1));
 }
 
+// ---- The records kept for offline use: written in the Hub's shapes, read back by its parsers ----
+
+TEST(OfflineRecords, RepoInfoRoundTrips) {
+  RepoInfo in;
+  in.id = "org/model \u00fc";
+  in.sha = std::string(40, 'a');
+  in.last_modified = 1700000000;
+  in.is_private = true;
+  in.gated = true;
+  auto out = ParseRepoInfo(RepoInfoJson(in));
+  ASSERT_TRUE(out.ok()) << out.error().ToString();
+  EXPECT_EQ(out->id, in.id);
+  EXPECT_EQ(out->sha, in.sha);
+  EXPECT_EQ(out->last_modified, in.last_modified);
+  EXPECT_TRUE(out->is_private);
+  EXPECT_TRUE(out->gated);
+  in.last_modified = 0;
+  in.gated = in.is_private = false;
+  out = ParseRepoInfo(RepoInfoJson(in));
+  ASSERT_TRUE(out.ok());
+  EXPECT_EQ(out->last_modified, 0);
+  EXPECT_FALSE(out->gated);
+}
+
+TEST(OfflineRecords, ParseRepoInfoRefusesWhatIsNotOne) {
+  EXPECT_FALSE(ParseRepoInfo("").ok());
+  EXPECT_FALSE(ParseRepoInfo("[]").ok());
+  EXPECT_FALSE(ParseRepoInfo(R"({"id":"a/b","sha":"short"})").ok());
+  EXPECT_FALSE(ParseRepoInfo(R"({"sha":")" + std::string(40, 'b') + R"("})").ok());
+  EXPECT_TRUE(ParseRepoInfo(R"({"id":"a/b","sha":")" + std::string(40, 'b') + R"("})").ok());
+}
+
+TEST(OfflineRecords, TreeRoundTrips) {
+  std::vector<TreeEntry> in;
+  in.push_back({"a", true, 0, std::string(40, '1'), ""});
+  in.push_back({"a/config.json", false, 314, std::string(40, '2'), ""});
+  in.push_back({"model.safetensors", false, 5ULL << 32, std::string(40, '3'), std::string(64, 'f')});
+  in.push_back({"docs/hello w\u00f6rld.txt", false, 0, std::string(40, '4'), ""});
+  auto out = ParseTreePage(TreeJson(in));
+  ASSERT_TRUE(out.ok()) << out.error().ToString();
+  ASSERT_EQ(out->size(), in.size());
+  for (size_t i = 0; i < in.size(); ++i) {
+    EXPECT_EQ((*out)[i].path, in[i].path);
+    EXPECT_EQ((*out)[i].is_dir, in[i].is_dir);
+    EXPECT_EQ((*out)[i].size, in[i].size);
+    EXPECT_EQ((*out)[i].oid, in[i].oid);
+    EXPECT_EQ((*out)[i].lfs_sha256, in[i].lfs_sha256);
+  }
+  EXPECT_EQ(TreeJson({}), "[]");
+}
+
 }  // namespace
 }  // namespace hubfs::fetch
