@@ -50,11 +50,12 @@ std::string Env(const char* name) {
 }
 
 // The token's source, in huggingface_hub's order (fetch/token_source.h). An explicit --token-file
-// that is missing or unreadable is said at once: a mount that silently went without its token
-// answers ENOENT for every private repo, far from the typo that caused it.
+// that is missing is said at once (one that cannot be read, by the token source's own warning): a
+// mount that silently went without its token answers ENOENT for every private repo, far from the
+// typo that caused it.
 std::shared_ptr<fetch::TokenSource> FindToken(const std::string& token_file, const char* who) {
   auto source = fetch::TokenSource::Discover(token_file, Env, HomeDir());
-  if (!token_file.empty() && ::access(token_file.c_str(), R_OK) != 0)
+  if (!token_file.empty() && ::access(token_file.c_str(), F_OK) != 0)
     std::fprintf(stderr, "hubfs%s: --token-file %s: %s; going on without a token until it can be read\n", who,
                  token_file.c_str(), std::strerror(errno));
   return source;
