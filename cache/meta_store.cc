@@ -88,6 +88,37 @@ std::vector<RecordFile> ListRecords(const std::string& root) {
   return out;
 }
 
+// Why `raw` is not a sound record ("" when it is), with its key and value.
+// Format: HUBFSMETA1\n <key>\n <value length>\n <xxh3 hex>\n <value>
+std::string ParseRecord(std::string_view r, std::string_view* key, std::string_view* value) {
+  if (r.substr(0, kMagic.size()) != kMagic) return "not a hubfs metadata record";
+  r.remove_prefix(kMagic.size());
+  const size_t k = r.find('\n');
+  if (k == std::string_view::npos) return "truncated";
+  *key = r.substr(0, k);
+  r.remove_prefix(k + 1);
+  const size_t l = r.find('\n');
+  if (l == std::string_view::npos || l == 0 || l > 20) return "truncated";
+  uint64_t len = 0;
+  for (char c : r.substr(0, l)) {
+    if (c < '0' || c > '9') return "bad length";
+    len = len * 10 + static_cast<uint64_t>(c - '0');
+  }
+  r.remove_prefix(l + 1);
+  if (r.size() < 17 || r[16] != '\n') return "truncated";
+  const std::string_view hash = r.substr(0, 16);
+  r.remove_prefix(17);
+  if (r.size() != len) return "wrong length";
+  if (hash != Hex64(RecordHash(*key, r))) return "checksum mismatch";
+  *value = r;
+  return "";
+}
+
+std::string HashName(std::string_view key) {
+  const XXH128_hash_t h = XXH3_128bits(key.data(), key.size());
+  return Hex64(h.high64) + Hex64(h.low64);
+}
+
 }  // namespace
 
 Result<std::unique_ptr<MetaStore>> MetaStore::Open(const std::string& dir, MetaLimits limits) {
@@ -107,43 +138,39 @@ Result<std::unique_ptr<MetaStore>> MetaStore::Open(const std::string& dir, MetaL
   return store;
 }
 
-std::string MetaStore::PathFor(const std::string& key) const {
-  const XXH128_hash_t h = XXH3_128bits(key.data(), key.size());
-  return root_ + "/" + Hex64(h.high64) + Hex64(h.low64);
-}
+std::string MetaStore::PathFor(const std::string& key) const { return root_ + "/" + HashName(key); }
+
 
 std::optional<std::string> MetaStore::Get(const std::string& key) const {
   const std::string path = PathFor(key);
   auto raw = ReadFile(path, kMaxValue + key.size() + 128);
   if (!raw) return std::nullopt;
-  // HUBFSMETA1\n <key>\n <value length>\n <xxh3 hex>\n <value>
-  std::string_view r(*raw);
-  auto bad = [&](const char* why) -> std::optional<std::string> {
-    LOG_WARN("metadata record %s: %s; removed", path.c_str(), why);
+  std::string_view k, v;
+  std::string why = ParseRecord(*raw, &k, &v);
+  // Another key (damage, or a 128-bit hash collision): a miss; the record is of no use either way.
+  if (why.empty() && k != key) why = "written for another key";
+  if (!why.empty()) {
+    LOG_WARN("metadata record %s: %s; removed", path.c_str(), why.c_str());
     ::unlink(path.c_str());
     return std::nullopt;
-  };
-  if (r.substr(0, kMagic.size()) != kMagic) return bad("not a hubfs metadata record");
-  r.remove_prefix(kMagic.size());
-  const size_t k = r.find('\n');
-  if (k == std::string_view::npos) return bad("truncated");
-  // Another key (damage, or a 128-bit hash collision): a miss; the record is of no use either way.
-  if (r.substr(0, k) != key) return bad("written for another key");
-  r.remove_prefix(k + 1);
-  const size_t l = r.find('\n');
-  if (l == std::string_view::npos || l == 0 || l > 20) return bad("truncated");
-  uint64_t len = 0;
-  for (char c : r.substr(0, l)) {
-    if (c < '0' || c > '9') return bad("bad length");
-    len = len * 10 + static_cast<uint64_t>(c - '0');
   }
-  r.remove_prefix(l + 1);
-  if (r.size() < 17 || r[16] != '\n') return bad("truncated");
-  const std::string_view hash = r.substr(0, 16);
-  r.remove_prefix(17);
-  if (r.size() != len) return bad("wrong length");
-  if (hash != Hex64(RecordHash(key, r))) return bad("checksum mismatch");
-  return std::string(r);
+  return std::string(v);
+}
+
+MetaVerifyReport MetaStore::VerifyAll(const std::string& dir, bool remove_bad) {
+  MetaVerifyReport report;
+  for (const auto& f : ListRecords(dir + "/" + kDiskFormatDir + "/meta")) {
+    ++report.records;
+    auto raw = ReadFile(f.path, kMaxValue + 4096);
+    std::string_view k, v;
+    const bool ok = raw && ParseRecord(*raw, &k, &v).empty() &&
+                    f.path.substr(f.path.rfind('/') + 1) == HashName(k);
+    if (!ok) {
+      ++report.bad;
+      if (remove_bad) ::unlink(f.path.c_str());
+    }
+  }
+  return report;
 }
 
 bool MetaStore::Touch(const std::string& key) {

@@ -25,6 +25,11 @@ struct MetaLimits {
   uint64_t max_bytes = 256ULL << 20;
 };
 
+struct MetaVerifyReport {
+  uint64_t records = 0;
+  uint64_t bad = 0;
+};
+
 class MetaStore {
  public:
   // Creates <dir>/v2/meta (0700) and removes temp files left by a daemon that died mid-write.
@@ -36,6 +41,10 @@ class MetaStore {
   bool Touch(const std::string& key);
   // Stores (or replaces) `key`'s value (temp file + rename: a reader sees the old record or the new).
   Status Put(const std::string& key, std::string_view value);
+
+  // Offline check of every record under `dir` (the daemon need not run): its format, checksum, and
+  // that its name is the hash of its key. Bad ones are removed when remove_bad.
+  static MetaVerifyReport VerifyAll(const std::string& dir, bool remove_bad);
 
   uint64_t records() const;
   uint64_t bytes() const;

@@ -205,6 +205,8 @@ Result<fetch::RepoInfo> Filesystem::ResolveRevision(fetch::RepoType type, const 
       }
     }
     if (!stale) return info.error();
+    static auto& m_offline = metrics::Get("fs.served_offline");
+    m_offline.Add();
     LOG_WARN("revision %s of %s: %s; serving commit %.8s, %s", rev.empty() ? "(default)" : rev.c_str(), id.c_str(),
              info.error().ToString().c_str(), stale->sha.c_str(), from);
     std::lock_guard lock(rev_mu_);
@@ -266,6 +268,8 @@ Result<std::shared_ptr<const Snapshot>> Filesystem::GetSnapshot(fetch::RepoType 
                    entries.error().ToString().c_str());
           entries = std::move(parsed);
           kept = true;
+          static auto& m_offline = metrics::Get("fs.served_offline");
+          m_offline.Add();
         }
       }
     }

@@ -27,6 +27,7 @@
 
 #include "cache/block_cache.h"
 #include "cache/disk_store.h"
+#include "cache/meta_store.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "fetch/hub_client.h"
@@ -369,9 +370,12 @@ int main(int argc, char** argv) {
   }
   if (*verify) {
     const auto r = cache::DiskStore::VerifyAll(cdir, remove_bad);
+    const auto m = cache::MetaStore::VerifyAll(cdir, remove_bad);
     std::printf("%llu blocks checked, %llu bad, %.1f MiB sound\n", static_cast<unsigned long long>(r.blocks),
                 static_cast<unsigned long long>(r.bad), static_cast<double>(r.bytes) / 1048576.0);
-    return r.bad == 0 ? 0 : 1;
+    std::printf("%llu repo records checked, %llu bad\n", static_cast<unsigned long long>(m.records),
+                static_cast<unsigned long long>(m.bad));
+    return r.bad == 0 && m.bad == 0 ? 0 : 1;
   }
   if (*clear) {
     auto st = cache::DiskStore::Clear(cdir);  // (also what older formats left)

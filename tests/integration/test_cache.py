@@ -165,6 +165,21 @@ def test_cache_stats_and_clear(emu, fixture, tmp_path):
     meta = os.path.join(cache, "v2", "meta")
     assert len(os.listdir(meta)) == 3, os.listdir(meta)
     assert "repo records:     3 (" in r.stdout, r.stdout
+    # A damaged record is found by verify, and removed with --remove-bad (a mount would take it for
+    # a miss and remove it on its own).
+    rec = os.path.join(meta, sorted(os.listdir(meta))[0])
+    with open(rec, "r+b") as f:
+        f.seek(-1, os.SEEK_END)
+        b = f.read(1)
+        f.seek(-1, os.SEEK_END)
+        f.write(bytes([b[0] ^ 1]))
+    r = run_cli("cache", "verify", "--cache-dir", cache)
+    assert r.returncode == 1 and "3 repo records checked, 1 bad" in r.stdout, r.stdout
+    r = run_cli("cache", "verify", "--remove-bad", "--cache-dir", cache)
+    assert r.returncode == 1 and "1 bad" in r.stdout, r.stdout
+    assert len(os.listdir(meta)) == 2 and not os.path.exists(rec)
+    r = run_cli("cache", "verify", "--cache-dir", cache)
+    assert r.returncode == 0 and "2 repo records checked, 0 bad" in r.stdout, r.stdout
     r = run_cli("cache", "clear", "--cache-dir", cache)
     assert r.returncode == 0
     assert not cache_files(cache)

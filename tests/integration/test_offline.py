@@ -105,3 +105,27 @@ def test_warm_then_a_mount_on_an_air_gapped_machine(emu, fixture, tmp_path):
     emu.wait_log(lambda recs: True)
     assert emu.log() == [], emu.log()
     assert "offline: the Hub is never asked" in log, log
+
+
+def test_a_hub_that_answers_5xx_is_unreachable_but_an_answer_is_not_overridden(emu, fixture, tmp_path):
+    """An outage behind a live load balancer (the API answers 503) is served from the cache, and
+    counted where `hubfs status` shows it; a real answer (404: the repo is gone) is never replaced
+    by what the cache remembers."""
+    cache = str(tmp_path / "cache")
+    meta = fixture.files(MODEL)["config.json"]
+    with Mount(emu.hub_url, cache_dir=cache) as m:
+        assert sha256_file(m.path(*MODEL.split("/"), "config.json")) == meta["sha256"]
+    try:
+        emu.set_faults([{"match": "^/api/", "status": 503}])
+        with Mount(emu.hub_url, cache_dir=cache) as m:
+            assert sha256_file(m.path(*MODEL.split("/"), "config.json")) == meta["sha256"]
+            stats = m.stats()
+            assert int(stats["fs.served_offline"]) >= 2, stats  # the revision and its tree
+            r = subprocess.run([HUBFS_BIN, "status"], capture_output=True, text=True, timeout=30)
+            assert "served from the cache, the Hub unreachable" in r.stdout, r.stdout
+        emu.set_faults([{"match": "^/api/models/" + MODEL + "(/|$)", "status": 404}])
+        with Mount(emu.hub_url, cache_dir=cache) as m:
+            expect_errno(errno.ENOENT, lambda: os.stat(m.path(*MODEL.split("/"))))
+            assert "fs.served_offline" not in m.stats() or m.stats()["fs.served_offline"] == "0"
+    finally:
+        emu.clear_faults()
