@@ -926,6 +926,15 @@ Result<std::string> Filesystem::GetXattr(uint64_t ino, const std::string& name) 
   if (name == "user.hf.lfs") return std::string(n.lfs ? "1" : "0");
   if (name == "user.hf.sha256" && n.lfs) return n.lfs_sha256;
   if (name == "user.hf.oid") return n.oid;
+  if (name == "user.hf.cached") {
+    // Bytes of the file this cache holds (memory or disk): "is it all here before I go offline?"
+    uint64_t cached = 0;
+    const uint64_t bs = cache_->block_size();
+    if (n.content)
+      for (uint64_t b = 0; b * bs < n.size; ++b)
+        if (cache_->Contains(cache::BlockKey{*n.content, b})) cached += std::min(bs, n.size - b * bs);
+    return std::to_string(cached);
+  }
   return MakeError(ErrorKind::kNoAttribute, name);
 }
 
@@ -937,7 +946,8 @@ Result<std::vector<std::string>> Filesystem::ListXattr(uint64_t ino) {
   names = {"user.hf.commit", "user.hf.repo"};
   const SnapshotNode& n = in->snap->node(in->node);
   if (n.is_dir) return names;
-  for (const char* x : {"user.hf.etag", "user.hf.size", "user.hf.lfs", "user.hf.oid"}) names.emplace_back(x);
+  for (const char* x : {"user.hf.etag", "user.hf.size", "user.hf.lfs", "user.hf.oid", "user.hf.cached"})
+    names.emplace_back(x);
   if (n.lfs) names.emplace_back("user.hf.sha256");
   return names;
 }

@@ -486,6 +486,25 @@ def test_xattrs_carry_hub_metadata(mnt, fixture):
     assert "user.hf.sha256" in os.listxattr(f) and "user.hf.sha256" not in os.listxattr(small)
 
 
+def test_cached_xattr_counts_the_bytes_the_cache_holds(emu, fixture):
+    """user.hf.cached: how much of a file is in the cache, e.g. before going offline."""
+    from harness import Mount
+    meta = fixture.files(MODEL)["model.safetensors"]
+    with Mount(emu.hub_url, extra_args=["--block-size-mib", "1"]) as m:
+        f = os.path.join(repo_dir(m, MODEL), "model.safetensors")
+        assert "user.hf.cached" in os.listxattr(f)
+        assert os.getxattr(f, "user.hf.cached") == b"0"  # asked before any open: nothing fetched
+        with open(f, "rb") as fh:
+            fh.seek(meta["size"] - 10)
+            fh.read()  # the last block only (and what prefetch fetched from the start)
+        part = int(os.getxattr(f, "user.hf.cached"))
+        assert 10 <= part < meta["size"], part
+        assert sha256_file(f) == meta["sha256"]
+        assert int(os.getxattr(f, "user.hf.cached")) == meta["size"]
+        empty = os.path.join(repo_dir(m, MODEL), "empty.txt")
+        assert os.getxattr(empty, "user.hf.cached") == b"0"
+
+
 def test_stats_file_is_live(mnt):
     with open(mnt.path(".hubfs-stats")) as f:
         before = f.read()
