@@ -93,8 +93,9 @@ std::shared_ptr<TokenSource> TokenSource::Discover(const std::string& token_file
   if (HubEnvTrue(env("HF_HUB_DISABLE_IMPLICIT_TOKEN"))) return None();
   for (const char* name : {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"})
     if (auto t = CleanToken(env(name)); !t.empty()) return Fixed(t, std::string("$") + name);
-  if (auto p = env("HF_TOKEN_PATH"); !p.empty()) return File(p, "$HF_TOKEN_PATH " + p);
-  std::string hf_home = env("HF_HOME");
+  auto expand = [&](std::string p) { return p.rfind("~/", 0) == 0 ? home + p.substr(1) : p; };
+  if (auto p = expand(env("HF_TOKEN_PATH")); !p.empty()) return File(p, "$HF_TOKEN_PATH " + p);
+  std::string hf_home = expand(env("HF_HOME"));
   if (hf_home.empty()) {
     const std::string xdg = env("XDG_CACHE_HOME");
     hf_home = (xdg.empty() ? home + "/.cache" : xdg) + "/huggingface";

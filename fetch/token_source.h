@@ -35,7 +35,8 @@ class TokenSource {
   // The lookup order of huggingface_hub: an explicit --token-file, else (unless
   // HF_HUB_DISABLE_IMPLICIT_TOKEN) $HF_TOKEN, $HUGGING_FACE_HUB_TOKEN, then the file
   // $HF_TOKEN_PATH, else $HF_HOME/token, else $XDG_CACHE_HOME/huggingface/token, else
-  // ~/.cache/huggingface/token. `env` looks a variable up ("" when unset).
+  // ~/.cache/huggingface/token. `env` looks a variable up ("" when unset); a leading ~/ in
+  // HF_TOKEN_PATH or HF_HOME is `home`, as Python expands it.
   static std::shared_ptr<TokenSource> Discover(const std::string& token_file,
                                                const std::function<std::string(const char*)>& env,
                                                const std::string& home);
@@ -44,7 +45,7 @@ class TokenSource {
   std::string Get();
   bool watched() const { return !path_.empty(); }
   const std::string& path() const { return path_; }
-  // Where the token comes from, for the log and --help: "--token-file /etc/hubfs/token", "$HF_TOKEN"...
+  // Where the token comes from, for the log: "--token-file /etc/hubfs/token", "$HF_TOKEN"...
   const std::string& origin() const { return origin_; }
 
  private:

@@ -172,7 +172,11 @@ int RunWarm(const WarmOptions& o) {
   }
   // The repo's revision and tree, kept beside the blocks: a mount started without the Hub (an
   // air-gapped machine, or during an outage) finds the repo, as it finds its blocks.
-  if (auto meta = cache::MetaStore::Open(o.cache_dir); meta.ok()) {
+  // (A failure is said, and not fatal: the blocks still serve a mount that can reach the Hub.)
+  if (auto meta = cache::MetaStore::Open(o.cache_dir); !meta.ok()) {
+    std::fprintf(stderr, "hubfs warm: no repo records in %s (a mount without the Hub will not find %s): %s\n",
+                 o.cache_dir.c_str(), o.repo.c_str(), meta.error().ToString().c_str());
+  } else {
     auto& m = *meta.value();
     std::vector<std::pair<std::string, std::string>> records = {
         {fs::RevisionRecordKey(type, id, spec->revision), fetch::RepoInfoJson(info.value())},

@@ -62,6 +62,9 @@ TEST(TokenSource, DiscoverFollowsTheLookupOrder) {
   EXPECT_EQ(TokenSource::Discover("", env, home)->Get(), "hf_xdg");
   env.vars["HF_HOME"] = hf_home;
   EXPECT_EQ(TokenSource::Discover("", env, home)->Get(), "hf_hfhome");
+  env.vars["HF_HOME"] = "~/.cache/huggingface";  // ~/ is the home directory, as Python expands it
+  EXPECT_EQ(TokenSource::Discover("", env, home)->Get(), "hf_home");
+  env.vars["HF_HOME"] = hf_home;
   env.vars["HF_TOKEN_PATH"] = d.path() + "/path";
   EXPECT_EQ(TokenSource::Discover("", env, home)->Get(), "hf_path");
   env.vars["HUGGING_FACE_HUB_TOKEN"] = " hf_legacy\n";
