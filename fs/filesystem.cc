@@ -45,6 +45,10 @@ std::string RevisionRecordKey(fetch::RepoType type, const std::string& id, const
 
 std::string OrgRecordKey(fetch::RepoType type, const std::string& org) { return "org|" + TypeKey(type) + "|" + org; }
 
+std::string OrgListingRecordKey(fetch::RepoType type, const std::string& org) {
+  return "list|" + TypeKey(type) + "|" + org;
+}
+
 std::string TreeRecordKey(fetch::RepoType type, const std::string& id, const std::string& commit) {
   return "tree|" + TypeKey(type) + "|" + id + "|" + commit;
 }
@@ -436,6 +440,23 @@ Result<std::vector<DirEntryOut>> Filesystem::ReadDir(uint64_t ino) {
     case Kind::kOrgDir: {
       auto token = Token();
       auto ids = hub_->ListRepos(in->type, in->org, &token);
+      // The org's last listing is kept (when it changed): served while the Hub is unreachable.
+      const std::string record = OrgListingRecordKey(in->type, in->org);
+      if (ids.ok() && meta_) {
+        std::string joined;
+        for (const auto& id : ids.value()) joined += id + "\n";
+        if (meta_->Get(record) != joined) (void)meta_->Put(record, joined);  // a miss only costs offline listings
+      } else if (!ids.ok() && meta_ &&
+                 (ids.error().kind == ErrorKind::kIo || ids.error().kind == ErrorKind::kTimeout)) {
+        if (auto rec = meta_->Get(record)) {
+          LOG_WARN("repos of %s: %s; listing those kept in the cache", in->org.c_str(), ids.error().ToString().c_str());
+          static auto& m_offline = metrics::Get("fs.served_offline");
+          m_offline.Add();
+          std::vector<std::string> kept;
+          for (size_t b = 0, e; (e = rec->find('\n', b)) != std::string::npos; b = e + 1) kept.push_back(rec->substr(b, e - b));
+          ids = std::move(kept);
+        }
+      }
       if (!ids.ok()) return ids.error();
       std::set<std::string> names;
       for (const auto& id : ids.value()) {

@@ -107,8 +107,10 @@ struct StatFsOut {
 
 // Names of the records a cache's MetaStore keeps for offline use (also written by `hubfs warm`):
 // what `rev` of a repo resolved to ("" is the default branch), a commit's file tree, and that a
-// top-level name is an org (not a legacy repo id).
+// top-level name is an org (not a legacy repo id), and the org's last listing (repo ids, one per
+// line).
 std::string OrgRecordKey(fetch::RepoType type, const std::string& org);
+std::string OrgListingRecordKey(fetch::RepoType type, const std::string& org);
 std::string RevisionRecordKey(fetch::RepoType type, const std::string& id, const std::string& rev);
 std::string TreeRecordKey(fetch::RepoType type, const std::string& id, const std::string& commit);
 

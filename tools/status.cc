@@ -93,7 +93,7 @@ int RunStatus() {
     std::printf("  errors:       %.0f to readers, %.0f transport, %.0f retries, %.0f bad responses\n",
                 c("fuse.errors"), c("fetch.transport_errors"), c("fetch.retries"), c("fetch.bad_responses"));
     if (c("fs.served_offline") > 0)
-      std::printf("  offline:      %.0f revisions and trees served from the cache, the Hub unreachable\n",
+      std::printf("  offline:      %.0f revisions, trees and listings served from the cache, the Hub unreachable\n",
                   c("fs.served_offline"));
     std::printf("  read latency: p50 %.0f us, p99 %.0f us\n", c("fuse.read.latency_us.p50"), c("fuse.read.latency_us.p99"));
   }

@@ -184,6 +184,14 @@ int RunWarm(const WarmOptions& o) {
     for (const std::string& rid : {id, info->id})
       if (const size_t slash = rid.find('/'); slash != std::string::npos)
         records.emplace_back(fs::OrgRecordKey(type, rid.substr(0, slash)), "");
+    // The org's listing, if a mount never listed it: at least this repo (a mount's listing, from
+    // the Hub, replaces it).
+    if (const size_t slash = info->id.find('/'); slash != std::string::npos) {
+      const std::string key = fs::OrgListingRecordKey(type, info->id.substr(0, slash));
+      std::string listing = m.Get(key).value_or("");
+      if (("\n" + listing).find("\n" + info->id + "\n") == std::string::npos)
+        records.emplace_back(key, listing + info->id + "\n");
+    }
     for (const auto& [key, value] : records) {
       if (auto st = m.Put(key, value); !st.ok())
         std::fprintf(stderr, "hubfs warm: keeping %s's metadata: %s\n", o.repo.c_str(), st.error().ToString().c_str());

@@ -52,6 +52,8 @@ def test_a_mount_without_the_hub_serves_what_the_cache_holds(emu, fixture, tmp_p
         root = m.path(*MODEL.split("/"))
         for name in read_before:
             assert sha256_file(os.path.join(root, name)) == files[name]["sha256"]
+        org_listing = sorted(os.listdir(m.path("hubfs-test")))
+        assert "tiny-model" in org_listing
 
     # The Hub is gone (connection refused): the same cache, a fresh daemon with nothing in memory.
     with Mount(dead_endpoint(), cache_dir=cache) as m:
@@ -61,6 +63,7 @@ def test_a_mount_without_the_hub_serves_what_the_cache_holds(emu, fixture, tmp_p
         assert time.monotonic() - t0 < 30  # bounded retries, once per repo, not per lookup
         for name in read_before:
             assert sha256_file(os.path.join(root, name)) == files[name]["sha256"]
+        assert sorted(os.listdir(m.path("hubfs-test"))) == org_listing  # the org's last listing
         # Never fetched: EIO, not wrong bytes and not a hang.
         expect_errno(errno.EIO, lambda: read(os.path.join(root, "onnx", "model.onnx")))
         # A repo this cache never saw.
@@ -99,6 +102,7 @@ def test_warm_then_a_mount_on_an_air_gapped_machine(emu, fixture, tmp_path):
         assert listing(root) == {p: meta["size"] for p, meta in files.items()}
         for p, meta in files.items():
             assert sha256_file(os.path.join(root, p)) == meta["sha256"], p
+        assert os.listdir(m.path("hubfs-test")) == ["another-model"]  # all warm knew of the org
         # Another revision name was never resolved here: EIO, at once.
         expect_errno(errno.EIO, lambda: os.listdir(m.path("hubfs-test", "another-model@no-such-branch")))
         log = m.read_log()
@@ -122,7 +126,7 @@ def test_a_hub_that_answers_5xx_is_unreachable_but_an_answer_is_not_overridden(e
             stats = m.stats()
             assert int(stats["fs.served_offline"]) >= 2, stats  # the revision and its tree
             r = subprocess.run([HUBFS_BIN, "status"], capture_output=True, text=True, timeout=30)
-            assert "served from the cache, the Hub unreachable" in r.stdout, r.stdout
+            assert "listings served from the cache, the Hub unreachable" in r.stdout, r.stdout
         emu.set_faults([{"match": "^/api/models/" + MODEL + "(/|$)", "status": 404}])
         with Mount(emu.hub_url, cache_dir=cache) as m:
             expect_errno(errno.ENOENT, lambda: os.stat(m.path(*MODEL.split("/"))))
