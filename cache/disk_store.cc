@@ -22,9 +22,9 @@
 #include <random>
 #include <vector>
 
+#include "common/file_util.h"
 #include "common/log.h"
 #include "common/metrics.h"
-#include "cache/file_util.h"
 
 namespace hubfs::cache {
 namespace {

@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "cache/disk_store.h"
-#include "cache/file_util.h"
+#include "common/file_util.h"
 #include "common/log.h"
 
 namespace hubfs::cache {
@@ -43,25 +43,10 @@ uint64_t RecordHash(std::string_view key, std::string_view value) {
   return h;
 }
 
-// Reads up to `limit` bytes of a file; nullopt if it cannot be read or is larger.
+// The file, or nullopt if it cannot be read, is larger than `limit`, or is not a plain file.
 std::optional<std::string> ReadFile(const std::string& path, uint64_t limit) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) return std::nullopt;
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) > limit) {
-    ::close(fd);
-    return std::nullopt;
-  }
-  std::string out(static_cast<size_t>(st.st_size), '\0');
-  size_t done = 0;
-  while (done < out.size()) {
-    const ssize_t r = ::read(fd, out.data() + done, out.size() - done);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) break;
-    done += static_cast<size_t>(r);
-  }
-  ::close(fd);
-  if (done != out.size()) return std::nullopt;
+  std::string out;
+  if (ReadFileUpTo(path, limit, &out, /*follow_links=*/false) != 0) return std::nullopt;
   return out;
 }
 

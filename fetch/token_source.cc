@@ -1,7 +1,6 @@
 // The Hub token's source (see token_source.h).
 #include "fetch/token_source.h"
 
-#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,37 +9,13 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "common/file_util.h"
 #include "common/log.h"
 
 namespace hubfs::fetch {
 namespace {
 
 constexpr size_t kMaxTokenFile = 64 * 1024;  // a token is ~40 bytes; anything larger is not one
-
-// The whole file, or errno.
-int ReadSmallFile(const std::string& path, std::string* out) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return errno;
-  out->clear();
-  char buf[4096];
-  for (;;) {
-    const ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int e = errno;
-      ::close(fd);
-      return e;
-    }
-    if (n == 0) break;
-    out->append(buf, static_cast<size_t>(n));
-    if (out->size() > kMaxTokenFile) {
-      ::close(fd);
-      return EFBIG;
-    }
-  }
-  ::close(fd);
-  return 0;
-}
 
 }  // namespace
 
@@ -126,7 +101,7 @@ void TokenSource::Reload(const Identity& id, bool announce) {
     return;
   }
   std::string raw;
-  if (const int e = ReadSmallFile(path_, &raw); e != 0) {
+  if (const int e = ReadFileUpTo(path_, kMaxTokenFile, &raw); e != 0) {
     // Unreadable is not "logged out": keep what we had, and say so once per change of the file.
     LOG_WARN("token file %s: %s; %s", path_.c_str(), std::strerror(e),
              had ? "keeping the token read before" : "no token");

@@ -30,6 +30,16 @@ constexpr size_t kMaxSiblingStreams = 256;
 
 std::string TypeKey(fetch::RepoType t) { return fetch::ApiCollection(t); }
 
+// The Hub could not be reached (transport, timeout, 5xx after the retries, or --offline), as
+// opposed to an answer: only then may the cache's records stand in for it.
+bool Unreachable(const Error& e) { return e.kind == ErrorKind::kIo || e.kind == ErrorKind::kTimeout; }
+
+// A revision, tree or org listing was served from the records because the Hub was unreachable.
+void CountServedOffline() {
+  static auto& m = metrics::Get("fs.served_offline");
+  m.Add();
+}
+
 bool IsShortCommitOf(const std::string& rev, const std::string& sha) {
   if (rev.size() < 7 || rev.size() > 40) return false;
   for (size_t i = 0; i < rev.size(); ++i)
@@ -200,7 +210,7 @@ Result<fetch::RepoInfo> Filesystem::ResolveRevision(fetch::RepoType type, const 
   if (!info.ok()) {
     // Offline operation: the Hub is unreachable (or --offline). Keep serving what was resolved
     // before: in this mount's memory, else in the cache's records (a mount started offline).
-    if (info.error().kind != ErrorKind::kIo && info.error().kind != ErrorKind::kTimeout) return info.error();
+    if (!Unreachable(info.error())) return info.error();
     const char* from = "resolved before";
     if (!stale && meta_) {
       if (auto rec = meta_->Get(record)) {
@@ -209,8 +219,7 @@ Result<fetch::RepoInfo> Filesystem::ResolveRevision(fetch::RepoType type, const 
       }
     }
     if (!stale) return info.error();
-    static auto& m_offline = metrics::Get("fs.served_offline");
-    m_offline.Add();
+    CountServedOffline();
     LOG_WARN("revision %s of %s: %s; serving commit %.8s, %s", rev.empty() ? "(default)" : rev.c_str(), id.c_str(),
              info.error().ToString().c_str(), stale->sha.c_str(), from);
     std::lock_guard lock(rev_mu_);
@@ -264,16 +273,14 @@ Result<std::shared_ptr<const Snapshot>> Filesystem::GetSnapshot(fetch::RepoType 
     // and is written once per commit (then only marked as used).
     const std::string record = TreeRecordKey(type, info.id, info.sha);
     bool kept = false;
-    if (!entries.ok() && meta_ &&
-        (entries.error().kind == ErrorKind::kIo || entries.error().kind == ErrorKind::kTimeout)) {
+    if (!entries.ok() && meta_ && Unreachable(entries.error())) {
       if (auto rec = meta_->Get(record)) {
         if (auto parsed = fetch::ParseTreePage(*rec); parsed.ok()) {
           LOG_WARN("tree of %s at %.8s: %s; serving the listing kept in the cache", info.id.c_str(), info.sha.c_str(),
                    entries.error().ToString().c_str());
           entries = std::move(parsed);
           kept = true;
-          static auto& m_offline = metrics::Get("fs.served_offline");
-          m_offline.Add();
+          CountServedOffline();
         }
       }
     }
@@ -359,8 +366,7 @@ Result<EntryOut> Filesystem::LookupTop(const std::shared_ptr<Inode>& parent, con
     in->target = info->id;
     in->entry_timeout = static_cast<double>(options_.revision_ttl.count());
   } else if (!info.ok() && info.error().kind != ErrorKind::kNotFound &&
-             !(meta_ && (info.error().kind == ErrorKind::kIo || info.error().kind == ErrorKind::kTimeout) &&
-               meta_->Touch(OrgRecordKey(type, name)))) {
+             !(meta_ && Unreachable(info.error()) && meta_->Touch(OrgRecordKey(type, name)))) {
     return info.error();  // (unless the Hub is unreachable and this cache has seen the org)
   } else {
     in->kind = Kind::kOrgDir;
@@ -446,12 +452,10 @@ Result<std::vector<DirEntryOut>> Filesystem::ReadDir(uint64_t ino) {
         std::string joined;
         for (const auto& id : ids.value()) joined += id + "\n";
         if (meta_->Get(record) != joined) (void)meta_->Put(record, joined);  // a miss only costs offline listings
-      } else if (!ids.ok() && meta_ &&
-                 (ids.error().kind == ErrorKind::kIo || ids.error().kind == ErrorKind::kTimeout)) {
+      } else if (!ids.ok() && meta_ && Unreachable(ids.error())) {
         if (auto rec = meta_->Get(record)) {
           LOG_WARN("repos of %s: %s; listing those kept in the cache", in->org.c_str(), ids.error().ToString().c_str());
-          static auto& m_offline = metrics::Get("fs.served_offline");
-          m_offline.Add();
+          CountServedOffline();
           std::vector<std::string> kept;
           for (size_t b = 0, e; (e = rec->find('\n', b)) != std::string::npos; b = e + 1) kept.push_back(rec->substr(b, e - b));
           ids = std::move(kept);

@@ -1,13 +1,14 @@
-// Small file helpers (see file_util.h).
-#include "cache/file_util.h"
+// Small file helpers (see common/file_util.h).
+#include "common/file_util.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 
-namespace hubfs::cache {
+namespace hubfs {
 
 int WriteAll(int fd, const char* buf, size_t n) {
   size_t done = 0;
@@ -33,4 +34,23 @@ Status MakeDirs(const std::string& path) {
   return OkStatus();
 }
 
-}  // namespace hubfs::cache
+int ReadFileUpTo(const std::string& path, uint64_t limit, std::string* out, bool follow_links) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | (follow_links ? 0 : O_NOFOLLOW));
+  if (fd < 0) return errno;
+  struct stat st {};
+  int err = ::fstat(fd, &st) != 0 ? errno : S_ISDIR(st.st_mode) ? EISDIR : !S_ISREG(st.st_mode) ? EINVAL : 0;
+  out->clear();
+  char buf[16384];
+  while (err == 0) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) err = errno;
+    if (n <= 0) break;
+    out->append(buf, static_cast<size_t>(n));
+    if (out->size() > limit) err = EFBIG;
+  }
+  ::close(fd);
+  return err;
+}
+
+}  // namespace hubfs
