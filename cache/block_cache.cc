@@ -1,9 +1,12 @@
 // The block cache (see block_cache.h).
 #include "cache/block_cache.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <fstream>
 
@@ -20,6 +23,8 @@ metrics::Counter& Misses() { static auto& c = metrics::Get("cache.miss"); return
 metrics::Counter& OriginBytes() { static auto& c = metrics::Get("cache.origin_bytes"); return c; }
 metrics::Counter& MemBytes() { static auto& c = metrics::Get("cache.mem.bytes"); return c; }
 metrics::Counter& MemBlocks() { static auto& c = metrics::Get("cache.mem.blocks"); return c; }
+metrics::Counter& LocalHits() { static auto& c = metrics::Get("cache.local.hit"); return c; }
+metrics::Counter& LocalBytes() { static auto& c = metrics::Get("cache.local.bytes"); return c; }
 }  // namespace
 
 BlockCache::BlockCache(CacheOptions options)
@@ -178,7 +183,67 @@ bool BlockCache::InMemory(const BlockKey& key) const {
   return s.resident.count(key) != 0;
 }
 
+BlockCache::LocalCopy::~LocalCopy() {
+  if (fd >= 0) ::close(fd);
+}
+
+bool BlockCache::AddLocalCopy(const ContentId& id, uint64_t size, const std::string& path) {
+  if (auto have = LocalCopyOf(id); have && have->path == path && have->size == size) return true;
+  auto copy = std::make_shared<LocalCopy>();
+  copy->path = path;
+  copy->size = size;
+  copy->fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (copy->fd < 0) return false;
+  std::lock_guard lock(local_mu_);
+  local_[id] = std::move(copy);
+  local_count_ = local_.size();
+  return true;
+}
+
+void BlockCache::DropLocalCopy(const ContentId& id) {
+  std::shared_ptr<const LocalCopy> gone;  // closed outside the lock
+  std::lock_guard lock(local_mu_);
+  if (auto it = local_.find(id); it != local_.end()) {
+    gone = std::move(it->second);
+    local_.erase(it);
+  }
+  local_count_ = local_.size();
+}
+
+std::string BlockCache::LocalCopyPath(const ContentId& id) const {
+  auto copy = LocalCopyOf(id);
+  return copy ? copy->path : std::string();
+}
+
+std::shared_ptr<const BlockCache::LocalCopy> BlockCache::LocalCopyOf(const ContentId& id) const {
+  if (local_count_.load(std::memory_order_relaxed) == 0) return nullptr;
+  std::lock_guard lock(local_mu_);
+  auto it = local_.find(id);
+  return it == local_.end() ? nullptr : it->second;
+}
+
+Result<BlockRef> BlockCache::ReadLocal(const LocalCopy& copy, const BlockKey& key, size_t len) {
+  auto block = std::make_shared<Block>(len);
+  const uint64_t off = key.index * options_.block_size;
+  size_t done = 0;
+  while (done < len) {
+    const ssize_t n = ::pread(copy.fd, block->data.get() + done, len - done, static_cast<off_t>(off + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      LOG_WARN("reading %s failed (%s): fetching its blocks instead", copy.path.c_str(),
+               n < 0 ? std::strerror(errno) : "the file is shorter than it was");
+      DropLocalCopy(key.content);
+      return MakeError(ErrorKind::kIo, "local copy unreadable");
+    }
+    done += static_cast<size_t>(n);
+  }
+  LocalHits().Add();
+  LocalBytes().Add(len);
+  return BlockRef(std::move(block));
+}
+
 bool BlockCache::Contains(const BlockKey& key) const {
+  if (auto copy = LocalCopyOf(key.content); copy && key.index * options_.block_size < copy->size) return true;
   Shard& s = ShardFor(key);
   {
     std::lock_guard lock(s.mu);
@@ -260,6 +325,7 @@ Result<BlockRef> BlockCache::Get(const BlockKey& key, size_t len, const FetchFn&
 }
 
 void BlockCache::TrackFile(const ContentId& id, uint64_t size) {
+  if (LocalCopyOf(id)) return;  // verified already, and never joined: it is whole where it is
   // A file verified before whole files were on is verified again, to be joined.
   const bool join = whole_files_ && disk_ && size >= kWholeMinBytes;
   if (join && disk_->Contains(BlockKey{id, kWholeIndex})) return;
@@ -267,8 +333,9 @@ void BlockCache::TrackFile(const ContentId& id, uint64_t size) {
 }
 
 std::string BlockCache::WholePath(const ContentId& id) {
-  if (!whole_files_ || !disk_) return "";
-  return disk_->WholePath(id);
+  if (!whole_files_) return "";
+  if (auto copy = LocalCopyOf(id)) return copy->size >= kWholeMinBytes ? copy->path : std::string();
+  return disk_ ? disk_->WholePath(id) : "";
 }
 
 void BlockCache::NotePresent(const BlockKey& key) {
@@ -433,6 +500,11 @@ Result<BlockRef> BlockCache::Load(const BlockKey& key, size_t len, const FetchFn
     ~DropUnused() { BufferPool::DropPrecharge(); }
   } drop_unused;
   const auto no_room = [] { return MakeError(ErrorKind::kCancelled, "no memory for a prefetch"); };
+  if (auto copy = LocalCopyOf(key.content); copy && key.index * options_.block_size < copy->size) {
+    if (!WaitForBufferRoom(len, cancel, prefetch, before_wait)) return no_room();
+    auto r = ReadLocal(*copy, key, len);
+    if (r.ok()) return r;
+  }
   if (disk_ && disk_->Contains(key)) {
     if (!WaitForBufferRoom(len, cancel, prefetch, before_wait)) return no_room();
     auto r = disk_->Read(key, len);

@@ -139,8 +139,18 @@ class BlockCache {
   // From now on a verified file of at least kWholeMinBytes is also joined into one whole file on
   // the disk tier (disk_store.h), which replaces its blocks; for FUSE passthrough.
   void EnableWholeFiles(bool on) { whole_files_ = on; }
-  // The path of `id`'s whole file on the disk tier, or "" (none, or whole files are off).
+  // The path of `id`'s whole file on the disk tier, or of its local copy (AddLocalCopy), or ""
+  // (none, or whole files are off).
   std::string WholePath(const ContentId& id);
+  // `id` (size bytes) has a verified copy outside the cache at `path` (hf_hub_cache.h): its blocks
+  // are read from there, never fetched nor written to the disk tier, and WholePath names it (the
+  // kernel may read it directly). False if it cannot be opened. A copy that fails a read later
+  // (cut short, removed from under an open descriptor's name is fine) is dropped, and the block
+  // comes from the tiers or the origin as before.
+  bool AddLocalCopy(const ContentId& id, uint64_t size, const std::string& path);
+  void DropLocalCopy(const ContentId& id);
+  // The path of `id`'s local copy, or "".
+  std::string LocalCopyPath(const ContentId& id) const;
   static constexpr uint64_t kWholeMinBytes = 1 << 20;
 
   size_t block_size() const { return options_.block_size; }
@@ -161,6 +171,18 @@ class BlockCache {
     size_t len = 0;
     FetchFn fetch;  // for queued prefetches
   };
+  struct LocalCopy {
+    std::string path;
+    uint64_t size = 0;
+    int fd = -1;
+    ~LocalCopy();
+  };
+  struct ContentIdHash {
+    size_t operator()(const ContentId& id) const { return BlockKeyHash{}(BlockKey{id, 0}); }
+  };
+  std::shared_ptr<const LocalCopy> LocalCopyOf(const ContentId& id) const;
+  // key's bytes from its local copy, or an error (the copy is then dropped).
+  Result<BlockRef> ReadLocal(const LocalCopy& copy, const BlockKey& key, size_t len);
   struct Entry : boost::intrusive::list_base_hook<> {
     BlockKey key;
     BlockRef block;
@@ -257,6 +279,9 @@ class BlockCache {
   std::unique_ptr<WorkerPool> verifier_;   // whole-file verification, at idle priority
   std::atomic<bool> logged_disk_error_{false};
   std::atomic<bool> whole_files_{false};
+  mutable std::mutex local_mu_;  // a leaf
+  std::unordered_map<ContentId, std::shared_ptr<const LocalCopy>, ContentIdHash> local_;
+  std::atomic<size_t> local_count_{0};  // local_.size(): most lookups need no lock
   FileTracker tracker_;
   std::string verified_dir_;  // markers of files verified in this cache directory
 };

@@ -25,6 +25,24 @@ bool HubEnvTrue(std::string_view value) {
   return v == "1" || v == "ON" || v == "YES" || v == "TRUE";
 }
 
+namespace {
+std::string ExpandHome(const std::string& p, const std::string& home) {
+  return p.rfind("~/", 0) == 0 ? home + p.substr(1) : p;
+}
+}  // namespace
+
+std::string HfHomeDir(const std::function<std::string(const char*)>& env, const std::string& home) {
+  if (std::string h = ExpandHome(env("HF_HOME"), home); !h.empty()) return h;
+  const std::string xdg = ExpandHome(env("XDG_CACHE_HOME"), home);
+  return (xdg.empty() ? home + "/.cache" : xdg) + "/huggingface";
+}
+
+std::string HfHubCacheDir(const std::function<std::string(const char*)>& env, const std::string& home) {
+  for (const char* name : {"HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"})
+    if (std::string d = ExpandHome(env(name), home); !d.empty()) return d;
+  return HfHomeDir(env, home) + "/hub";
+}
+
 std::string CleanToken(std::string_view raw) {
   std::string out;
   for (char c : raw)
@@ -68,14 +86,8 @@ std::shared_ptr<TokenSource> TokenSource::Discover(const std::string& token_file
   if (HubEnvTrue(env("HF_HUB_DISABLE_IMPLICIT_TOKEN"))) return None();
   for (const char* name : {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"})
     if (auto t = CleanToken(env(name)); !t.empty()) return Fixed(t, std::string("$") + name);
-  auto expand = [&](std::string p) { return p.rfind("~/", 0) == 0 ? home + p.substr(1) : p; };
-  if (auto p = expand(env("HF_TOKEN_PATH")); !p.empty()) return File(p, "$HF_TOKEN_PATH " + p);
-  std::string hf_home = expand(env("HF_HOME"));
-  if (hf_home.empty()) {
-    const std::string xdg = env("XDG_CACHE_HOME");
-    hf_home = (xdg.empty() ? home + "/.cache" : xdg) + "/huggingface";
-  }
-  const std::string path = hf_home + "/token";
+  if (auto p = ExpandHome(env("HF_TOKEN_PATH"), home); !p.empty()) return File(p, "$HF_TOKEN_PATH " + p);
+  const std::string path = HfHomeDir(env, home) + "/token";
   return File(path, "token file " + path);
 }
 

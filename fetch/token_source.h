@@ -19,6 +19,13 @@ namespace hubfs::fetch {
 // A huggingface_hub boolean variable: true when, upper-cased, it is 1, ON, YES or TRUE.
 bool HubEnvTrue(std::string_view value);
 
+// huggingface_hub's directories, found as it finds them (`env` looks a variable up, "" when unset;
+// a leading ~/ is `home`, as Python's expanduser does): HF_HOME is $HF_HOME, else
+// $XDG_CACHE_HOME/huggingface, else ~/.cache/huggingface; its download cache is $HF_HUB_CACHE,
+// else $HUGGINGFACE_HUB_CACHE, else $HF_HOME/hub.
+std::string HfHomeDir(const std::function<std::string(const char*)>& env, const std::string& home);
+std::string HfHubCacheDir(const std::function<std::string(const char*)>& env, const std::string& home);
+
 // CR and LF removed, spaces and tabs trimmed; an empty result means "no token".
 std::string CleanToken(std::string_view raw);
 

@@ -64,8 +64,13 @@ std::string TreeRecordKey(fetch::RepoType type, const std::string& id, const std
 }
 
 Filesystem::Filesystem(FsOptions options, std::shared_ptr<fetch::HubClient> hub,
-                       std::shared_ptr<cache::BlockCache> cache, std::shared_ptr<cache::MetaStore> meta)
-    : options_(std::move(options)), hub_(std::move(hub)), cache_(std::move(cache)), meta_(std::move(meta)),
+                       std::shared_ptr<cache::BlockCache> cache, std::shared_ptr<cache::MetaStore> meta,
+                       std::shared_ptr<cache::HfHubCache> hf)
+    : options_(std::move(options)),
+      hub_(std::move(hub)),
+      cache_(std::move(cache)),
+      meta_(std::move(meta)),
+      hf_(std::move(hf)),
       mount_time_(static_cast<int64_t>(std::time(nullptr))),
       background_(std::make_unique<cache::WorkerPool>(1, cache::WorkerPool::Priority::kNormal, "hubfs-shards")) {
   auto root = std::make_shared<Inode>();
@@ -508,6 +513,22 @@ void Filesystem::FillSource(FileSource& f, const Snapshot& snap, const SnapshotN
   f.size = n.size;
 }
 
+bool Filesystem::UseHfCopy(const FileSource& f, const Snapshot& snap, const CancelToken* cancel, bool wait) {
+  if (!hf_ || f.size == 0) return false;
+  const std::string folder = cache::HfHubCache::RepoFolder(fetch::ApiCollection(snap.type()), snap.repo_id());
+  bool pending = false;
+  const std::string path = hf_->Find(folder, snap.commit(), f.loc.path, f.content, f.size, cancel, wait, &pending);
+  if (!path.empty()) {
+    if (!cache_->AddLocalCopy(f.content, f.size, path)) LOG_WARN("cannot open %s: fetching instead", path.c_str());
+    return false;
+  }
+  // A copy of this repo's that is gone or changed is not read again (a copy another repo's folder
+  // holds of the same bytes stays).
+  const std::string had = cache_->LocalCopyPath(f.content);
+  if (!had.empty() && had.rfind(hf_->root() + "/" + folder + "/", 0) == 0 && !pending) cache_->DropLocalCopy(f.content);
+  return pending;
+}
+
 Result<OpenOut> Filesystem::Open(uint64_t ino, int flags) {
   auto in = Get(ino);
   if (!in) return MakeError(ErrorKind::kNotFound, "stale inode");
@@ -538,6 +559,8 @@ Result<OpenOut> Filesystem::Open(uint64_t ino, int flags) {
   const uint64_t fh = next_fh_++;
   handles_.insert({fh, f});
   ++in->cached->page_cache_opens;
+  const CancelToken token = Token();
+  UseHfCopy(*f, *in->snap, &token, /*wait=*/true);
   cache_->TrackFile(f->content, f->size);
   OpenOut out{fh, false, passthrough_ ? cache_->WholePath(f->content) : std::string()};
   if (!out.backing.empty()) return out;  // the kernel reads the local copy: nothing to fetch
@@ -601,6 +624,7 @@ void Filesystem::PrefetchSiblings(const Inode& in, const SnapshotNode& n) {
     }
     FileSource peer;
     FillSource(peer, snap, sib);
+    if (UseHfCopy(peer, snap, nullptr, /*wait=*/false)) continue;  // its open waits for the hash
     cache_->Prefetch(cache::BlockKey{peer.content, 0}, BlockLen(peer, 0), Fetcher(peer, 0));
   }
 }
@@ -737,6 +761,7 @@ void Filesystem::PrefetchNextShard(const std::shared_ptr<Inode>& shard) {
       continue;
     FileSource index;
     FillSource(index, snap, idx);
+    UseHfCopy(index, snap, &token, /*wait=*/true);
     std::string text;
     const uint64_t bs = cache_->block_size();
     for (uint64_t b = 0; b * bs < index.size; ++b) {
@@ -752,6 +777,8 @@ void Filesystem::PrefetchNextShard(const std::shared_ptr<Inode>& shard) {
     if (n.is_dir || !n.content || n.size == 0) return;
     FileSource peer;
     FillSource(peer, snap, n);
+    // huggingface_hub has it (hashed just now, so in the page cache too): nothing to fetch.
+    if (UseHfCopy(peer, snap, &token, /*wait=*/true) || !cache_->LocalCopyPath(peer.content).empty()) return;
     m_next.Add();
     LOG_DEBUG("prefetching the next shard %s", n.path.c_str());
     auto plan = LoadPlan(peer, &token);  // fetches the header (block 0) and parses it once

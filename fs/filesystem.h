@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "cache/block_cache.h"
+#include "cache/hf_hub_cache.h"
 #include "cache/meta_store.h"
 #include "cache/worker_pool.h"
 #include "common/cancel.h"
@@ -120,8 +121,10 @@ class Filesystem {
 
   // meta (optional): where resolved revisions and tree listings are kept, so that a mount started
   // while the Hub is unreachable still serves the repos this cache has seen.
+  // hf (optional): huggingface_hub's cache, whose verified copies of a file are read instead of
+  // fetching it.
   Filesystem(FsOptions options, std::shared_ptr<fetch::HubClient> hub, std::shared_ptr<cache::BlockCache> cache,
-             std::shared_ptr<cache::MetaStore> meta = nullptr);
+             std::shared_ptr<cache::MetaStore> meta = nullptr, std::shared_ptr<cache::HfHubCache> hf = nullptr);
   ~Filesystem();
 
   Result<EntryOut> Lookup(uint64_t parent, const std::string& name);
@@ -226,6 +229,11 @@ class Filesystem {
   // The tensor plan of a .safetensors file (header parsed once per content), or null.
   std::shared_ptr<const SafetensorsPlan> LoadPlan(const FileSource& f, const CancelToken* cancel);
   cache::FetchFn Fetcher(const FileSource& f, uint64_t block) const;
+  // Looks for a verified copy of f in huggingface_hub's cache (snap: its repo and commit) and has
+  // the block cache read it from there; `wait`: for the copy's first hash (until cancel's
+  // deadline), else only a copy hashed already is taken. Forgets a copy of this repo that is gone.
+  // True when a copy is there but still being hashed: the caller should not fetch f ahead.
+  bool UseHfCopy(const FileSource& f, const Snapshot& snap, const CancelToken* cancel, bool wait);
   // A reader is finishing one shard of a checkpoint with a *.safetensors.index.json beside it:
   // fetch the header and first tensors (key order) of the shard loaders read next. Background.
   void PrefetchNextShard(const std::shared_ptr<Inode>& shard);
@@ -245,6 +253,7 @@ class Filesystem {
   std::shared_ptr<fetch::HubClient> hub_;
   std::shared_ptr<cache::BlockCache> cache_;
   std::shared_ptr<cache::MetaStore> meta_;
+  std::shared_ptr<cache::HfHubCache> hf_;
   int64_t mount_time_ = 0;
 
   // Lock order: mu_ before nothing (leaf); rev_mu_, snap_mu_, plans_mu_ are leaves too.

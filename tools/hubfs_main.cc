@@ -240,6 +240,7 @@ int main(int argc, char** argv) {
   bool no_huge_pages = false;
   bool no_passthrough = false;
   bool offline = fetch::HubEnvTrue(Env("HF_HUB_OFFLINE"));
+  std::string hf_cache = fetch::HfHubCacheDir(Env, HomeDir());
   fs::MountOptions mo;
   std::vector<std::string> fuse_opts;
 
@@ -279,6 +280,11 @@ int main(int argc, char** argv) {
                   "Never contact the Hub: serve the repos and files this cache holds, EIO for anything "
                   "else (default: on when $HF_HUB_OFFLINE is true). Without it, a mount that cannot "
                   "reach the Hub also serves what the cache holds, after bounded retries");
+  mount->add_option("--hf-cache", hf_cache,
+                    "huggingface_hub's download cache: files it already holds are read from there, "
+                    "once their bytes are verified, instead of fetched again; never written to "
+                    "(default $HF_HUB_CACHE, else $HF_HOME/hub, i.e. ~/.cache/huggingface/hub; "
+                    "none: do not look)");
   mount->add_option("--passthrough-prefetch-mib", mo.passthrough_prefetch_mib,
                     "MiB of a passthrough file read from the disk ahead of a sequential reader, "
                     "beyond the kernel's readahead (default 256; 0: the kernel's readahead only)")
@@ -419,6 +425,13 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "hubfs: mount point %s is not a directory\n", mo.mountpoint.c_str());
     return 1;
   }
+  // The daemon changes its directory to /: relative paths are made absolute while they still mean
+  // what the user meant.
+  for (std::string* p : {&cache_dir, &hf_cache}) {
+    char cwd[PATH_MAX];
+    if (!p->empty() && (*p)[0] != '/' && *p != "none" && ::getcwd(cwd, sizeof cwd) != nullptr)
+      *p = std::string(cwd) + "/" + *p;
+  }
   ::umask(077);  // cache files and directories are private to the mounting user
   // Refused here, before anything is mounted; the lock's descriptor stays open for the daemon's
   // life (daemonizing forks, and the daemon keeps it).
@@ -476,7 +489,12 @@ int main(int argc, char** argv) {
       else LOG_WARN("no revision records in %s: %s", cache_dir.c_str(), m.error().ToString().c_str());
     }
     if (offline) LOG_INFO("offline: the Hub is never asked; serving what %s holds", cache_dir.c_str());
-    return std::make_unique<fs::Filesystem>(fo, hub, block_cache, meta);
+    std::shared_ptr<cache::HfHubCache> hf;
+    if (!hf_cache.empty() && hf_cache != "none") {
+      hf = std::make_shared<cache::HfHubCache>(hf_cache, meta);
+      LOG_INFO("files huggingface_hub downloaded to %s are read from there (verified first)", hf_cache.c_str());
+    }
+    return std::make_unique<fs::Filesystem>(fo, hub, block_cache, meta, hf);
   });
   stats_writer.reset();
   return rc;

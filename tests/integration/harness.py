@@ -49,6 +49,16 @@ def sha256_file(path, bufsize=1 << 20):
             h.update(b)
 
 
+def kernel_offers_passthrough():
+    """FUSE passthrough: Linux >= 6.9, and root (the backing-file ioctl needs CAP_SYS_ADMIN)."""
+    release = os.uname().release.split(".")
+    try:
+        major, minor = int(release[0]), int(release[1].split("-")[0])
+    except ValueError:
+        return False
+    return os.geteuid() == 0 and (major, minor) >= (6, 9)
+
+
 class Fixture:
     """Read access to a generated fixture (tools/hubemu/gen_fixture.py)."""
 

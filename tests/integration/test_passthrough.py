@@ -11,19 +11,10 @@ import time
 
 import pytest
 
-from harness import HUBFS_BIN, Mount, cdn_bytes, eventually, sha256_file
+from harness import HUBFS_BIN, Mount, cdn_bytes, eventually, kernel_offers_passthrough, sha256_file
 
 MODEL = "hubfs-test/tiny-model"
 NAME = "model.safetensors"  # 21 MB: several blocks, above the 1 MiB floor for whole files
-
-
-def kernel_offers_passthrough():
-    release = os.uname().release.split(".")
-    try:
-        major, minor = int(release[0]), int(release[1].split("-")[0])
-    except ValueError:
-        return False
-    return os.geteuid() == 0 and (major, minor) >= (6, 9)
 
 
 pytestmark = pytest.mark.skipif(not kernel_offers_passthrough(), reason="needs root and Linux >= 6.9")

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -804,6 +805,55 @@ TEST_F(BlockCacheDiskTest, VerifiedFileBecomesOneWholeFileWhenEnabled) {
     }
     EXPECT_EQ(unexpected.load(), 0);
   }
+}
+
+// A verified copy outside the cache (huggingface_hub's): its blocks are read from it, never
+// fetched nor written to the disk tier, it is what passthrough opens, and a copy that can no longer
+// be read is dropped for the origin.
+TEST_F(BlockCacheDiskTest, LocalCopiesAreReadInPlaceAndDroppedWhenTheyFail) {
+  CacheOptions o = DiskOptions();
+  BlockCache cache(o);
+  ASSERT_NE(cache.disk(), nullptr);
+  const BlockKey k0 = Key(21, 21);
+  const size_t size = 20 * kBlock + 5;  // above the 1 MiB floor for passthrough files
+  std::string data;
+  for (uint64_t i = 0; i * kBlock < size; ++i)
+    data += Expected(BlockKey{k0.content, i}, std::min<size_t>(kBlock, size - i * kBlock));
+  const std::string path = tmp_.path() + "/copy";
+  hubfs::testing::WriteFileBytes(path, data);
+  EXPECT_FALSE(cache.AddLocalCopy(k0.content, size, tmp_.path() + "/missing"));
+  ASSERT_TRUE(cache.AddLocalCopy(k0.content, size, path));
+  EXPECT_EQ(cache.LocalCopyPath(k0.content), path);
+  EXPECT_TRUE(cache.Contains(BlockKey{k0.content, 20}));
+  EXPECT_FALSE(cache.Contains(BlockKey{k0.content, 21}));  // past its end
+  EXPECT_EQ(cache.WholePath(k0.content), "");                // whole files (passthrough) are off
+  cache.EnableWholeFiles(true);
+  EXPECT_EQ(cache.WholePath(k0.content), path);
+  std::atomic<int> unexpected{0};
+  for (uint64_t i = 0; i < 21; ++i) {
+    const size_t len = std::min<size_t>(kBlock, size - i * kBlock);
+    auto r = cache.Get(BlockKey{k0.content, i}, len, MustNotFetch(&unexpected), nullptr);
+    ASSERT_TRUE(r.ok()) << i << ": " << r.error().ToString();
+    EXPECT_TRUE(AsString(*r) == data.substr(i * kBlock, len)) << i;
+  }
+  EXPECT_EQ(unexpected.load(), 0);
+  cache.Flush();
+  EXPECT_EQ(cache.Stats().disk_blocks, 0u);  // nothing copied into the cache
+  EXPECT_EQ(cache.Stats().origin_bytes, 0u);
+
+  // Cut short under the open descriptor: the block past the new end comes from the origin, and the
+  // copy is no longer used.
+  ASSERT_EQ(::truncate(path.c_str(), 3 * kBlock), 0);
+  cache.Purge(BlockKey{k0.content, 10});
+  Origin origin;
+  auto r = cache.Get(BlockKey{k0.content, 10}, kBlock, origin.For(BlockKey{k0.content, 10}), nullptr);
+  ASSERT_TRUE(r.ok()) << r.error().ToString();
+  EXPECT_TRUE(AsString(*r) == Expected(BlockKey{k0.content, 10}, kBlock));
+  EXPECT_EQ(origin.calls.load(), 1);
+  EXPECT_EQ(cache.LocalCopyPath(k0.content), "");
+  EXPECT_EQ(cache.WholePath(k0.content), "");
+  cache.Purge(BlockKey{k0.content, 11});  // (read before, it stays in memory until then)
+  EXPECT_FALSE(cache.Contains(BlockKey{k0.content, 11}));
 }
 
 // Blocks queued for the disk may leave the memory tier before they are written: none is lost,

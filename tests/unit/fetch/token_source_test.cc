@@ -39,6 +39,20 @@ struct Env {
   }
 };
 
+TEST(TokenSource, HuggingfaceHubsDownloadCacheIsFoundAsItFindsIt) {
+  Env env;
+  EXPECT_EQ(HfHubCacheDir(env, "/h"), "/h/.cache/huggingface/hub");
+  env.vars["XDG_CACHE_HOME"] = "/xdg";
+  EXPECT_EQ(HfHubCacheDir(env, "/h"), "/xdg/huggingface/hub");
+  env.vars["HF_HOME"] = "~/hf";
+  EXPECT_EQ(HfHomeDir(env, "/h"), "/h/hf");
+  EXPECT_EQ(HfHubCacheDir(env, "/h"), "/h/hf/hub");
+  env.vars["HUGGINGFACE_HUB_CACHE"] = "/legacy";
+  EXPECT_EQ(HfHubCacheDir(env, "/h"), "/legacy");
+  env.vars["HF_HUB_CACHE"] = "~/hub";
+  EXPECT_EQ(HfHubCacheDir(env, "/h"), "/h/hub");
+}
+
 TEST(TokenSource, DiscoverFollowsTheLookupOrder) {
   TempDir d;
   const std::string home = d.path() + "/home";

@@ -1,0 +1,164 @@
+// Copies in huggingface_hub's cache, verified before use (see hf_hub_cache.h).
+#include "cache/hf_hub_cache.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <vector>
+
+#include "common/log.h"
+#include "common/metrics.h"
+
+namespace hubfs::cache {
+namespace {
+
+constexpr size_t kHashChunk = 8u << 20;
+constexpr const char* kRecordPrefix = "hf-blob|";
+
+}  // namespace
+
+std::string HfHubCache::Identity::Text() const {
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "%llu %llu %llu %lld %lld", dev, ino, size, mtime_ns, ctime_ns);
+  return buf;
+}
+
+HfHubCache::HfHubCache(std::string root, std::shared_ptr<MetaStore> meta, int threads)
+    : root_(std::move(root)),
+      meta_(std::move(meta)),
+      pool_(std::make_unique<WorkerPool>(threads, WorkerPool::Priority::kNormal, "hubfs-hfverify")) {}
+
+HfHubCache::~HfHubCache() {
+  stopping_ = true;  // a hash in progress stops at its next chunk; its verdict is not kept
+  pool_.reset();
+}
+
+std::string HfHubCache::RepoFolder(std::string_view type_plural, std::string_view repo_id) {
+  std::string out(type_plural);
+  out += "--";
+  for (char c : repo_id) {
+    if (c == '/') out += "--";
+    else out.push_back(c);
+  }
+  return out;
+}
+
+bool HfHubCache::StatCopy(const std::string& path, uint64_t size, Identity* out) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) != size)
+    return false;
+  out->dev = st.st_dev;
+  out->ino = st.st_ino;
+  out->size = static_cast<unsigned long long>(st.st_size);
+  out->mtime_ns = static_cast<long long>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec;
+  out->ctime_ns = static_cast<long long>(st.st_ctim.tv_sec) * 1000000000LL + st.st_ctim.tv_nsec;
+  return true;
+}
+
+std::string HfHubCache::Find(const std::string& folder, const std::string& commit, const std::string& path,
+                             const ContentId& id, uint64_t size, const CancelToken* cancel, bool wait,
+                             bool* pending) {
+  static auto& m_used = metrics::Get("hf_cache.copies_used");
+  if (pending != nullptr) *pending = false;
+  if (root_.empty() || folder.empty()) return "";
+  const std::string repo = root_ + "/" + folder;
+  // The blob, else (downloads made without symlinks) the file itself in the commit's snapshot.
+  const std::string candidates[] = {repo + "/blobs/" + id.Hex(),
+                                    commit.empty() || path.empty() ? "" : repo + "/snapshots/" + commit + "/" + path};
+  Identity first;
+  for (const std::string& c : candidates) {
+    Identity idn;
+    if (c.empty() || !StatCopy(c, size, &idn)) continue;
+    if (idn.dev == first.dev && idn.ino == first.ino) continue;  // the snapshot's link to the blob
+    first = idn;
+    std::shared_future<bool> good = VerdictFor(c, idn, id);
+    if (good.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+      if (pending != nullptr) *pending = true;
+      if (!wait) return "";
+      const auto deadline = cancel != nullptr ? cancel->deadline() : CancelToken::Clock::time_point::max();
+      // Polled, so that an interrupted reader stops waiting at once.
+      while (good.wait_for(std::chrono::milliseconds(20)) != std::future_status::ready) {
+        if ((cancel != nullptr && cancel->ShouldStop()) || CancelToken::Clock::now() >= deadline) {
+          LOG_INFO("still hashing %s (huggingface_hub's copy): fetching meanwhile", c.c_str());
+          return "";
+        }
+      }
+    }
+    if (pending != nullptr) *pending = false;
+    if (good.get()) {
+      m_used.Add();
+      return c;
+    }
+  }
+  return "";
+}
+
+std::shared_future<bool> HfHubCache::VerdictFor(const std::string& path, const Identity& idn, const ContentId& id) {
+  std::lock_guard lock(mu_);
+  auto it = verdicts_.find(path);
+  if (it != verdicts_.end() && it->second.identity == idn) return it->second.good;
+  // Another mount (or this one, before a restart) may have hashed it already.
+  if (meta_) {
+    if (auto v = meta_->Get(kRecordPrefix + path); v && v->rfind(idn.Text() + " ", 0) == 0) {
+      std::promise<bool> p;
+      p.set_value(v->substr(idn.Text().size() + 1) == "good");
+      Verdict& slot = verdicts_[path];
+      slot = Verdict{idn, p.get_future().share()};
+      return slot.good;
+    }
+  }
+  auto p = std::make_shared<std::promise<bool>>();
+  Verdict& slot = verdicts_[path];
+  slot = Verdict{idn, p->get_future().share()};
+  pool_->Run([this, p, path, idn, id] { p->set_value(Hash(path, idn, id)); });
+  return slot.good;
+}
+
+bool HfHubCache::Hash(const std::string& path, const Identity& idn, const ContentId& id) {
+  static auto& m_hashed = metrics::Get("hf_cache.bytes_hashed");
+  static auto& m_bad = metrics::Get("hf_cache.copies_mismatched");
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+  ContentHasher hasher(id, idn.size);
+  std::vector<char> buf(kHashChunk);
+  uint64_t off = 0;
+  bool read_ok = true;
+  while (off < idn.size) {
+    if (stopping_) {
+      ::close(fd);
+      return false;  // unmounting: hashed again next time
+    }
+    const ssize_t n = ::pread(fd, buf.data(), buf.size(), static_cast<off_t>(off));
+    if (n <= 0) {
+      read_ok = false;  // cut short or unreadable: not used, and not remembered (it may come back)
+      break;
+    }
+    hasher.Update(buf.data(), static_cast<size_t>(n));
+    off += static_cast<uint64_t>(n);
+    m_hashed.Add(static_cast<uint64_t>(n));
+  }
+  ::close(fd);
+  Identity after;
+  if (!read_ok || !StatCopy(path, idn.size, &after) || !(after == idn)) {
+    std::lock_guard lock(mu_);  // changed while hashed: looked at afresh next time
+    if (auto it = verdicts_.find(path); it != verdicts_.end() && it->second.identity == idn) verdicts_.erase(it);
+    return false;
+  }
+  const bool good = hasher.Matches();
+  if (!good) {
+    m_bad.Add();
+    LOG_WARN("%s does not hash to its name (huggingface_hub's cache is damaged there): not used", path.c_str());
+  } else {
+    LOG_INFO("using huggingface_hub's copy %s (verified, %llu bytes)", path.c_str(), idn.size);
+  }
+  if (meta_) {
+    if (auto st = meta_->Put(kRecordPrefix + path, idn.Text() + (good ? " good" : " bad")); !st.ok())
+      LOG_DEBUG("verdict on %s not kept: %s", path.c_str(), st.error().ToString().c_str());
+  }
+  return good;
+}
+
+}  // namespace hubfs::cache

@@ -1,0 +1,178 @@
+"""Files huggingface_hub already downloaded ($HF_HUB_CACHE) are read from there, not fetched again:
+right bytes by SHA-256 with no download request at the origin, a damaged or short copy never served
+(the file comes from the origin instead), nothing written into huggingface_hub's cache, and each
+copy hashed once, across mounts."""
+import mmap
+import os
+import shutil
+
+import pytest
+
+from harness import Mount, kernel_offers_passthrough, sha256_file
+
+MODEL = "hubfs-test/tiny-model"
+ORG, NAME = MODEL.split("/")
+
+
+def populate(fixture, hf_root, rid=MODEL, symlinks=True, only=None):
+    """huggingface_hub's layout for every file of `rid` at main (or those in `only`): blobs named by
+    etag (LFS sha256, else git blob sha1), snapshot entries as relative symlinks to them (or, like
+    `hf download` without symlinks, the file itself in the snapshot), refs/main. Returns
+    {path: file in huggingface_hub's cache}."""
+    repo = os.path.join(hf_root, "models--" + rid.replace("/", "--"))
+    commit = fixture.commit_of(rid)
+    os.makedirs(os.path.join(repo, "refs"), exist_ok=True)
+    with open(os.path.join(repo, "refs", "main"), "w") as f:
+        f.write(commit)
+    out = {}
+    for path, meta in fixture.files(rid).items():
+        if only is not None and path not in only:
+            continue
+        etag = meta["sha256"] if meta["lfs"] else meta["oid"]
+        snap = os.path.join(repo, "snapshots", commit, path)
+        os.makedirs(os.path.dirname(snap), exist_ok=True)
+        if symlinks:
+            blob = os.path.join(repo, "blobs", etag)
+            os.makedirs(os.path.dirname(blob), exist_ok=True)
+            shutil.copyfile(fixture.object_path(meta["sha256"]), blob)
+            os.symlink(os.path.relpath(blob, os.path.dirname(snap)), snap)
+            out[path] = blob
+        else:
+            shutil.copyfile(fixture.object_path(meta["sha256"]), snap)
+            out[path] = snap
+    return out
+
+
+def tree_state(root):
+    """Every entry under root: (relative path, type, size, mtime_ns, mode)."""
+    out = []
+    for d, dirs, names in os.walk(root):
+        for n in dirs + names:
+            p = os.path.join(d, n)
+            st = os.lstat(p)
+            out.append((os.path.relpath(p, root), st.st_mode, st.st_size, st.st_mtime_ns))
+    return sorted(out)
+
+
+def downloads(emu):
+    """Requests that fetched file bytes: resolve or raw at the Hub, or any CDN request."""
+    emu.wait_log(lambda recs: True)
+    return [r for r in emu.log() if r["origin"] == "cdn" or "/resolve/" in r["path"] or "/raw/" in r["path"]]
+
+
+@pytest.mark.parametrize("passthrough", [True, False], ids=["passthrough", "daemon"])
+def test_downloaded_files_are_read_from_huggingface_hubs_cache(emu, fixture, tmp_path, passthrough):
+    hf = str(tmp_path / "hf" / "hub")
+    copies = populate(fixture, hf)
+    before = tree_state(hf)
+    files = fixture.files(MODEL)
+    emu.clear_log()
+    args = ["--hf-cache", hf] + ([] if passthrough else ["--no-passthrough"])
+    with Mount(emu.hub_url, extra_args=args) as m:
+        root = m.path(ORG, NAME)
+        for path, meta in files.items():
+            assert sha256_file(os.path.join(root, path)) == meta["sha256"], path
+        # mmap, as safetensors loads do
+        with open(os.path.join(root, "model.safetensors"), "rb") as f:
+            with mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as mm:
+                assert mm[-4096:] == fixture.read(files["model.safetensors"])[-4096:]
+        assert downloads(emu) == []
+        stats = m.stats()
+        nonempty = sum(1 for meta in files.values() if meta["size"] > 0)
+        assert int(stats["hf_cache.copies_used"]) >= nonempty
+        assert int(stats["hf_cache.bytes_hashed"]) == sum(meta["size"] for meta in files.values())
+        total = sum(meta["size"] for meta in files.values())
+        if not passthrough:  # the daemon read every byte from the copies
+            assert int(stats["cache.local.bytes"]) >= total
+        elif kernel_offers_passthrough():  # the kernel read the large file from its copy directly
+            assert int(stats["fuse.open.passthrough"]) >= 2
+            assert int(stats.get("cache.local.bytes", 0)) < total - files["model.safetensors"]["size"] // 2
+        assert int(stats.get("cache.origin_bytes", 0)) == 0
+        log = m.read_log()
+        assert "using huggingface_hub's copy %s" % copies["model.safetensors"] in log
+    # Read, never written: not a byte, a name, a mode or a time changed.
+    assert tree_state(hf) == before
+
+
+def test_a_damaged_or_short_copy_is_never_served(emu, fixture, tmp_path):
+    hf = str(tmp_path / "hub")
+    copies = populate(fixture, hf, only={"model.safetensors", "tokenizer.json", "config.json"})
+    files = fixture.files(MODEL)
+    # One byte flipped in the middle (the right size: only its hash can tell), and a copy cut short
+    # (a download a full disk ended).
+    with open(copies["model.safetensors"], "r+b") as f:
+        f.seek(files["model.safetensors"]["size"] // 2)
+        b = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([b[0] ^ 0x55]))
+    with open(copies["tokenizer.json"], "r+b") as f:
+        f.truncate(files["tokenizer.json"]["size"] - 1)
+    before = tree_state(hf)
+    emu.clear_log()
+    with Mount(emu.hub_url, extra_args=["--hf-cache", hf]) as m:
+        root = m.path(ORG, NAME)
+        for name in ("model.safetensors", "tokenizer.json", "config.json"):
+            assert sha256_file(os.path.join(root, name)) == files[name]["sha256"], name
+        fetched = {r["path"] for r in downloads(emu)}
+        # The two bad copies came from the origin; the sound one did not.
+        assert any(files["model.safetensors"]["sha256"] in p for p in fetched), fetched
+        assert any(files["tokenizer.json"]["sha256"] in p for p in fetched), fetched
+        assert not any(p.endswith("/config.json") for p in fetched), fetched
+        stats = m.stats()
+        assert int(stats["hf_cache.copies_mismatched"]) == 1
+        assert "%s does not hash to its name" % copies["model.safetensors"] in m.read_log()
+    assert tree_state(hf) == before  # the damaged copies are left as they were
+
+
+def test_a_copy_is_hashed_once_and_again_when_it_changes(emu, fixture, tmp_path):
+    hf = str(tmp_path / "hub")
+    # Downloaded without symlinks: the files sit in the snapshot itself.
+    copies = populate(fixture, hf, symlinks=False, only={"model.safetensors", "onnx/model.onnx"})
+    files = fixture.files(MODEL)
+    cache = str(tmp_path / "cache")
+    emu.clear_log()
+    with Mount(emu.hub_url, cache_dir=cache, extra_args=["--hf-cache", hf]) as m:
+        for name in ("model.safetensors", "onnx/model.onnx"):
+            assert sha256_file(m.path(ORG, NAME, name)) == files[name]["sha256"]
+        assert int(m.stats()["hf_cache.bytes_hashed"]) == files["model.safetensors"]["size"] + \
+            files["onnx/model.onnx"]["size"]
+    assert downloads(emu) == []
+    # A remount with the same cache directory knows both copies are sound: nothing is hashed again.
+    with Mount(emu.hub_url, cache_dir=cache, extra_args=["--hf-cache", hf]) as m:
+        for name in ("model.safetensors", "onnx/model.onnx"):
+            assert sha256_file(m.path(ORG, NAME, name)) == files[name]["sha256"]
+        assert int(m.stats().get("hf_cache.bytes_hashed", 0)) == 0
+        assert int(m.stats()["hf_cache.copies_used"]) >= 2
+    # Rewritten in place with other bytes of the same size: a new copy, hashed again, and refused.
+    size = files["onnx/model.onnx"]["size"]
+    with open(copies["onnx/model.onnx"], "r+b") as f:
+        f.write(b"\0" * 16)
+    emu.clear_log()
+    with Mount(emu.hub_url, cache_dir=cache, extra_args=["--hf-cache", hf]) as m:
+        assert sha256_file(m.path(ORG, NAME, "onnx/model.onnx")) == files["onnx/model.onnx"]["sha256"]
+        stats = m.stats()
+        assert int(stats["hf_cache.bytes_hashed"]) == size
+        assert int(stats["hf_cache.copies_mismatched"]) == 1
+    assert any(files["onnx/model.onnx"]["sha256"] in r["path"] for r in downloads(emu))
+
+
+def test_without_a_copy_or_with_none_the_origin_serves(emu, fixture, tmp_path):
+    hf = str(tmp_path / "hub")
+    populate(fixture, hf, only={"config.json"})
+    files = fixture.files(MODEL)
+    emu.clear_log()
+    # --hf-cache none: not even a sound copy is looked at.
+    with Mount(emu.hub_url, extra_args=["--hf-cache", "none"]) as m:
+        assert sha256_file(m.path(ORG, NAME, "config.json")) == files["config.json"]["sha256"]
+        assert "hf_cache.copies_used" not in m.stats()
+    assert any(r["path"].endswith("/config.json") for r in downloads(emu))
+    # The default is huggingface_hub's own: $HF_HOME/hub here.
+    emu.clear_log()
+    home = str(tmp_path / "hf_home")
+    populate(fixture, os.path.join(home, "hub"), only={"config.json"})
+    with Mount(emu.hub_url, env={"HF_HOME": home}) as m:
+        assert sha256_file(m.path(ORG, NAME, "config.json")) == files["config.json"]["sha256"]
+        assert sha256_file(m.path(ORG, NAME, "README.md")) == files["README.md"]["sha256"]
+    fetched = [r["path"] for r in downloads(emu)]
+    assert not any(p.endswith("/config.json") for p in fetched), fetched
+    assert any(p.endswith("/README.md") for p in fetched), fetched
