@@ -92,6 +92,11 @@ int RunStatus() {
                 Human(d("fetch.bytes")).c_str());
     std::printf("  errors:       %.0f to readers, %.0f transport, %.0f retries, %.0f bad responses\n",
                 c("fuse.errors"), c("fetch.transport_errors"), c("fetch.retries"), c("fetch.bad_responses"));
+    if (c("hf_cache.copies_used") > 0 || c("hf_cache.copies_mismatched") > 0)
+      std::printf("  hf cache:     %.0f file opens read huggingface_hub's copy (%s read by the daemon, %s hashed), "
+                  "%.0f damaged copies refused\n",
+                  c("hf_cache.copies_used"), Human(c("cache.local.bytes")).c_str(),
+                  Human(c("hf_cache.bytes_hashed")).c_str(), c("hf_cache.copies_mismatched"));
     if (c("fs.served_offline") > 0)
       std::printf("  offline:      %.0f revisions, trees and listings served from the cache, the Hub unreachable\n",
                   c("fs.served_offline"));

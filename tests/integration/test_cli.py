@@ -21,7 +21,7 @@ def test_help_documents_every_mount_option():
     r = hubfs("mount", "--help")
     assert r.returncode == 0
     for opt in ("--endpoint", "--token-file", "--cache-dir", "--cache-size", "--memory-cache", "--revision-ttl",
-                "--request-timeout", "--foreground", "-o", "--metrics", "--min-free"):
+                "--request-timeout", "--foreground", "-o", "--metrics", "--min-free", "--offline", "--hf-cache"):
         assert opt in r.stdout, opt
     assert "20G" in r.stdout
 

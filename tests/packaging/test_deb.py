@@ -292,11 +292,11 @@ def test_helper_translates_options(tmp_path):
     argv = call("hubfs", "/mnt/x", "-n", "-v", "-o",
                 "rw,_netdev,nofail,noauto,defaults,user,x-systemd.automount,comment=c,allow_other,"
                 "cache_dir=/c,cache-size=3G,memory_cache=2G,min_free=5G,endpoint=http://e:1/,token_file=/t,"
-                "revision_ttl=7,request_timeout=9,no_huge_pages,passthrough_prefetch_mib=64,direct_min_mib=32,metrics=/m.prom,log_level=debug,"
+                "revision_ttl=7,request_timeout=9,no_huge_pages,hf_cache=/h,passthrough_prefetch_mib=64,direct_min_mib=32,metrics=/m.prom,log_level=debug,"
                 "noatime", "-t", "fuse.hubfs")
     assert argv == ["mount", "/mnt/x", "--cache-dir", "/c", "--cache-size", "3G", "--memory-cache", "2G",
                     "--min-free", "5G", "--endpoint", "http://e:1/", "--token-file", "/t", "--revision-ttl", "7",
-                    "--request-timeout", "9", "--no-huge-pages", "--passthrough-prefetch-mib", "64", "--direct-min-mib", "32",
+                    "--request-timeout", "9", "--no-huge-pages", "--hf-cache", "/h", "--passthrough-prefetch-mib", "64", "--direct-min-mib", "32",
                     "--metrics", "/m.prom", "--log-level", "debug",
                     "-o", "allow_other,noatime", "XDG_CACHE_HOME="], argv
     # config= goes before the subcommand; without cache_dir= root caches under /var/cache.
