@@ -5,6 +5,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <vector>
 
@@ -123,23 +125,38 @@ bool HfHubCache::Hash(const std::string& path, const Identity& idn, const Conten
   if (fd < 0) return false;
   ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
   ContentHasher hasher(id, idn.size);
-  std::vector<char> buf(kHashChunk);
+  // Two buffers: the next chunk is read (by a helper thread) while this one is hashed. One after
+  // the other, the read and the hash took as long as both (1.25 GB/s here, the disk and SHA-256
+  // each being near 2).
+  std::vector<char> bufs[2] = {std::vector<char>(kHashChunk), std::vector<char>(kHashChunk)};
+  auto read_at = [fd, size = idn.size](char* buf, uint64_t at) -> ssize_t {
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(kHashChunk, size - at));
+    size_t got = 0;
+    while (got < want) {
+      const ssize_t n = ::pread(fd, buf + got, want - got, static_cast<off_t>(at + got));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return -1;
+      got += static_cast<size_t>(n);
+    }
+    return static_cast<ssize_t>(got);
+  };
   uint64_t off = 0;
   bool read_ok = true;
-  while (off < idn.size) {
-    if (stopping_) {
-      ::close(fd);
-      return false;  // unmounting: hashed again next time
-    }
-    const ssize_t n = ::pread(fd, buf.data(), buf.size(), static_cast<off_t>(off));
-    if (n <= 0) {
-      read_ok = false;  // cut short or unreadable: not used, and not remembered (it may come back)
+  std::future<ssize_t> next;
+  if (idn.size > 0) next = std::async(std::launch::async, read_at, bufs[0].data(), uint64_t{0});
+  for (int cur = 0; off < idn.size; cur ^= 1) {
+    const ssize_t n = next.get();
+    if (n <= 0 || stopping_) {
+      read_ok = false;  // cut short, unreadable or unmounting: not used, and not remembered
       break;
     }
-    hasher.Update(buf.data(), static_cast<size_t>(n));
-    off += static_cast<uint64_t>(n);
+    const uint64_t after = off + static_cast<uint64_t>(n);
+    if (after < idn.size) next = std::async(std::launch::async, read_at, bufs[cur ^ 1].data(), after);
+    hasher.Update(bufs[cur].data(), static_cast<size_t>(n));
+    off = after;
     m_hashed.Add(static_cast<uint64_t>(n));
   }
+  if (next.valid()) next.wait();  // (its buffer and descriptor are still in use)
   ::close(fd);
   Identity after;
   if (!read_ok || !StatCopy(path, idn.size, &after) || !(after == idn)) {

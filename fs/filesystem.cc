@@ -561,6 +561,21 @@ Result<OpenOut> Filesystem::Open(uint64_t ino, int flags) {
   ++in->cached->page_cache_opens;
   const CancelToken token = Token();
   UseHfCopy(*f, *in->snap, &token, /*wait=*/true);
+  if (f->safetensors && hf_ && !cache_->LocalCopyPath(f->content).empty()) {
+    // A checkpoint huggingface_hub downloaded: have the next shard's copy hashed while this one is
+    // read, so that its open need not wait for it.
+    const SnapshotNode& dir = in->snap->node(n.parent);
+    for (uint32_t i = n.position + 1; i < dir.children.size(); ++i) {
+      const SnapshotNode& sib = in->snap->node(dir.children[i]);
+      if (sib.is_dir || !sib.content || sib.name.size() <= 12 ||
+          sib.name.compare(sib.name.size() - 12, 12, ".safetensors") != 0)
+        continue;
+      FileSource next;
+      FillSource(next, *in->snap, sib);
+      UseHfCopy(next, *in->snap, nullptr, /*wait=*/false);
+      break;
+    }
+  }
   cache_->TrackFile(f->content, f->size);
   OpenOut out{fh, false, passthrough_ ? cache_->WholePath(f->content) : std::string()};
   if (!out.backing.empty()) return out;  // the kernel reads the local copy: nothing to fetch

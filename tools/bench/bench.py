@@ -460,8 +460,11 @@ class Bench:
 
     def hubfs_mount(self, what, cache_dir=None, extra=(), emu=None):
         cache_dir = cache_dir or self.cache
+        # huggingface_hub's cache is looked at only in the row that measures it (measure_hf_cache):
+        # whatever this machine's ~/.cache/huggingface holds must not change the other rows.
+        hf = [] if "--hf-cache" in extra else ["--hf-cache", "none"]
         cmd = [HUBFS, "mount", self.mp("hubfs"), "--foreground", "--endpoint", (emu or self.emu).hub_url,
-               "--cache-dir", cache_dir] + list(self.a.hubfs_arg) + list(extra)
+               "--cache-dir", cache_dir] + hf + list(self.a.hubfs_arg) + list(extra)
         m = Mount(cmd[2], cmd, os.path.join(self.work, "hubfs.log"))
         m.what = what
         return m
@@ -1004,6 +1007,70 @@ class Bench:
         log("time to a loaded model: hubfs %.2f s, curl+local %.2f s (%.2f GB)" % (
             self.ttm_hub, self.ttm_base, both / GB))
 
+    def measure_hf_cache(self):
+        """Already downloaded: both shards sit in huggingface_hub's cache (blobs named by sha256,
+        snapshot symlinks, as `hf download` leaves them; hard links to the local copies). The same
+        load as the time-to-model row, with the page cache dropped: from huggingface_hub's snapshot
+        paths directly (what transformers does with a downloaded model), then through a mount
+        given --hf-cache, first with a fresh hubfs cache directory (each copy hashed at its first
+        open) and then remounted on that directory (the verdicts kept: nothing hashed). The origin
+        must send no file bytes."""
+        r0 = self.repos[MODEL]
+        commit = r0["refs"]["branches"][r0["default_branch"]]
+        hub = os.path.join(self.work, "hf", "hub")
+        repo = os.path.join(hub, "models--" + MODEL.replace("/", "--"))
+        snaps = []
+        for i, s in enumerate(SHARDS):
+            blob = os.path.join(repo, "blobs", self.files[s]["sha256"])
+            os.makedirs(os.path.dirname(blob), exist_ok=True)
+            if not os.path.exists(blob):
+                try:
+                    os.link(self.local[i], blob)
+                except OSError:
+                    shutil.copyfile(self.local[i], blob)
+            snap = os.path.join(repo, "snapshots", commit, s)
+            os.makedirs(os.path.dirname(snap), exist_ok=True)
+            if not os.path.lexists(snap):
+                os.symlink(os.path.relpath(blob, os.path.dirname(snap)), snap)
+            snaps.append(snap)
+        want = self.st_bytes[0] + self.st_bytes[1]
+        base, first, again, origin = [], [], [], 0
+        for _ in range(self.a.repeat):
+            drop_caches()
+            with self.win("hf base"):
+                t0 = time.perf_counter()
+                r = run_loader(["st-load"] + snaps)
+                base.append(time.perf_counter() - t0)
+            if r["bytes"] != want:
+                raise RuntimeError("load from huggingface_hub's cache read %d bytes" % r["bytes"])
+            cache = os.path.join(self.work, "cache-hf")
+            shutil.rmtree(cache, ignore_errors=True)
+            for what, out in (("first", first), ("again", again)):
+                m = self.hubfs_mount("hf cache " + what, cache_dir=cache, extra=["--hf-cache", hub])
+                m.__enter__()
+                try:
+                    drop_caches()
+                    self.emu.clear_log()
+                    paths = [self.shard_path(m.mp, i) for i in range(2)]
+                    with self.win("hf " + what):
+                        t0 = time.perf_counter()
+                        r = run_loader(["st-load"] + paths)
+                        out.append(time.perf_counter() - t0)
+                    if r["bytes"] != want:
+                        raise RuntimeError("hubfs load (%s) read %d bytes" % (what, r["bytes"]))
+                    b, _ = self.cdn_bytes()
+                    origin += b
+                    m.sample_hwm()
+                    for i in range(2):
+                        self.verify_sha(paths[i], i, "hubfs load from huggingface_hub's cache")
+                finally:
+                    m.close()
+                    self.hubfs_done(m)
+        self.hf_base, self.hf_first, self.hf_again, self.hf_origin = median(base), median(first), median(again), origin
+        self.info["hf_cache_local_s"], self.info["hf_cache_first_s"], self.info["hf_cache_again_s"] = base, first, again
+        log("already downloaded: local load %.2f s, hubfs first use %.2f s, remounted %.2f s, origin bytes %d" % (
+            self.hf_base, self.hf_first, self.hf_again, origin))
+
     def measure_eight(self):
         times, ratios = [], []
         sha0 = self.files[SHARDS[0]]["sha256"]
@@ -1362,6 +1429,13 @@ http {
             self.row("time to a loaded model (cold load of both shards)", "%.2f s" % self.ttm_hub,
                      "curl both to disk + local load %.2f s" % self.ttm_base, "%.2f" % r, "<= 0.60", r <= 0.6,
                      ("ttm hubfs", "ttm base"))
+        if hasattr(self, "hf_base"):
+            for what, t, keys in (("first use, each copy hashed at its first open", self.hf_first, "hf first"),
+                                  ("remounted, the hashes remembered", self.hf_again, "hf again")):
+                r = self.hf_base / t
+                self.row("already in huggingface_hub's cache, load both shards (page cache dropped): %s" % what,
+                         "%.2f s" % t, "the same load from huggingface_hub's snapshot paths %.2f s; origin bytes %d"
+                         % (self.hf_base, self.hf_origin), "%.2f" % r, "-", None, (keys, "hf base"))
         if hasattr(self, "eight_t"):
             self.row("cold, 8 processes x whole shard: origin bytes", "%.3f x file" % self.eight_bytes,
                      "file size %.2f GB" % (self.size[0] / GB), "%.3f" % self.eight_bytes, "<= 1.05",
@@ -1580,6 +1654,7 @@ http {
             if self.a.net_conn_mibps > 0:
                 self.measure_network_bound()
             self.measure_time_to_model()
+            self.measure_hf_cache()
             self.measure_rss_many_readers()
             self.measure_eight()
             if self.a.net_eight_mibps > 0:
