@@ -49,7 +49,7 @@ class HfHubCache {
 
   // The path of a verified copy of `id` (`size` bytes) in repo folder `folder`, at `commit`/`path`
   // in the repo, or "" when there is none (not downloaded, the wrong size, bytes that do not match,
-  // or still being hashed when `cancel`'s deadline came). Without `wait`, a copy not hashed yet is
+  // or still being hashed when `cancel`'s deadline came; no `cancel`: no deadline). Without `wait`, a copy not hashed yet is
   // queued for hashing and "" returned at once (prefetches: they must not wait on the disk).
   // *pending (optional): set when "" was returned for a copy whose hash is still running.
   std::string Find(const std::string& folder, const std::string& commit, const std::string& path,

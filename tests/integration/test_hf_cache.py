@@ -77,6 +77,9 @@ def test_downloaded_files_are_read_from_huggingface_hubs_cache(emu, fixture, tmp
             with mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as mm:
                 assert mm[-4096:] == fixture.read(files["model.safetensors"])[-4096:]
         assert downloads(emu) == []
+        # All of it is local: what `getfattr -n user.hf.cached` says before going offline.
+        big = os.path.join(root, "model.safetensors")
+        assert int(os.getxattr(big, "user.hf.cached")) == files["model.safetensors"]["size"]
         stats = m.stats()
         nonempty = sum(1 for meta in files.values() if meta["size"] > 0)
         assert int(stats["hf_cache.copies_used"]) >= nonempty
