@@ -1,15 +1,19 @@
 // Copies in huggingface_hub's cache, verified before use (see hf_hub_cache.h).
 #include "cache/hf_hub_cache.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cctype>
+#include <climits>
 #include <cstdio>
 #include <vector>
 
+#include "common/file_util.h"
 #include "common/log.h"
 #include "common/metrics.h"
 
@@ -18,6 +22,58 @@ namespace {
 
 constexpr size_t kHashChunk = 8u << 20;
 constexpr const char* kRecordPrefix = "hf-blob|";
+constexpr size_t kMaxSnapshotFiles = 1u << 20;
+constexpr int kMaxSnapshotDepth = 64;
+
+bool IsHex(std::string_view s, size_t n) {
+  if (s.size() != n) return false;
+  for (char c : s)
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  return true;
+}
+
+// A relative path of plain names (a ref like "v1.0" or "refs/pr/1"): no "", "." or ".." part.
+bool PlainRelative(std::string_view p) {
+  if (p.empty() || p.front() == '/') return false;
+  size_t b = 0;
+  for (;;) {
+    const size_t e = p.find('/', b);
+    const std::string_view part = p.substr(b, e == std::string_view::npos ? std::string_view::npos : e - b);
+    if (part.empty() || part == "." || part == "..") return false;
+    if (e == std::string_view::npos) return true;
+    b = e + 1;
+  }
+}
+
+void WalkSnapshot(const std::string& dir, const std::string& rel, int depth, std::vector<HfHubCache::File>* out) {
+  if (depth > kMaxSnapshotDepth) return;
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return;
+  while (dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name == "." || name == ".." || out->size() >= kMaxSnapshotFiles) continue;
+    const std::string full = dir + "/" + name, path = rel.empty() ? name : rel + "/" + name;
+    struct stat st {};
+    if (::lstat(full.c_str(), &st) != 0) continue;
+    if (S_ISDIR(st.st_mode)) {
+      WalkSnapshot(full, path, depth + 1, out);
+      continue;
+    }
+    if (!S_ISLNK(st.st_mode)) continue;  // stored without a link: its id is unknown
+    char target[PATH_MAX];
+    const ssize_t n = ::readlink(full.c_str(), target, sizeof target - 1);
+    if (n <= 0) continue;
+    const std::string_view t(target, static_cast<size_t>(n));
+    const std::string_view blob = t.substr(t.rfind('/') == std::string_view::npos ? 0 : t.rfind('/') + 1);
+    std::optional<ContentId> id;
+    if (IsHex(blob, 64)) id = ContentId::FromHex(IdKind::kSha256, blob);
+    else if (IsHex(blob, 40)) id = ContentId::FromHex(IdKind::kGitSha1, blob);
+    struct stat target_st {};
+    if (!id || ::stat(full.c_str(), &target_st) != 0 || !S_ISREG(target_st.st_mode)) continue;
+    out->push_back(HfHubCache::File{path, static_cast<uint64_t>(target_st.st_size), *id});
+  }
+  ::closedir(d);
+}
 
 }  // namespace
 
@@ -44,6 +100,50 @@ std::string HfHubCache::RepoFolder(std::string_view type_plural, std::string_vie
     if (c == '/') out += "--";
     else out.push_back(c);
   }
+  return out;
+}
+
+std::string HfHubCache::Commit(const std::string& folder, const std::string& rev) const {
+  if (root_.empty() || folder.empty()) return "";
+  const std::string repo = root_ + "/" + folder;
+  struct stat st {};
+  if (IsHex(rev, 40))
+    return ::stat((repo + "/snapshots/" + rev).c_str(), &st) == 0 && S_ISDIR(st.st_mode) ? rev : "";
+  const std::string name = rev.empty() ? "main" : rev;
+  std::string text;
+  if (!PlainRelative(name) || ReadFileUpTo(repo + "/refs/" + name, 256, &text) != 0) return "";
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
+  return IsHex(text, 40) ? text : "";
+}
+
+std::optional<std::vector<HfHubCache::File>> HfHubCache::Files(const std::string& folder,
+                                                                const std::string& commit) const {
+  if (root_.empty() || folder.empty() || !IsHex(commit, 40)) return std::nullopt;
+  const std::string base = root_ + "/" + folder + "/snapshots/" + commit;
+  struct stat st {};
+  if (::stat(base.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return std::nullopt;
+  std::vector<File> out;
+  WalkSnapshot(base, "", 0, &out);
+  return out;
+}
+
+std::vector<std::string> HfHubCache::Repos(std::string_view type_plural, const std::string& org) const {
+  std::vector<std::string> out;
+  if (root_.empty() || org.empty()) return out;
+  const std::string prefix = std::string(type_plural) + "--" + org + "--";
+  DIR* d = ::opendir(root_.c_str());
+  if (d == nullptr) return out;
+  while (dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string repo = name.substr(prefix.size());
+    struct stat st {};
+    if (repo.find("--") == std::string::npos && ::stat((root_ + "/" + name + "/snapshots").c_str(), &st) == 0 &&
+        S_ISDIR(st.st_mode))
+      out.push_back(repo);
+  }
+  ::closedir(d);
+  std::sort(out.begin(), out.end());
   return out;
 }
 

@@ -25,9 +25,11 @@
 #include <future>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "cache/block_key.h"
 #include "cache/meta_store.h"
@@ -55,6 +57,23 @@ class HfHubCache {
   std::string Find(const std::string& folder, const std::string& commit, const std::string& path,
                    const ContentId& id, uint64_t size, const CancelToken* cancel, bool wait = true,
                    bool* pending = nullptr);
+
+  // For a mount that cannot ask the Hub (offline, or unreachable), what huggingface_hub's cache
+  // knows of a repo:
+  // the commit `rev` points to (refs/<rev>; "" is main; a full commit with a snapshot folder is
+  // itself), or "";
+  std::string Commit(const std::string& folder, const std::string& rev) const;
+  struct File {
+    std::string path;  // in the repo
+    uint64_t size = 0;
+    ContentId id;
+  };
+  // the files downloaded at `commit`: the snapshot folder's links to blobs (a blob's name is the
+  // file's id; files stored without a link have no id and are left out); nullopt if there is no
+  // snapshot folder;
+  std::optional<std::vector<File>> Files(const std::string& folder, const std::string& commit) const;
+  // the names of org `org`'s repos of `type_plural` with a snapshot folder, sorted.
+  std::vector<std::string> Repos(std::string_view type_plural, const std::string& org) const;
 
   const std::string& root() const { return root_; }
 

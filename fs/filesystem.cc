@@ -223,6 +223,14 @@ Result<fetch::RepoInfo> Filesystem::ResolveRevision(fetch::RepoType type, const 
         from = "kept in the cache";
       }
     }
+    // Else huggingface_hub's cache: the commit its refs/ name (a repo downloaded with it, never
+    // through this cache).
+    if (!stale && hf_ && id.find('/') != std::string::npos) {
+      if (const std::string commit = hf_->Commit(HfFolder(type, id), rev); !commit.empty()) {
+        stale = fetch::RepoInfo{id, commit, mount_time_, false, false};
+        from = "named in huggingface_hub's cache";
+      }
+    }
     if (!stale) return info.error();
     CountServedOffline();
     LOG_WARN("revision %s of %s: %s; serving commit %.8s, %s", rev.empty() ? "(default)" : rev.c_str(), id.c_str(),
@@ -289,16 +297,37 @@ Result<std::shared_ptr<const Snapshot>> Filesystem::GetSnapshot(fetch::RepoType 
         }
       }
     }
+    // Else the files huggingface_hub downloaded at that commit: the listing shows those only, so
+    // it is neither kept as the commit's tree nor kept in this mount beyond its lookups.
+    bool partial = false;
+    if (!entries.ok() && hf_ && Unreachable(entries.error())) {
+      if (auto files = hf_->Files(HfFolder(type, info.id), info.sha)) {
+        LOG_WARN("tree of %s at %.8s: %s; listing the %zu files huggingface_hub's cache holds", info.id.c_str(),
+                 info.sha.c_str(), entries.error().ToString().c_str(), files->size());
+        std::vector<fetch::TreeEntry> list;
+        for (const auto& f : *files) {
+          fetch::TreeEntry e;
+          e.path = f.path;
+          e.size = f.size;
+          (f.id.kind == cache::IdKind::kSha256 ? e.lfs_sha256 : e.oid) = f.id.Hex();
+          list.push_back(std::move(e));
+        }
+        entries = std::move(list);
+        kept = partial = true;
+        CountServedOffline();
+      }
+    }
     if (entries.ok() && !kept && meta_ && !meta_->Touch(record)) {
       if (auto st = meta_->Put(record, fetch::TreeJson(entries.value())); !st.ok())
         LOG_DEBUG("keeping the tree of %s: %s", info.id.c_str(), st.error().ToString().c_str());
     }
-    if (!entries.ok()) {
+    if (!entries.ok() || partial) {
       {
         std::lock_guard lock(snap_mu_);
         snapshots_.erase(key);  // not cached: the next lookup tries again
       }
-      promise.set_value(entries.error());
+      if (partial) promise.set_value(Snapshot::Build(type, info.id, info.sha, info.last_modified, entries.value()));
+      else promise.set_value(entries.error());
     } else {
       promise.set_value(Snapshot::Build(type, info.id, info.sha, info.last_modified, entries.value()));
     }
@@ -371,8 +400,10 @@ Result<EntryOut> Filesystem::LookupTop(const std::shared_ptr<Inode>& parent, con
     in->target = info->id;
     in->entry_timeout = static_cast<double>(options_.revision_ttl.count());
   } else if (!info.ok() && info.error().kind != ErrorKind::kNotFound &&
-             !(meta_ && Unreachable(info.error()) && meta_->Touch(OrgRecordKey(type, name)))) {
-    return info.error();  // (unless the Hub is unreachable and this cache has seen the org)
+             !(Unreachable(info.error()) && ((meta_ && meta_->Touch(OrgRecordKey(type, name))) ||
+                                             (hf_ && !hf_->Repos(fetch::ApiCollection(type), name).empty())))) {
+    // (unless the Hub is unreachable and this cache, or huggingface_hub's, has seen the org)
+    return info.error();
   } else {
     in->kind = Kind::kOrgDir;
     in->org = name;
@@ -466,6 +497,16 @@ Result<std::vector<DirEntryOut>> Filesystem::ReadDir(uint64_t ino) {
           ids = std::move(kept);
         }
       }
+      if (!ids.ok() && hf_ && Unreachable(ids.error())) {
+        std::vector<std::string> found;
+        for (const auto& repo : hf_->Repos(fetch::ApiCollection(in->type), in->org)) found.push_back(in->org + "/" + repo);
+        if (!found.empty()) {
+          LOG_WARN("repos of %s: %s; listing those in huggingface_hub's cache", in->org.c_str(),
+                   ids.error().ToString().c_str());
+          CountServedOffline();
+          ids = std::move(found);
+        }
+      }
       if (!ids.ok()) return ids.error();
       std::set<std::string> names;
       for (const auto& id : ids.value()) {
@@ -513,9 +554,13 @@ void Filesystem::FillSource(FileSource& f, const Snapshot& snap, const SnapshotN
   f.size = n.size;
 }
 
+std::string Filesystem::HfFolder(fetch::RepoType type, const std::string& id) {
+  return cache::HfHubCache::RepoFolder(fetch::ApiCollection(type), id);
+}
+
 bool Filesystem::UseHfCopy(const FileSource& f, const Snapshot& snap, const CancelToken* cancel, bool wait) {
   if (!hf_ || f.size == 0) return false;
-  const std::string folder = cache::HfHubCache::RepoFolder(fetch::ApiCollection(snap.type()), snap.repo_id());
+  const std::string folder = HfFolder(snap.type(), snap.repo_id());
   bool pending = false;
   const std::string path = hf_->Find(folder, snap.commit(), f.loc.path, f.content, f.size, cancel, wait, &pending);
   if (!path.empty()) {

@@ -234,6 +234,8 @@ class Filesystem {
   // deadline), else only a copy hashed already is taken. Forgets a copy of this repo that is gone.
   // True when a copy is there but still being hashed: the caller should not fetch f ahead.
   bool UseHfCopy(const FileSource& f, const Snapshot& snap, const CancelToken* cancel, bool wait);
+  // huggingface_hub's folder of a repo ("models--org--name").
+  static std::string HfFolder(fetch::RepoType type, const std::string& id);
   // A reader is finishing one shard of a checkpoint with a *.safetensors.index.json beside it:
   // fetch the header and first tensors (key order) of the shard loaders read next. Background.
   void PrefetchNextShard(const std::shared_ptr<Inode>& shard);

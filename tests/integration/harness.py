@@ -3,12 +3,14 @@
 Every mount runs `hubfs mount --foreground` as a child process in a fresh temp dir with its own
 cache dir; stop() unmounts with fusermount3 -u and then stops the daemon by PID, whatever happened.
 """
+import errno
 import hashlib
 import json
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -47,6 +49,24 @@ def sha256_file(path, bufsize=1 << 20):
             if not b:
                 return h.hexdigest()
             h.update(b)
+
+
+def dead_endpoint():
+    """A 127.0.0.1 URL where nothing listens (connections are refused)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return "http://127.0.0.1:%d" % port
+
+
+def expect_errno(code, fn):
+    try:
+        fn()
+    except OSError as e:
+        assert e.errno == code, (e, os.strerror(code))
+        return
+    raise AssertionError("expected %s" % errno.errorcode[code])
 
 
 def kernel_offers_passthrough():

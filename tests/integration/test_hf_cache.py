@@ -2,13 +2,14 @@
 right bytes by SHA-256 with no download request at the origin, a damaged or short copy never served
 (the file comes from the origin instead), nothing written into huggingface_hub's cache, and each
 copy hashed once, across mounts."""
+import errno
 import mmap
 import os
 import shutil
 
 import pytest
 
-from harness import Mount, kernel_offers_passthrough, sha256_file
+from harness import Mount, dead_endpoint, expect_errno, kernel_offers_passthrough, sha256_file
 
 MODEL = "hubfs-test/tiny-model"
 ORG, NAME = MODEL.split("/")
@@ -179,3 +180,35 @@ def test_without_a_copy_or_with_none_the_origin_serves(emu, fixture, tmp_path):
     fetched = [r["path"] for r in downloads(emu)]
     assert not any(p.endswith("/config.json") for p in fetched), fetched
     assert any(p.endswith("/README.md") for p in fetched), fetched
+
+
+def test_without_the_hub_a_model_only_huggingface_hub_downloaded_is_served(emu, fixture, tmp_path):
+    """An air-gapped machine (or a Hub outage) where models were downloaded with huggingface_hub
+    but never through hubfs: its refs name the commit, its snapshot lists the files downloaded,
+    and those files are read (verified) from it."""
+    hf = str(tmp_path / "hub")
+    files = fixture.files(MODEL)
+    have = {"model.safetensors", "config.json", "a/b/c/deep.txt", "docs/hello wörld ü.txt"}
+    populate(fixture, hf, only=have)
+    commit = fixture.commit_of(MODEL)
+    before = tree_state(hf)
+    for endpoint, args in ((dead_endpoint(), []), (emu.hub_url, ["--offline"])):
+        emu.clear_log()
+        with Mount(endpoint, extra_args=["--hf-cache", hf, *args]) as m:
+            assert os.listdir(m.path(ORG)) == [NAME]
+            root = m.path(ORG, NAME)
+            listed = {os.path.relpath(os.path.join(d, n), root) for d, _, ns in os.walk(root) for n in ns}
+            assert listed == have
+            for path in have:
+                assert os.stat(os.path.join(root, path)).st_size == files[path]["size"]
+                assert sha256_file(os.path.join(root, path)) == files[path]["sha256"], path
+            assert os.getxattr(root, "user.hf.commit").decode() == commit
+            # By its commit too; a file it did not download is not there; another repo is EIO.
+            assert sha256_file(m.path(ORG, NAME + "@" + commit, "config.json")) == files["config.json"]["sha256"]
+            expect_errno(errno.ENOENT, lambda: os.stat(os.path.join(root, "tokenizer.json")))
+            expect_errno(errno.EIO, lambda: os.listdir(m.path(ORG, "another-model")))
+            assert int(m.stats()["fs.served_offline"]) >= 2
+            assert "named in huggingface_hub's cache" in m.read_log()
+        if args:
+            assert emu.log() == []  # --offline: not one request
+    assert tree_state(hf) == before

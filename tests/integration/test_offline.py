@@ -3,22 +3,12 @@ after `hubfs warm`, the repos and files the cache holds are served (listings, by
 anything else is EIO in bounded time, and `--offline` sends no request at all."""
 import errno
 import os
-import socket
 import subprocess
 import time
 
-from harness import HUBFS_BIN, Mount, sha256_file
+from harness import HUBFS_BIN, Mount, dead_endpoint, expect_errno, sha256_file
 
 MODEL = "hubfs-test/tiny-model"
-
-
-def dead_endpoint():
-    """A 127.0.0.1 URL where nothing listens (connections are refused)."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return "http://127.0.0.1:%d" % port
 
 
 def listing(root):
@@ -28,15 +18,6 @@ def listing(root):
             p = os.path.join(d, n)
             out[os.path.relpath(p, root)] = os.stat(p).st_size
     return out
-
-
-def expect_errno(code, fn):
-    try:
-        fn()
-    except OSError as e:
-        assert e.errno == code, (e, os.strerror(code))
-        return
-    raise AssertionError("expected %s" % errno.errorcode[code])
 
 
 def read(path):

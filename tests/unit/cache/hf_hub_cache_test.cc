@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
@@ -191,6 +192,58 @@ TEST(HfHubCache, NoWaitPastADeadlineAndOneHashForManyCallers) {
   EXPECT_LE(Hashed() - before, data.size());  // the first hash was already under way
   EXPECT_EQ(hf.Find("models--org--name", "", "", id, data.size(), nullptr, false, &pending), blob);
   EXPECT_FALSE(pending);
+}
+
+TEST(HfHubCache, RefsSnapshotsAndReposAsHuggingfaceHubLaysThemOut) {
+  Layout l;
+  const std::string commit(40, 'c'), other(40, 'd');
+  const std::string big = Random(1 << 16), small = "x = 1\n";
+  const ContentId big_id = Sha256Of(big), small_id = GitIdOf(small);
+  l.Blob(big_id, big);
+  l.Blob(small_id, small);
+  const std::string snap = l.repo() + "/snapshots/" + commit;
+  fsys::create_directories(snap + "/sub/deeper");
+  fsys::create_symlink("../../blobs/" + big_id.Hex(), snap + "/model.bin");
+  fsys::create_symlink("../../../../blobs/" + small_id.Hex(), snap + "/sub/deeper/conf.py");
+  WriteFileBytes(snap + "/copied.txt", "stored without a link");  // no id: left out
+  fsys::create_symlink("../../blobs/" + std::string(64, 'e'), snap + "/dangling.bin");  // blob gone
+  fsys::create_directories(l.repo() + "/refs/refs/pr");
+  WriteFileBytes(l.repo() + "/refs/main", commit);  // no newline, as huggingface_hub writes it
+  WriteFileBytes(l.repo() + "/refs/v1.0", other + "\n");
+  WriteFileBytes(l.repo() + "/refs/refs/pr/1", "not a commit");
+  WriteFileBytes(l.dir.path() + "/secret", commit);
+  HfHubCache hf(l.root(), nullptr);
+  const std::string folder = "models--org--name";
+  EXPECT_EQ(hf.Commit(folder, ""), commit);
+  EXPECT_EQ(hf.Commit(folder, "main"), commit);
+  EXPECT_EQ(hf.Commit(folder, "v1.0"), other);
+  EXPECT_EQ(hf.Commit(folder, commit), commit);  // a commit with a snapshot folder
+  EXPECT_EQ(hf.Commit(folder, other), "");       // ...and one without
+  EXPECT_EQ(hf.Commit(folder, "refs/pr/1"), "");
+  EXPECT_EQ(hf.Commit(folder, "../../../secret"), "");  // never outside refs/
+  EXPECT_EQ(hf.Commit(folder, "nope"), "");
+  EXPECT_EQ(hf.Commit("models--org--other", ""), "");
+
+  auto files = hf.Files(folder, commit);
+  ASSERT_TRUE(files.has_value());
+  std::sort(files->begin(), files->end(), [](const auto& a, const auto& b) { return a.path < b.path; });
+  ASSERT_EQ(files->size(), 2u);
+  EXPECT_EQ((*files)[0].path, "model.bin");
+  EXPECT_EQ((*files)[0].size, big.size());
+  EXPECT_TRUE((*files)[0].id == big_id);
+  EXPECT_EQ((*files)[1].path, "sub/deeper/conf.py");
+  EXPECT_EQ((*files)[1].size, small.size());
+  EXPECT_TRUE((*files)[1].id == small_id);
+  EXPECT_FALSE(hf.Files(folder, other).has_value());
+  EXPECT_FALSE(hf.Files(folder, "../" + commit).has_value());
+
+  fsys::create_directories(l.root() + "/models--org--second/snapshots");
+  fsys::create_directories(l.root() + "/models--org--no-snapshots");
+  fsys::create_directories(l.root() + "/datasets--org--data/snapshots");
+  fsys::create_directories(l.root() + "/models--orgx--y/snapshots");
+  EXPECT_EQ(hf.Repos("models", "org"), (std::vector<std::string>{"name", "second"}));
+  EXPECT_EQ(hf.Repos("datasets", "org"), (std::vector<std::string>{"data"}));
+  EXPECT_TRUE(hf.Repos("models", "nobody").empty());
 }
 
 }  // namespace
