@@ -460,9 +460,10 @@ class Bench:
 
     def hubfs_mount(self, what, cache_dir=None, extra=(), emu=None):
         cache_dir = cache_dir or self.cache
-        # huggingface_hub's cache is looked at only in the row that measures it (measure_hf_cache):
-        # whatever this machine's ~/.cache/huggingface holds must not change the other rows.
-        hf = [] if "--hf-cache" in extra else ["--hf-cache", "none"]
+        # huggingface_hub's cache holds the model only in the row that measures it (measure_hf_cache):
+        # whatever this machine's ~/.cache/huggingface holds must not change the other rows, which
+        # look in an empty one (the default's work: a lookup there at every open).
+        hf = [] if "--hf-cache" in extra else ["--hf-cache", os.path.join(self.work, "hf-empty")]
         cmd = [HUBFS, "mount", self.mp("hubfs"), "--foreground", "--endpoint", (emu or self.emu).hub_url,
                "--cache-dir", cache_dir] + hf + list(self.a.hubfs_arg) + list(extra)
         m = Mount(cmd[2], cmd, os.path.join(self.work, "hubfs.log"))
@@ -1621,6 +1622,7 @@ http {
             if not os.access(b, os.X_OK):
                 raise SystemExit("%s is missing: run tools/build release" % b)
         self.work = tempfile.mkdtemp(prefix="hubfs-bench-run-", dir="/var/tmp")
+        os.mkdir(os.path.join(self.work, "hf-empty"))
         self.cache = os.path.join(self.work, "cache")
         # private copies of the binaries: a rebuild during the run must not change or break them
         HUBFS = shutil.copy2(HUBFS, os.path.join(self.work, "hubfs"))
