@@ -93,8 +93,8 @@ int RunStatus() {
     std::printf("  errors:       %.0f to readers, %.0f transport, %.0f retries, %.0f bad responses\n",
                 c("fuse.errors"), c("fetch.transport_errors"), c("fetch.retries"), c("fetch.bad_responses"));
     if (c("hf_cache.copies_used") > 0 || c("hf_cache.copies_mismatched") > 0)
-      std::printf("  hf cache:     %.0f file opens read huggingface_hub's copy (%s read by the daemon, %s hashed), "
-                  "%.0f damaged copies refused\n",
+      std::printf("  hf cache:     huggingface_hub's copies found %.0f times (%s read by the daemon, the rest by the "
+                  "kernel; %s hashed), %.0f damaged copies refused\n",
                   c("hf_cache.copies_used"), Human(c("cache.local.bytes")).c_str(),
                   Human(c("hf_cache.bytes_hashed")).c_str(), c("hf_cache.copies_mismatched"));
     if (c("fs.served_offline") > 0)

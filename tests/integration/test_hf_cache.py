@@ -6,10 +6,11 @@ import errno
 import mmap
 import os
 import shutil
+import subprocess
 
 import pytest
 
-from harness import Mount, dead_endpoint, expect_errno, kernel_offers_passthrough, sha256_file
+from harness import HUBFS_BIN, Mount, dead_endpoint, expect_errno, kernel_offers_passthrough, sha256_file
 
 MODEL = "hubfs-test/tiny-model"
 ORG, NAME = MODEL.split("/")
@@ -94,6 +95,9 @@ def test_downloaded_files_are_read_from_huggingface_hubs_cache(emu, fixture, tmp
         assert int(stats.get("cache.origin_bytes", 0)) == 0
         log = m.read_log()
         assert "using huggingface_hub's copy %s" % copies["model.safetensors"] in log
+        r = subprocess.run([HUBFS_BIN, "status"], capture_output=True, text=True, timeout=30)
+        line = [l for l in r.stdout.splitlines() if "hf cache:" in l]
+        assert line and "0 damaged copies refused" in line[0], r.stdout
     # Read, never written: not a byte, a name, a mode or a time changed.
     assert tree_state(hf) == before
 
