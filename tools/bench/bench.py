@@ -990,16 +990,7 @@ class Bench:
                 shutil.rmtree(d, ignore_errors=True)
             m = self.cold_mount("cold load both shards")
             try:
-                paths = [self.shard_path(m.mp, i) for i in range(2)]
-                with self.win("ttm hubfs"):
-                    t0 = time.perf_counter()
-                    r = run_loader(["st-load"] + paths)
-                    hub_t.append(time.perf_counter() - t0)
-                if r["bytes"] != self.st_bytes[0] + self.st_bytes[1]:
-                    raise RuntimeError("hubfs load read %d bytes" % r["bytes"])
-                m.sample_hwm()
-                for i in range(2):
-                    self.verify_sha(paths[i], i, "hubfs load both shards")
+                hub_t.append(self.load_both(m, "ttm hubfs", "hubfs load both shards"))
             finally:
                 m.close()
                 self.hubfs_done(m)
@@ -1007,6 +998,21 @@ class Bench:
         self.info["ttm_hubfs_s"], self.info["ttm_curl_then_local_s"] = hub_t, base_t
         log("time to a loaded model: hubfs %.2f s, curl+local %.2f s (%.2f GB)" % (
             self.ttm_hub, self.ttm_base, both / GB))
+
+    def load_both(self, m, key, what):
+        """The safetensors load of both shards through mount m, timed (window `key`); then its byte
+        count and both shards' SHA-256 checked. Returns the seconds it took."""
+        paths = [self.shard_path(m.mp, i) for i in range(2)]
+        with self.win(key):
+            t0 = time.perf_counter()
+            r = run_loader(["st-load"] + paths)
+            dt = time.perf_counter() - t0
+        if r["bytes"] != self.st_bytes[0] + self.st_bytes[1]:
+            raise RuntimeError("%s read %d bytes" % (what, r["bytes"]))
+        m.sample_hwm()
+        for i in range(2):
+            self.verify_sha(paths[i], i, what)
+        return dt
 
     def measure_hf_cache(self):
         """Already downloaded: both shards sit in huggingface_hub's cache (blobs named by sha256,
@@ -1052,18 +1058,9 @@ class Bench:
                 try:
                     drop_caches()
                     self.emu.clear_log()
-                    paths = [self.shard_path(m.mp, i) for i in range(2)]
-                    with self.win("hf " + what):
-                        t0 = time.perf_counter()
-                        r = run_loader(["st-load"] + paths)
-                        out.append(time.perf_counter() - t0)
-                    if r["bytes"] != want:
-                        raise RuntimeError("hubfs load (%s) read %d bytes" % (what, r["bytes"]))
+                    out.append(self.load_both(m, "hf " + what, "hubfs load from huggingface_hub's cache (%s)" % what))
                     b, _ = self.cdn_bytes()
                     origin += b
-                    m.sample_hwm()
-                    for i in range(2):
-                        self.verify_sha(paths[i], i, "hubfs load from huggingface_hub's cache")
                 finally:
                     m.close()
                     self.hubfs_done(m)
