@@ -10,11 +10,11 @@ from harness import HUBFS_BIN, Mount, cdn_bytes, eventually, sha256_file
 MODEL = "hubfs-test/tiny-model"
 
 
-def hubfs(*args, env=None, timeout=120):
+def hubfs(*args, env=None, timeout=120, cwd=None):
     e = dict(os.environ)
     e.pop("HF_TOKEN", None)
     e.update(env or {})
-    return subprocess.run([HUBFS_BIN, *args], capture_output=True, text=True, timeout=timeout, env=e)
+    return subprocess.run([HUBFS_BIN, *args], capture_output=True, text=True, timeout=timeout, env=e, cwd=cwd)
 
 
 def test_help_documents_every_mount_option():
@@ -143,19 +143,26 @@ def test_warm_beside_a_mount_warms_through_it(emu, fixture, tmp_path):
     assert not [x for x in emu.log() if x["path"].endswith(warmed)]
 
 
-def test_a_daemonized_mount_names_its_own_pid_as_the_cache_holder(emu, tmp_path):
+def test_a_daemonized_mount_names_its_own_pid_as_the_cache_holder(emu, fixture, tmp_path):
     """Without --foreground the command forks the daemon and exits: the lock names the daemon, the
-    process a user would look for (or kill), not the command that has gone."""
-    cache, mp, other = str(tmp_path / "cache"), tmp_path / "hf", tmp_path / "other"
+    process a user would look for (or kill), not the command that has gone. The daemon changes its
+    directory to /: a relative --cache-dir still names the directory under the one the command ran
+    in."""
+    rel = "rel-cache-%d" % os.getpid()
+    cache, mp, other = str(tmp_path / rel), tmp_path / "hf", tmp_path / "other"
     mp.mkdir()
     other.mkdir()
-    r = hubfs("mount", str(mp), "--endpoint", emu.hub_url, "--cache-dir", cache, timeout=30)
+    r = hubfs("mount", str(mp), "--endpoint", emu.hub_url, "--cache-dir", rel, timeout=30, cwd=str(tmp_path))
     assert r.returncode == 0, r.stderr
     pid = None
     try:
         pids = subprocess.run(["pgrep", "-f", "hubfs mount %s " % mp], capture_output=True, text=True).stdout.split()
         assert len(pids) == 1, pids
         pid = int(pids[0])
+        meta = fixture.files(MODEL)["config.json"]
+        assert sha256_file(os.path.join(str(mp), *MODEL.split("/"), "config.json")) == meta["sha256"]
+        assert eventually(lambda: os.path.isdir(os.path.join(cache, "v2", "meta")), 10)
+        assert not os.path.exists("/" + rel)
         r = hubfs("mount", str(other), "--endpoint", emu.hub_url, "--cache-dir", cache, timeout=30)
         assert r.returncode == 1 and "(pid %d: mount %s)" % (pid, os.path.realpath(mp)) in r.stderr, r.stderr
         assert hubfs("unmount", str(mp)).returncode == 0
