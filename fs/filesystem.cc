@@ -574,6 +574,20 @@ bool Filesystem::UseHfCopy(const FileSource& f, const Snapshot& snap, const Canc
   return pending;
 }
 
+void Filesystem::HashShardCopyFrom(const Snapshot& snap, const SnapshotNode& n, uint32_t from) {
+  const SnapshotNode& dir = snap.node(n.parent);
+  for (uint32_t i = from; i < dir.children.size(); ++i) {
+    const SnapshotNode& sib = snap.node(dir.children[i]);
+    if (sib.is_dir || !sib.content || sib.name.size() <= 12 ||
+        sib.name.compare(sib.name.size() - 12, 12, ".safetensors") != 0)
+      continue;
+    FileSource shard;
+    FillSource(shard, snap, sib);
+    UseHfCopy(shard, snap, nullptr, /*wait=*/false);
+    return;
+  }
+}
+
 Result<OpenOut> Filesystem::Open(uint64_t ino, int flags) {
   auto in = Get(ino);
   if (!in) return MakeError(ErrorKind::kNotFound, "stale inode");
@@ -606,20 +620,16 @@ Result<OpenOut> Filesystem::Open(uint64_t ino, int flags) {
   ++in->cached->page_cache_opens;
   const CancelToken token = Token();
   UseHfCopy(*f, *in->snap, &token, /*wait=*/true);
-  if (f->safetensors && hf_ && !cache_->LocalCopyPath(f->content).empty()) {
+  if (hf_) {
     // A checkpoint huggingface_hub downloaded: have the next shard's copy hashed while this one is
-    // read, so that its open need not wait for it.
-    const SnapshotNode& dir = in->snap->node(n.parent);
-    for (uint32_t i = n.position + 1; i < dir.children.size(); ++i) {
-      const SnapshotNode& sib = in->snap->node(dir.children[i]);
-      if (sib.is_dir || !sib.content || sib.name.size() <= 12 ||
-          sib.name.compare(sib.name.size() - 12, 12, ".safetensors") != 0)
-        continue;
-      FileSource next;
-      FillSource(next, *in->snap, sib);
-      UseHfCopy(next, *in->snap, nullptr, /*wait=*/false);
-      break;
-    }
+    // read, so that its open need not wait for it; and the first one's as soon as a loader reads
+    // the config or the index (transformers then builds the model before it opens a shard).
+    static constexpr std::string_view kIndex = ".safetensors.index.json";
+    const bool starting = n.name == "config.json" || (n.name.size() > kIndex.size() &&
+                                                      n.name.compare(n.name.size() - kIndex.size(), kIndex.size(),
+                                                                     kIndex) == 0);
+    if (f->safetensors && !cache_->LocalCopyPath(f->content).empty()) HashShardCopyFrom(*in->snap, n, n.position + 1);
+    else if (starting) HashShardCopyFrom(*in->snap, n, 0);
   }
   cache_->TrackFile(f->content, f->size);
   OpenOut out{fh, false, passthrough_ ? cache_->WholePath(f->content) : std::string()};

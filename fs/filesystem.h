@@ -234,6 +234,9 @@ class Filesystem {
   // deadline), else only a copy hashed already is taken. Forgets a copy of this repo that is gone.
   // True when a copy is there but still being hashed: the caller should not fetch f ahead.
   bool UseHfCopy(const FileSource& f, const Snapshot& snap, const CancelToken* cancel, bool wait);
+  // Has the copy of the first *.safetensors file at or after position `from` of n's directory
+  // hashed in the background (UseHfCopy without waiting).
+  void HashShardCopyFrom(const Snapshot& snap, const SnapshotNode& n, uint32_t from);
   // huggingface_hub's folder of a repo ("models--org--name").
   static std::string HfFolder(fetch::RepoType type, const std::string& id);
   // A reader is finishing one shard of a checkpoint with a *.safetensors.index.json beside it:

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from harness import HUBFS_BIN, Mount, dead_endpoint, expect_errno, kernel_offers_passthrough, sha256_file
+from harness import HUBFS_BIN, Mount, dead_endpoint, eventually, expect_errno, kernel_offers_passthrough, sha256_file
 
 MODEL = "hubfs-test/tiny-model"
 ORG, NAME = MODEL.split("/")
@@ -216,3 +216,20 @@ def test_without_the_hub_a_model_only_huggingface_hub_downloaded_is_served(emu, 
         if args:
             assert emu.log() == []  # --offline: not one request
     assert tree_state(hf) == before
+
+
+def test_the_first_shard_is_hashed_while_a_loader_reads_the_config(emu, fixture, tmp_path):
+    """transformers reads config.json, builds the model, then opens the shards: the first shard's
+    copy is hashed in that time, so its open does not wait for the hash."""
+    hf = str(tmp_path / "hub")
+    populate(fixture, hf, only={"config.json", "model.safetensors"})
+    files = fixture.files(MODEL)
+    with Mount(emu.hub_url, extra_args=["--hf-cache", hf]) as m:
+        root = m.path(ORG, NAME)
+        with open(os.path.join(root, "config.json"), "rb") as f:
+            assert f.read() == fixture.read(files["config.json"])
+        both = files["config.json"]["size"] + files["model.safetensors"]["size"]
+        assert eventually(lambda: int(m.stats().get("hf_cache.bytes_hashed", 0)) == both, 20), m.stats()
+        assert "using huggingface_hub's copy" in m.read_log()
+        assert sha256_file(os.path.join(root, "model.safetensors")) == files["model.safetensors"]["sha256"]
+        assert int(m.stats()["hf_cache.bytes_hashed"]) == both  # the open found it hashed
