@@ -10,6 +10,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "common/file_util.h"
 #include "common/log.h"
 #include "common/metrics.h"
 
@@ -224,18 +225,11 @@ std::shared_ptr<const BlockCache::LocalCopy> BlockCache::LocalCopyOf(const Conte
 
 Result<BlockRef> BlockCache::ReadLocal(const LocalCopy& copy, const BlockKey& key, size_t len) {
   auto block = std::make_shared<Block>(len);
-  const uint64_t off = key.index * options_.block_size;
-  size_t done = 0;
-  while (done < len) {
-    const ssize_t n = ::pread(copy.fd, block->data.get() + done, len - done, static_cast<off_t>(off + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      LOG_WARN("reading %s failed (%s): fetching its blocks instead", copy.path.c_str(),
-               n < 0 ? std::strerror(errno) : "the file is shorter than it was");
-      DropLocalCopy(key.content);
-      return MakeError(ErrorKind::kIo, "local copy unreadable");
-    }
-    done += static_cast<size_t>(n);
+  if (!PreadAll(copy.fd, block->data.get(), len, static_cast<off_t>(key.index * options_.block_size))) {
+    LOG_WARN("reading %s failed (%s): fetching its blocks instead", copy.path.c_str(),
+             errno != 0 ? std::strerror(errno) : "the file is shorter than it was");
+    DropLocalCopy(key.content);
+    return MakeError(ErrorKind::kIo, "local copy unreadable");
   }
   LocalHits().Add();
   LocalBytes().Add(len);

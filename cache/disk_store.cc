@@ -92,17 +92,6 @@ bool AllZero(const char* p, size_t n) {
   return true;
 }
 
-bool PreadAll(int fd, char* buf, size_t n, off_t off) {
-  size_t done = 0;
-  while (done < n) {
-    const ssize_t r = ::pread(fd, buf + done, n - done, off + static_cast<off_t>(done));
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    done += static_cast<size_t>(r);
-  }
-  return true;
-}
-
 // Reads and validates one block file. expected_key null: offline check (any key, any length).
 Result<BlockRef> ReadBlockFile(const std::string& path, const BlockKey* expected_key, size_t expected_len) {
   // O_DIRECT: one large read straight into the (page-aligned) block buffer, measured faster than

@@ -75,13 +75,14 @@ void WalkSnapshot(const std::string& dir, const std::string& rel, int depth, std
   ::closedir(d);
 }
 
-}  // namespace
-
-std::string HfHubCache::Identity::Text() const {
+// A verdict's record names the copy as it was hashed.
+std::string IdentityText(const FileIdentity& i) {
   char buf[160];
-  std::snprintf(buf, sizeof buf, "%llu %llu %llu %lld %lld", dev, ino, size, mtime_ns, ctime_ns);
+  std::snprintf(buf, sizeof buf, "%llu %llu %llu %lld %lld", i.dev, i.ino, i.size, i.mtime_ns, i.ctime_ns);
   return buf;
 }
+
+}  // namespace
 
 HfHubCache::HfHubCache(std::string root, std::shared_ptr<MetaStore> meta, int threads)
     : root_(std::move(root)),
@@ -147,18 +148,6 @@ std::vector<std::string> HfHubCache::Repos(std::string_view type_plural, const s
   return out;
 }
 
-bool HfHubCache::StatCopy(const std::string& path, uint64_t size, Identity* out) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) != size)
-    return false;
-  out->dev = st.st_dev;
-  out->ino = st.st_ino;
-  out->size = static_cast<unsigned long long>(st.st_size);
-  out->mtime_ns = static_cast<long long>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec;
-  out->ctime_ns = static_cast<long long>(st.st_ctim.tv_sec) * 1000000000LL + st.st_ctim.tv_nsec;
-  return true;
-}
-
 std::string HfHubCache::Find(const std::string& folder, const std::string& commit, const std::string& path,
                              const ContentId& id, uint64_t size, const CancelToken* cancel, bool wait,
                              bool* pending) {
@@ -169,10 +158,11 @@ std::string HfHubCache::Find(const std::string& folder, const std::string& commi
   // The blob, else (downloads made without symlinks) the file itself in the commit's snapshot.
   const std::string candidates[] = {repo + "/blobs/" + id.Hex(),
                                     commit.empty() || path.empty() ? "" : repo + "/snapshots/" + commit + "/" + path};
-  Identity first;
+  FileIdentity first;
   for (const std::string& c : candidates) {
-    Identity idn;
-    if (c.empty() || !StatCopy(c, size, &idn)) continue;
+    if (c.empty()) continue;
+    const FileIdentity idn = StatIdentity(c);
+    if (!idn.regular || idn.size != size) continue;
     if (idn.dev == first.dev && idn.ino == first.ino) continue;  // the snapshot's link to the blob
     first = idn;
     std::shared_future<bool> good = VerdictFor(c, idn, id);
@@ -197,15 +187,17 @@ std::string HfHubCache::Find(const std::string& folder, const std::string& commi
   return "";
 }
 
-std::shared_future<bool> HfHubCache::VerdictFor(const std::string& path, const Identity& idn, const ContentId& id) {
+std::shared_future<bool> HfHubCache::VerdictFor(const std::string& path, const FileIdentity& idn,
+                                                const ContentId& id) {
   std::lock_guard lock(mu_);
   auto it = verdicts_.find(path);
   if (it != verdicts_.end() && it->second.identity == idn) return it->second.good;
   // Another mount (or this one, before a restart) may have hashed it already.
   if (meta_) {
-    if (auto v = meta_->Get(kRecordPrefix + path); v && v->rfind(idn.Text() + " ", 0) == 0) {
+    const std::string as_hashed = IdentityText(idn) + " ";
+    if (auto v = meta_->Get(kRecordPrefix + path); v && v->rfind(as_hashed, 0) == 0) {
       std::promise<bool> p;
-      p.set_value(v->substr(idn.Text().size() + 1) == "good");
+      p.set_value(v->substr(as_hashed.size()) == "good");
       Verdict& slot = verdicts_[path];
       slot = Verdict{idn, p.get_future().share()};
       return slot.good;
@@ -218,7 +210,12 @@ std::shared_future<bool> HfHubCache::VerdictFor(const std::string& path, const I
   return slot.good;
 }
 
-bool HfHubCache::Hash(const std::string& path, const Identity& idn, const ContentId& id) {
+void HfHubCache::Forget(const std::string& path, const FileIdentity& idn) {
+  std::lock_guard lock(mu_);
+  if (auto it = verdicts_.find(path); it != verdicts_.end() && it->second.identity == idn) verdicts_.erase(it);
+}
+
+bool HfHubCache::Hash(const std::string& path, const FileIdentity& idn, const ContentId& id) {
   static auto& m_hashed = metrics::Get("hf_cache.bytes_hashed");
   static auto& m_bad = metrics::Get("hf_cache.copies_mismatched");
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -231,14 +228,7 @@ bool HfHubCache::Hash(const std::string& path, const Identity& idn, const Conten
   std::vector<char> bufs[2] = {std::vector<char>(kHashChunk), std::vector<char>(kHashChunk)};
   auto read_at = [fd, size = idn.size](char* buf, uint64_t at) -> ssize_t {
     const size_t want = static_cast<size_t>(std::min<uint64_t>(kHashChunk, size - at));
-    size_t got = 0;
-    while (got < want) {
-      const ssize_t n = ::pread(fd, buf + got, want - got, static_cast<off_t>(at + got));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return -1;
-      got += static_cast<size_t>(n);
-    }
-    return static_cast<ssize_t>(got);
+    return PreadAll(fd, buf, want, static_cast<off_t>(at)) ? static_cast<ssize_t>(want) : -1;
   };
   uint64_t off = 0;
   bool read_ok = true;
@@ -258,10 +248,8 @@ bool HfHubCache::Hash(const std::string& path, const Identity& idn, const Conten
   }
   if (next.valid()) next.wait();  // (its buffer and descriptor are still in use)
   ::close(fd);
-  Identity after;
-  if (!read_ok || !StatCopy(path, idn.size, &after) || !(after == idn)) {
-    std::lock_guard lock(mu_);  // changed while hashed: looked at afresh next time
-    if (auto it = verdicts_.find(path); it != verdicts_.end() && it->second.identity == idn) verdicts_.erase(it);
+  if (!read_ok || !(StatIdentity(path) == idn)) {  // cut short, or changed while hashed
+    Forget(path, idn);
     return false;
   }
   const bool good = hasher.Matches();
@@ -272,7 +260,7 @@ bool HfHubCache::Hash(const std::string& path, const Identity& idn, const Conten
     LOG_INFO("using huggingface_hub's copy %s (verified, %llu bytes)", path.c_str(), idn.size);
   }
   if (meta_) {
-    if (auto st = meta_->Put(kRecordPrefix + path, idn.Text() + (good ? " good" : " bad")); !st.ok())
+    if (auto st = meta_->Put(kRecordPrefix + path, IdentityText(idn) + (good ? " good" : " bad")); !st.ok())
       LOG_DEBUG("verdict on %s not kept: %s", path.c_str(), st.error().ToString().c_str());
   }
   return good;

@@ -35,6 +35,7 @@
 #include "cache/meta_store.h"
 #include "cache/worker_pool.h"
 #include "common/cancel.h"
+#include "common/file_util.h"
 
 namespace hubfs::cache {
 
@@ -78,22 +79,17 @@ class HfHubCache {
   const std::string& root() const { return root_; }
 
  private:
-  struct Identity {
-    unsigned long long dev = 0, ino = 0, size = 0;
-    long long mtime_ns = 0, ctime_ns = 0;
-    bool operator==(const Identity&) const = default;
-    std::string Text() const;
-  };
   struct Verdict {
-    Identity identity;
+    FileIdentity identity;
     std::shared_future<bool> good;  // ready once hashed
   };
-  // The file at `path` if it is a regular file of `size` bytes.
-  static bool StatCopy(const std::string& path, uint64_t size, Identity* out);
   // The verdict on `path` as it is now (identity `idn`), starting its hash if there is none.
-  std::shared_future<bool> VerdictFor(const std::string& path, const Identity& idn, const ContentId& id);
+  std::shared_future<bool> VerdictFor(const std::string& path, const FileIdentity& idn, const ContentId& id);
   // Hashes `path` (run on pool_): true if its bytes match `id` and it is still `idn` afterwards.
-  bool Hash(const std::string& path, const Identity& idn, const ContentId& id);
+  // A copy that could not be read whole, or changed meanwhile, is false and forgotten (looked at
+  // afresh by the next Find).
+  bool Hash(const std::string& path, const FileIdentity& idn, const ContentId& id);
+  void Forget(const std::string& path, const FileIdentity& idn);
 
   const std::string root_;
   const std::shared_ptr<MetaStore> meta_;

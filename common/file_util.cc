@@ -10,6 +10,32 @@
 
 namespace hubfs {
 
+bool PreadAll(int fd, char* buf, size_t n, off_t off) {
+  size_t done = 0;
+  while (done < n) {
+    errno = 0;
+    const ssize_t r = ::pread(fd, buf + done, n - done, off + static_cast<off_t>(done));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    done += static_cast<size_t>(r);
+  }
+  return true;
+}
+
+FileIdentity StatIdentity(const std::string& path) {
+  FileIdentity id;
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return id;
+  id.exists = true;
+  id.regular = S_ISREG(st.st_mode);
+  id.dev = st.st_dev;
+  id.ino = st.st_ino;
+  id.size = static_cast<unsigned long long>(st.st_size);
+  id.mtime_ns = static_cast<long long>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec;
+  id.ctime_ns = static_cast<long long>(st.st_ctim.tv_sec) * 1000000000LL + st.st_ctim.tv_nsec;
+  return id;
+}
+
 int WriteAll(int fd, const char* buf, size_t n) {
   size_t done = 0;
   while (done < n) {

@@ -1,7 +1,6 @@
 // The Hub token's source (see token_source.h).
 #include "fetch/token_source.h"
 
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cctype>
@@ -74,7 +73,7 @@ std::shared_ptr<TokenSource> TokenSource::File(std::string path, std::string ori
   }
   std::shared_ptr<TokenSource> s(new TokenSource("", std::move(path), std::move(origin), recheck));
   std::lock_guard lock(s->mu_);
-  s->Reload(s->StatFile(), /*announce=*/false);
+  s->Reload(StatIdentity(s->path_), /*announce=*/false);
   s->next_check_ = Clock::now() + recheck;
   return s;
 }
@@ -91,20 +90,7 @@ std::shared_ptr<TokenSource> TokenSource::Discover(const std::string& token_file
   return File(path, "token file " + path);
 }
 
-TokenSource::Identity TokenSource::StatFile() const {
-  Identity id;
-  struct stat st {};
-  if (::stat(path_.c_str(), &st) != 0) return id;
-  id.exists = true;
-  id.dev = st.st_dev;
-  id.ino = st.st_ino;
-  id.size = static_cast<unsigned long long>(st.st_size);
-  id.mtime_ns = static_cast<long long>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec;
-  id.ctime_ns = static_cast<long long>(st.st_ctim.tv_sec) * 1000000000LL + st.st_ctim.tv_nsec;
-  return id;
-}
-
-void TokenSource::Reload(const Identity& id, bool announce) {
+void TokenSource::Reload(const FileIdentity& id, bool announce) {
   seen_ = id;
   const bool had = !token_.empty();
   if (!id.exists) {
@@ -132,7 +118,7 @@ std::string TokenSource::Get() {
   const auto now = Clock::now();
   if (now >= next_check_) {
     next_check_ = now + recheck_;
-    if (const Identity id = StatFile(); !(id == seen_)) Reload(id, /*announce=*/true);
+    if (const FileIdentity id = StatIdentity(path_); !(id == seen_)) Reload(id, /*announce=*/true);
   }
   return token_;
 }

@@ -14,6 +14,8 @@
 #include <string>
 #include <string_view>
 
+#include "common/file_util.h"
+
 namespace hubfs::fetch {
 
 // A huggingface_hub boolean variable: true when, upper-cased, it is 1, ON, YES or TRUE.
@@ -56,15 +58,8 @@ class TokenSource {
   const std::string& origin() const { return origin_; }
 
  private:
-  struct Identity {
-    unsigned long long dev = 0, ino = 0, size = 0;
-    long long mtime_ns = 0, ctime_ns = 0;
-    bool exists = false;
-    bool operator==(const Identity&) const = default;
-  };
   TokenSource(std::string token, std::string path, std::string origin, Clock::duration recheck);
-  Identity StatFile() const;
-  void Reload(const Identity& id, bool announce);  // mu_ held
+  void Reload(const FileIdentity& id, bool announce);  // mu_ held
 
   std::mutex mu_;
   std::string token_;
@@ -72,7 +67,7 @@ class TokenSource {
   const std::string origin_;
   const Clock::duration recheck_;
   Clock::time_point next_check_{};
-  Identity seen_;
+  FileIdentity seen_;
 };
 
 }  // namespace hubfs::fetch

@@ -322,15 +322,11 @@ Result<std::shared_ptr<const Snapshot>> Filesystem::GetSnapshot(fetch::RepoType 
         LOG_DEBUG("keeping the tree of %s: %s", info.id.c_str(), st.error().ToString().c_str());
     }
     if (!entries.ok() || partial) {
-      {
-        std::lock_guard lock(snap_mu_);
-        snapshots_.erase(key);  // not cached: the next lookup tries again
-      }
-      if (partial) promise.set_value(Snapshot::Build(type, info.id, info.sha, info.last_modified, entries.value()));
-      else promise.set_value(entries.error());
-    } else {
-      promise.set_value(Snapshot::Build(type, info.id, info.sha, info.last_modified, entries.value()));
+      std::lock_guard lock(snap_mu_);
+      snapshots_.erase(key);  // not cached: the next lookup tries again
     }
+    if (!entries.ok()) promise.set_value(entries.error());
+    else promise.set_value(Snapshot::Build(type, info.id, info.sha, info.last_modified, entries.value()));
   }
   return fut.get();
 }
@@ -578,9 +574,7 @@ void Filesystem::HashShardCopyFrom(const Snapshot& snap, const SnapshotNode& n, 
   const SnapshotNode& dir = snap.node(n.parent);
   for (uint32_t i = from; i < dir.children.size(); ++i) {
     const SnapshotNode& sib = snap.node(dir.children[i]);
-    if (sib.is_dir || !sib.content || sib.name.size() <= 12 ||
-        sib.name.compare(sib.name.size() - 12, 12, ".safetensors") != 0)
-      continue;
+    if (sib.is_dir || !sib.content || sib.name.size() <= 12 || !sib.name.ends_with(".safetensors")) continue;
     FileSource shard;
     FillSource(shard, snap, sib);
     UseHfCopy(shard, snap, nullptr, /*wait=*/false);
@@ -624,10 +618,7 @@ Result<OpenOut> Filesystem::Open(uint64_t ino, int flags) {
     // A checkpoint huggingface_hub downloaded: have the next shard's copy hashed while this one is
     // read, so that its open need not wait for it; and the first one's as soon as a loader reads
     // the config or the index (transformers then builds the model before it opens a shard).
-    static constexpr std::string_view kIndex = ".safetensors.index.json";
-    const bool starting = n.name == "config.json" || (n.name.size() > kIndex.size() &&
-                                                      n.name.compare(n.name.size() - kIndex.size(), kIndex.size(),
-                                                                     kIndex) == 0);
+    const bool starting = n.name == "config.json" || n.name.ends_with(".safetensors.index.json");
     if (f->safetensors && !cache_->LocalCopyPath(f->content).empty()) HashShardCopyFrom(*in->snap, n, n.position + 1);
     else if (starting) HashShardCopyFrom(*in->snap, n, 0);
   }
