@@ -219,7 +219,10 @@ bool HfHubCache::Hash(const std::string& path, const FileIdentity& idn, const Co
   static auto& m_hashed = metrics::Get("hf_cache.bytes_hashed");
   static auto& m_bad = metrics::Get("hf_cache.copies_mismatched");
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
+  if (fd < 0) {
+    Forget(path, idn);  // (out of descriptors, say: no verdict on the copy)
+    return false;
+  }
   ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
   ContentHasher hasher(id, idn.size);
   // Two buffers: the next chunk is read (by a helper thread) while this one is hashed. One after
