@@ -641,9 +641,25 @@ class Bench:
 
         return {"seq": seq, "st": st, "mmap": mm, "threads": thr}
 
+    def more_patterns(self, path, local_header=None):
+        """The other loader patterns of the design notes (info rows, no target in the issue):
+        name -> callable returning (bytes, seconds)."""
+        hf = ["--header-from", local_header] if local_header else []
+
+        def run(args):
+            r = run_loader(args)
+            return r["bytes"], r["seconds"]
+
+        return {"ranks": lambda: run(["ranks", path, "--ranks", "4"] + hf),
+                "shared": lambda: run(["shared-fd", path, "--workers", "4", "--chunk-mib", "1"]),
+                "odirect": lambda: run(["odirect", path, "--threads", "16", "--chunk-mib", "2"]),
+                "prefetch": lambda: run(["prefetch-mmap", path, "--threads", "8", "--chunk-mib", "16"] + hf)}
+
     def expected_bytes(self, pattern, i=0):
-        if pattern in ("seq", "threads"):
+        if pattern in ("seq", "threads", "shared", "odirect"):
             return self.size[i]
+        if pattern in self.more_bytes:
+            return self.more_bytes[pattern]
         return self.st_bytes[i]
 
     def hubfs_direct(self):
@@ -693,6 +709,20 @@ class Bench:
                     self.stub[name] = median(rates)
                     self.stub_cpu[name] = (median([c.cpu.get("stub", 0) for c in cpu]) / (self.size[0] / GB),
                                            median([c.busy for c in cpu]))
+                if primary and self.more:
+                    for name, fn in self.more_patterns(path, self.local[0]).items():
+                        rates = []
+                        for _ in range(self.a.repeat):
+                            drop_caches()
+                            with self.win("stub " + name):
+                                n, dt = fn()
+                            if n != self.expected_bytes(name):
+                                raise RuntimeError("stub %s read %d bytes, expected %d" % (
+                                    name, n, self.expected_bytes(name)))
+                            rates.append(n / dt)
+                        self.stub[name] = median(rates)
+                        self.info["stub_%s_%s_gbps" % (mode.replace(" ", "_"), name)] = [r / GB for r in rates]
+                        log("stub FUSE (%s) %s: %.2f GB/s" % (mode, name, median(rates) / GB))
                 # 8 processes reading the whole file at once: the FUSE part of the 8-process row.
                 times = []
                 for _ in range(self.a.repeat):
@@ -829,6 +859,41 @@ class Bench:
             self.info["hubfs_cold_%s_gbps" % name] = [r / GB for r in rates]
             log("hubfs cold %s: %.2f GB/s (origin %.3f x file)" % (name, self.hub[name] / GB,
                                                                   self.hub_origin[name] / self.size[0]))
+
+    MORE_LABELS = {
+        "ranks": "cold tensor-parallel load: 4 ranks (processes), each its rows of every tensor, pread",
+        "shared": "cold forked workers sharing one fd: 4 workers, interleaved 1 MiB preads",
+        "odirect": "cold O_DIRECT (fastsafetensors): 16 threads x own fd, 1/16 each, 2 MiB reads",
+        "prefetch": "cold vLLM prefetch: 8 threads x 16 MiB in file order, then the mmap load",
+    }
+
+    def measure_more_loaders(self):
+        """The design notes' other loader patterns, cold, each against the same pattern's ceiling."""
+        self.more_hub, self.more_origin = {}, {}
+        sha0 = self.files[SHARDS[0]]["sha256"]
+        for name in self.MORE_LABELS:
+            rates, ob = [], []
+            for _ in range(self.a.repeat):
+                m = self.cold_mount("cold " + name)
+                try:
+                    path = self.shard_path(m.mp)
+                    with self.win("hubfs " + name):
+                        n, dt = self.more_patterns(path)[name]()
+                    if n != self.expected_bytes(name):
+                        raise RuntimeError("hubfs %s read %d bytes, expected %d" % (name, n, self.expected_bytes(name)))
+                    m.sample_hwm()
+                    b, _ = self.cdn_bytes(sha0, expect=self.size[0])
+                    self.verify_sha(path, 0, "hubfs cold " + name)
+                    rates.append(n / dt)
+                    ob.append(b)
+                finally:
+                    m.close()
+                    self.hubfs_done(m)
+            self.more_hub[name] = median(rates)
+            self.more_origin[name] = median(ob)
+            self.info["hubfs_cold_%s_gbps" % name] = [r / GB for r in rates]
+            log("hubfs cold %s: %.2f GB/s (origin %.3f x file)" % (name, self.more_hub[name] / GB,
+                                                                  self.more_origin[name] / self.size[0]))
 
     def local_cold_once(self):
         """A cold read of the local copy (page cache dropped), the second of two: this VM's disk is
@@ -1410,6 +1475,14 @@ http {
                 if self.aria2c:
                     self.row("cold sequential, vs aria2c -x8 -s8", gb(self.hub[k]), "aria2c " + gb(self.aria2c),
                              "%.2f" % (self.hub[k] / self.aria2c), "-", None, ("hubfs seq", "aria2c"))
+        for k, lab in self.MORE_LABELS.items():
+            if k not in getattr(self, "more_hub", {}):
+                continue
+            c = ceiling(self.stub[k])
+            self.row(lab, gb(self.more_hub[k]),
+                     "ceiling %s (curl %.2f, stub %.2f); origin %.3f x file" % (
+                         gb(c), self.curl / GB, self.stub[k] / GB, self.more_origin[k] / self.size[0]),
+                     "%.2f" % (self.more_hub[k] / c), "-", None, ("hubfs " + k, "curl", "stub " + k))
         if getattr(self, "net_hub", None):
             cap = "CDN capped at %d MiB/s per connection" % self.a.net_conn_mibps
             labs = {"seq": "cold sequential", "st": "cold safetensors load"}
@@ -1516,6 +1589,8 @@ http {
                 self.row("2000 small files: find + read all", "%.2f s" % self.small_t, "no peer measured", "-",
                          "<= 0.50 x peer", None)
         for k, lab in (("seq", "peers: cold sequential"), ("st", "peers: cold safetensors load")):
+            if self.a.only and "peers" not in self.a.only.split(","):
+                break  # not asked for (--only)
             best = self.best_peer(k) if self.peer else None
             if best and k in self.hub:
                 name, v, tag = best
@@ -1646,21 +1721,42 @@ http {
             for p in self.local:
                 r = run_loader(["st-load", p])
                 self.st_bytes.append(r["bytes"])
+            only = set(self.a.only.split(",")) if self.a.only else None
+
+            def want(step):
+                return only is None or step in only
+
+            self.more = want("loaders")
+            self.more_bytes = {}
+            if self.more:  # what each of the other patterns reads of the local copy
+                for k, fn in self.more_patterns(self.local[0]).items():
+                    if k in ("ranks", "prefetch"):
+                        self.more_bytes[k] = fn()[0]
             self.measure_curl()
             self.measure_aria2c()
             self.measure_stub()
-            self.measure_hubfs_cold()
-            if self.a.net_conn_mibps > 0:
+            self.hub = {}
+            if want("cold"):
+                self.measure_hubfs_cold()
+            if self.more:
+                self.measure_more_loaders()
+            if self.a.net_conn_mibps > 0 and want("net"):
                 self.measure_network_bound()
-            self.measure_time_to_model()
-            self.measure_hf_cache()
-            self.measure_rss_many_readers()
-            self.measure_eight()
-            if self.a.net_eight_mibps > 0:
+            if want("ttm"):
+                self.measure_time_to_model()
+            if want("hf"):
+                self.measure_hf_cache()
+            if want("rss"):
+                self.measure_rss_many_readers()
+            if want("eight") and "seq" in self.hub:
+                self.measure_eight()
+            if self.a.net_eight_mibps > 0 and want("net-eight"):
                 self.measure_eight_network_bound()
-            self.measure_warm_hot()
-            self.measure_small_files()
-            if self.a.peers:
+            if want("warm"):
+                self.measure_warm_hot()
+            if want("small"):
+                self.measure_small_files()
+            if self.a.peers and want("peers"):
                 self.start_peer_nginx()
                 self.measure_peers()
             else:
@@ -1795,6 +1891,9 @@ def main():
     ap.add_argument("--wait-idle", type=float, default=60,
                     help="wait up to this many seconds for the cores to be >= 90%% idle before starting (default 60)")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs) under /var/tmp")
+    ap.add_argument("--only", default="",
+                    help="comma list of the steps to run (the ceilings always run): cold, loaders, net, ttm, hf, "
+                         "rss, eight (needs cold), net-eight, warm, small, peers; default all")
     a = ap.parse_args()
     if a.no_peers:
         a.peers = ""
