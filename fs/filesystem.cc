@@ -887,12 +887,7 @@ Result<std::vector<ReadSlice>> Filesystem::Read(uint64_t fh, uint64_t offset, si
     // (f->mu, then the inode's KernelCached::mu: never taken the other way round.)
     ra = f->ra.OnRead(offset, end - offset, f->size, waited,
                       [this, &f](uint64_t a, uint64_t b) { return KernelAccountsFor(*f, a, b); });
-    // A handle's first read may land anywhere (a worker taking its 1/16 of the file); a jump
-    // after that is a loader walking tensors in key order. (The kernel's re-ordered readahead
-    // READs are not jumps: see ReadaheadConfig::backward_tolerance.)
-    const bool first_read = !f->had_read;
-    f->had_read = true;
-    if (ra.jump && f->safetensors && !first_read && !f->plan_mode) {
+    if (ra.seek && f->safetensors && !f->plan_mode) {
       f->plan_mode = true;
       static auto& m_plan_mode = metrics::Get("fs.readahead.plan_mode_handles");
       m_plan_mode.Add();

@@ -205,7 +205,6 @@ class Filesystem {
     std::mutex mu;  // guards the fields below; never held across a wait
     Readahead ra;
     bool plan_tried = false;
-    bool had_read = false;   // this handle has had a READ
     bool plan_mode = false;  // the reader jumps around: follow the tensor plan
     std::shared_ptr<const SafetensorsPlan> plan;
     bool next_shard_issued = false;  // the next shard of a sharded checkpoint is being prefetched

@@ -35,7 +35,7 @@ PrefetchRange Readahead::OnRead(uint64_t offset, uint64_t len, uint64_t file_siz
     *s = Stream{true, end, 0, end, tick_};
     // A read from the very start of a file is almost always the start of a sequential stream.
     if (offset == 0) s->window = config_.initial_window;
-    else return PrefetchRange{0, 0, true};
+    else return PrefetchRange{0, 0, true, -1, tick_ > 1};
   } else {
     s->last_use = tick_;
     if (s->window == 0) s->window = config_.initial_window;

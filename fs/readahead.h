@@ -43,6 +43,10 @@ struct PrefetchRange {
   uint64_t end = 0;  // exclusive; begin == end means nothing to prefetch
   bool jump = false;  // the read started a new stream away from the file's start
   int stream = -1;    // the stream it belongs to (for Unissued)
+  // A jump after the handle's first read: a loader walking tensors in key order (a handle's first
+  // read may land anywhere: a worker taking its 1/16 of the file). The kernel's re-ordered
+  // readahead READs are not jumps (ReadaheadConfig::backward_tolerance).
+  bool seek = false;
   bool empty() const { return begin >= end; }
 };
 

@@ -1,6 +1,6 @@
 // hubfs_stub_fuse: the FUSE-path ceiling for tools/bench.
 //
-//   hubfs_stub_fuse MOUNTPOINT SIZE_BYTES [NAME] [--direct]   (foreground; fusermount3 -u)
+//   hubfs_stub_fuse MOUNTPOINT SIZE_BYTES [NAME] [--direct] [--trace FILE]   (foreground; fusermount3 -u)
 //
 // A minimal libfuse low-level filesystem with one regular file, NAME (default "shard.bin"), of
 // SIZE_BYTES bytes whose READs are answered from memory: byte i of the file is
@@ -13,6 +13,9 @@
 // alone costs on this machine. With --direct the file is opened as hubfs opens a large file it
 // does not hold yet: FOPEN_DIRECT_IO, with FUSE_DIRECT_IO_ALLOW_MMAP asked for in FUSE_INIT
 // (fs/passthrough.h); if the kernel does not offer that, the stub, like hubfs, uses the page cache.
+// With --trace every READ the kernel sends is written to FILE as one line "HANDLE OFFSET SIZE", in
+// the order the daemon's threads take them (each open gets its own HANDLE, from 1): the recorded
+// offset traces the readahead policy's unit tests replay (tools/bench/record_traces.py).
 #ifndef FUSE_USE_VERSION
 #define FUSE_USE_VERSION 312
 #endif
@@ -48,6 +51,9 @@ std::string g_mountpoint;
 bool g_direct_wanted = false;       // --direct
 std::atomic<bool> g_direct{false};  // ... and FUSE_DIRECT_IO_ALLOW_MMAP was negotiated
 std::atomic<uint64_t> g_init_unique{0};
+std::atomic<uint64_t> g_next_fh{1};
+std::FILE* g_trace = nullptr;  // --trace
+std::mutex g_trace_mu;
 
 // The custom-io hooks: FUSE_DIRECT_IO_ALLOW_MMAP in the INIT reply, as hubfs asks for it.
 ssize_t HookRead(int fd, void* buf, size_t len, void*) {
@@ -125,6 +131,7 @@ void GetAttr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
 void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (ino != kFileIno) return (void)fuse_reply_err(req, EISDIR);
   if ((fi->flags & O_ACCMODE) != O_RDONLY) return (void)fuse_reply_err(req, EROFS);
+  fi->fh = g_next_fh++;
   fi->keep_cache = 1;
   fi->noflush = 1;
   fi->direct_io = g_direct ? 1 : 0;
@@ -138,8 +145,13 @@ void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   fuse_reply_open(req, fi);
 }
 
-void Read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*) {
+void Read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
   const uint64_t o = static_cast<uint64_t>(off);
+  if (g_trace != nullptr) {
+    std::lock_guard lock(g_trace_mu);
+    std::fprintf(g_trace, "%llu %llu %zu\n", static_cast<unsigned long long>(fi->fh),
+                 static_cast<unsigned long long>(o), size);
+  }
   if (o >= g_size) return (void)fuse_reply_buf(req, nullptr, 0);
   if (size > g_size - o) size = static_cast<size_t>(g_size - o);
   // size <= 1 MiB (max_pages 256), so one window into the doubled pattern covers it; larger
@@ -192,13 +204,20 @@ void RaiseReadahead(const char* mountpoint, unsigned kb) {
 int main(int argc, char** argv) {
   std::vector<std::string> pos;
   for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--direct") == 0)
+    if (std::strcmp(argv[i], "--direct") == 0) {
       g_direct_wanted = true;
-    else
+    } else if (std::strcmp(argv[i], "--trace") == 0 && i + 1 < argc) {
+      g_trace = std::fopen(argv[++i], "w");
+      if (g_trace == nullptr) {
+        std::perror(argv[i]);
+        return 2;
+      }
+    } else {
       pos.emplace_back(argv[i]);
+    }
   }
   if (pos.size() < 2 || pos.size() > 3) {
-    std::fprintf(stderr, "usage: %s MOUNTPOINT SIZE_BYTES [NAME] [--direct]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s MOUNTPOINT SIZE_BYTES [NAME] [--direct] [--trace FILE]\n", argv[0]);
     return 2;
   }
   const char* mountpoint = pos[0].c_str();
@@ -254,5 +273,9 @@ int main(int argc, char** argv) {
   fuse_session_unmount(se);
   fuse_remove_signal_handlers(se);
   fuse_session_destroy(se);
+  if (g_trace != nullptr && std::fclose(g_trace) != 0) {
+    std::perror("--trace");
+    return 1;
+  }
   return rc;
 }

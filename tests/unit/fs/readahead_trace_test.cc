@@ -1,0 +1,302 @@
+// The readahead policy replayed over recorded offset traces: the FUSE READs the kernel sent for
+// each loader pattern of the benchmark (tests/unit/fs/traces, recorded by
+// tools/bench/record_traces.py through the stub FUSE filesystem mounted as hubfs mounts, a
+// 280 MiB shard of the benchmark's checkpoint opened as hubfs opens a cold shard).
+//
+// The replay composes the policy modules as Filesystem::Read does: a Readahead per handle (its
+// `held` answered by the inode's ReturnedBlocks), the handle switching to the safetensors plan on a
+// seek, the plan's next tensors prefetched after each READ in that mode, blocks the kernel was
+// given whole never prefetched, and a READ "waited" when one of its blocks had not been asked for
+// yet. It measures, per pattern:
+//   - covered: of the blocks READs needed, the share a prefetch had asked for before the first
+//     READ that needed it (the reader did not start the block's fetch itself);
+//   - wasted: blocks prefetched that no READ of the trace needed;
+//   - plan handles: handles that switched to the tensor plan.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "fs/readahead.h"
+#include "fs/safetensors_plan.h"
+
+namespace hubfs::fs {
+namespace {
+
+constexpr uint64_t kMiB = 1u << 20;
+constexpr uint64_t kBlock = 4 * kMiB;  // hubfs's default block size
+
+struct TraceRead {
+  uint64_t handle, offset, size;
+};
+
+struct Trace {
+  uint64_t file_size = 0;
+  std::vector<TraceRead> reads;
+};
+
+std::string TraceDir() { return HUBFS_TRACE_DIR; }
+
+Trace LoadTrace(const std::string& name) {
+  Trace t;
+  std::ifstream in(TraceDir() + "/" + name + ".trace");
+  EXPECT_TRUE(in) << "missing trace " << name;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    if (line[0] == '#') {
+      if (auto at = line.find("file_size "); at != std::string::npos)
+        t.file_size = std::stoull(line.substr(at + 10));
+      continue;
+    }
+    std::istringstream ls(line);
+    TraceRead r{};
+    ls >> r.handle >> r.offset >> r.size;
+    EXPECT_FALSE(ls.fail()) << name << ": " << line;
+    t.reads.push_back(r);
+  }
+  EXPECT_GT(t.file_size, 0u) << name;
+  return t;
+}
+
+SafetensorsPlan LoadPlan(uint64_t file_size) {
+  std::ifstream in(TraceDir() + "/shard.header.json", std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto plan = SafetensorsPlan::Parse(ss.str(), file_size);
+  EXPECT_TRUE(plan.ok());
+  return std::move(plan.value());
+}
+
+struct ReplayResult {
+  uint64_t needed = 0;      // distinct blocks READs needed
+  uint64_t covered = 0;     // ... that a prefetch had asked for before the first READ needing it
+  uint64_t prefetched = 0;  // distinct blocks prefetched
+  uint64_t wasted = 0;      // ... that no READ needed
+  int handles = 0;
+  int plan_handles = 0;
+  uint64_t max_ahead = 0;   // the furthest a prefetch reached past the READ that issued it
+  double covered_share() const { return needed ? static_cast<double>(covered) / needed : 0; }
+};
+
+// `slow_origin`: every READ waited (the origin never kept up), so every stream's window grows to its
+// maximum; otherwise a READ waited only when one of its blocks had not been asked for yet.
+ReplayResult Replay(const Trace& t, const SafetensorsPlan* plan, bool slow_origin = false, ReadaheadConfig cfg = {}) {
+  struct Handle {
+    Readahead ra;
+    bool plan_mode = false;
+  };
+  const uint64_t nblocks = (t.file_size + kBlock - 1) / kBlock;
+  std::map<uint64_t, Handle> handles;
+  ReturnedBlocks returned(kBlock, t.file_size);
+  enum : uint8_t { kNone, kByPrefetch, kByRead };
+  std::vector<uint8_t> asked(nblocks, kNone);
+  std::vector<bool> needed(nblocks, false);
+  ReplayResult out;
+  const uint64_t look = cfg.max_window / 2;
+  for (const TraceRead& r : t.reads) {
+    const uint64_t end = std::min(r.offset + r.size, t.file_size);
+    if (r.offset >= end) continue;
+    const uint64_t first = r.offset / kBlock, last = (end - 1) / kBlock;
+    bool waited = slow_origin;
+    for (uint64_t b = first; b <= last; ++b) waited = waited || asked[b] == kNone;
+    auto [it, fresh] = handles.try_emplace(r.handle, Handle{Readahead(cfg)});
+    Handle& h = it->second;
+    const PrefetchRange ra = h.ra.OnRead(r.offset, end - r.offset, t.file_size, waited, [&](uint64_t a, uint64_t b) {
+      return returned.AccountsFor(a, b, cfg.backward_tolerance, cfg.forward_tolerance);
+    });
+    if (ra.seek && plan != nullptr && !h.plan_mode) {
+      h.plan_mode = true;
+      ++out.plan_handles;
+    }
+    returned.Note(r.offset, end);
+    auto prefetch = [&](uint64_t from, uint64_t to) {
+      for (uint64_t b = from / kBlock; b * kBlock < to && b < nblocks; ++b) {
+        if ((b >= first && b <= last) || returned.Has(b)) continue;
+        if (asked[b] == kNone) asked[b] = kByPrefetch;
+        out.max_ahead = std::max(out.max_ahead, (b + 1) * kBlock > end ? (b + 1) * kBlock - end : 0);
+      }
+    };
+    if (!ra.empty()) prefetch(ra.begin, ra.end);
+    if (h.plan_mode)
+      for (const ByteRange& br : plan->Following(end, look)) prefetch(br.begin, br.end);
+    for (uint64_t b = first; b <= last; ++b) {
+      if (!needed[b]) {
+        needed[b] = true;
+        ++out.needed;
+        if (asked[b] == kByPrefetch) ++out.covered;
+      }
+      if (asked[b] == kNone) asked[b] = kByRead;
+    }
+  }
+  for (uint64_t b = 0; b < nblocks; ++b) {
+    if (asked[b] != kByPrefetch) continue;
+    ++out.prefetched;
+    if (!needed[b]) ++out.wasted;
+  }
+  out.handles = static_cast<int>(handles.size());
+  return out;
+}
+
+void Describe(const std::string& name, const ReplayResult& r) {
+  std::printf("%-9s handles %2d, blocks needed %3llu, covered by prefetch %5.1f%%, prefetched %3llu, wasted %llu, "
+              "plan handles %d, furthest ahead %llu MiB\n",
+              name.c_str(), r.handles, static_cast<unsigned long long>(r.needed), 100 * r.covered_share(),
+              static_cast<unsigned long long>(r.prefetched), static_cast<unsigned long long>(r.wasted),
+              r.plan_handles, static_cast<unsigned long long>(r.max_ahead / kMiB));
+}
+
+constexpr const char* kAll[] = {"seq", "eight", "threads", "odirect", "shared", "st", "mmap", "ranks", "prefetch"};
+
+class RecordedTrace : public ::testing::Test {
+ protected:
+  ReplayResult Run(const std::string& name, bool safetensors = true) {
+    trace_ = LoadTrace(name);
+    plan_ = LoadPlan(trace_.file_size);
+    auto r = Replay(trace_, safetensors ? &plan_ : nullptr);
+    Describe(name, r);
+    EXPECT_EQ(r.needed, (trace_.file_size + kBlock - 1) / kBlock) << name << ": every pattern reads the whole shard";
+    // Prefetch stays within one window of its reader: never more than max_window past the READ.
+    EXPECT_LE(r.max_ahead, ReadaheadConfig{}.max_window + kBlock) << name;
+    return r;
+  }
+  Trace trace_;
+  SafetensorsPlan plan_ = SafetensorsPlan();
+};
+
+// One sequential stream (`dd`): every block but the first is asked for ahead of the reader; the
+// only blocks past what it reads are none (the file's end bounds the window).
+TEST_F(RecordedTrace, SequentialReaderIsCoveredAhead) {
+  auto r = Run("seq");
+  EXPECT_EQ(r.handles, 1);
+  EXPECT_EQ(r.covered, r.needed - 1);
+  EXPECT_EQ(r.plan_handles, 0) << "a sequential reader never switches to the tensor plan";
+}
+
+// 8 processes reading the whole shard at once: one handle each, none mistaken for a loader
+// jumping around, and every block after the first asked for ahead of whichever reader got there first.
+TEST_F(RecordedTrace, EightProcessesAreEightSequentialStreams) {
+  auto r = Run("eight");
+  EXPECT_EQ(r.handles, 8);
+  EXPECT_EQ(r.plan_handles, 0);
+  EXPECT_GE(r.covered_share(), 0.95);
+}
+
+// 16 threads, each its own fd and its own 1/16: each handle's first READ lands mid-file, a random
+// read that prefetches nothing (never a seek: no plan), after which each handle is one sequential
+// stream. Only the first blocks of each slice are the readers' own fetches, run in parallel.
+TEST_F(RecordedTrace, SixteenSlicesAreSixteenStreams) {
+  for (const char* name : {"threads", "odirect"}) {
+    auto r = Run(name);
+    EXPECT_EQ(r.handles, 16) << name;
+    EXPECT_EQ(r.plan_handles, 0) << name;
+    EXPECT_LE(r.needed - r.covered, 2u * 16) << name << ": at most 2 blocks per slice fetched by its reader";
+  }
+}
+
+// Forked workers sharing one fd: one handle whose READs interleave 4 workers' offsets, tracked as
+// that handle's streams (the recorded run also has a worker fall far enough behind to count as a
+// seek, after which the handle follows the tensor plan: what it asks for is still all read).
+TEST_F(RecordedTrace, ForkedWorkersOnOneFdAreCoveredAhead) {
+  auto r = Run("shared");
+  EXPECT_EQ(r.handles, 1);
+  EXPECT_GE(r.covered_share(), 0.95);
+}
+
+// The eager safetensors load: pread of every tensor in key order. The fixture's tensors are stored
+// as safetensors writers store them (by dtype, then name), so key order runs through the file with
+// small steps back and forth, within the streams' tolerances: no seek, and the sequential window
+// stays ahead of the loader.
+TEST_F(RecordedTrace, KeyOrderLoadIsCoveredAhead) {
+  auto r = Run("st");
+  EXPECT_EQ(r.handles, 1);
+  EXPECT_GE(r.covered_share(), 0.95);
+}
+
+// safe_open + mmap: the kernel's readahead READs of a mapping walked in key order (and the
+// header's own handle). The mapping's READs seek (the header read, then the first tensor far
+// away): the handle follows the plan from there.
+TEST_F(RecordedTrace, MmapLoadFollowsThePlan) {
+  auto r = Run("mmap");
+  EXPECT_EQ(r.plan_handles, 1);
+  EXPECT_GE(r.covered_share(), 0.9);
+  // The same READs on a file that is not safetensors (no plan): still covered by the streams.
+  auto no_plan = Replay(trace_, nullptr);
+  Describe("mmap, no plan", no_plan);
+  EXPECT_GE(no_plan.covered_share(), 0.9);
+}
+
+// Tensor-parallel ranks: 4 processes, each reading its rows of every tensor in key order, so each
+// skips the other ranks' rows. The skips stay within a stream's tolerance (or over rows another
+// rank has been given), so each rank is one stream, and between them most blocks are asked for
+// before the first rank needs them.
+TEST_F(RecordedTrace, TensorParallelRanksAreCoveredAhead) {
+  auto r = Run("ranks");
+  EXPECT_EQ(r.handles, 4);
+  EXPECT_GE(r.covered_share(), 0.85);
+}
+
+// A slow origin: every READ waits, so each stream's window doubles up to max_window. Prefetch then
+// runs up to a whole window ahead of each reader, never further.
+TEST_F(RecordedTrace, SlowOriginGrowsWindowsToTheirMaximum) {
+  const uint64_t max_window = ReadaheadConfig{}.max_window;
+  for (const char* name : kAll) {
+    const Trace t = LoadTrace(name);
+    const SafetensorsPlan plan = LoadPlan(t.file_size);
+    auto r = Replay(t, &plan, /*slow_origin=*/true);
+    Describe(std::string(name) + ", slow", r);
+    EXPECT_LE(r.max_ahead, max_window + kBlock) << name;
+    EXPECT_GE(r.covered_share(), 0.7) << name;
+    if (std::string(name) == "seq") {
+      EXPECT_GE(r.max_ahead, max_window - kBlock) << "the window grew to its maximum";
+    }
+  }
+}
+
+// Each handle's first half of its READs: a load stopped half-way.
+Trace FirstHalfOfEachHandle(const Trace& t) {
+  std::map<uint64_t, size_t> total, kept;
+  for (const TraceRead& r : t.reads) ++total[r.handle];
+  Trace out{t.file_size, {}};
+  for (const TraceRead& r : t.reads)
+    if (kept[r.handle]++ < total[r.handle] / 2) out.reads.push_back(r);
+  return out;
+}
+
+// A load stopped half-way: what prefetch asked for that no READ needed is bounded by one window
+// for each region of the file being read at once (16 slices, vLLM's 8 pieces; one for the rest,
+// however many handles read it), plus the plan's look-ahead for a handle following the tensor plan,
+// with the origin slow (the largest windows) or not. A slice's reader, whose window has few READs to
+// grow, stops within 2 blocks of where it stopped.
+TEST_F(RecordedTrace, AStoppedLoadWastesAtMostAWindowPerRegion) {
+  const ReadaheadConfig cfg;
+  const std::map<std::string, uint64_t> regions = {{"threads", 16}, {"odirect", 16}, {"prefetch", 8}};
+  for (const char* name : kAll) {
+    const Trace t = FirstHalfOfEachHandle(LoadTrace(name));
+    const SafetensorsPlan plan = LoadPlan(t.file_size);
+    for (bool slow : {false, true}) {
+      auto r = Replay(t, &plan, slow);
+      Describe(std::string(name) + (slow ? ", half, slow" : ", half"), r);
+      const uint64_t n = regions.count(name) ? regions.at(name) : 1;
+      uint64_t bound = n * (cfg.max_window / kBlock + 1) + r.plan_handles * (cfg.max_window / 2 / kBlock + 2);
+      if (n == 16) bound = 2 * 16;
+      EXPECT_LE(r.wasted, bound) << name << (slow ? " (slow origin)" : "");
+      EXPECT_LT(r.needed, (t.file_size + kBlock - 1) / kBlock) << name << ": half a load reads part of the file";
+    }
+  }
+}
+
+// vLLM's prefetch: 8 threads in 16 MiB pieces, then the mmap load (the kernel holds nothing: the
+// prefetch's READs were direct, so the mapping's READs come again).
+TEST_F(RecordedTrace, PrefetchThreadsThenMmap) {
+  auto r = Run("prefetch");
+  EXPECT_GE(r.handles, 9);
+  EXPECT_GE(r.covered_share(), 0.85);
+}
+
+}  // namespace
+}  // namespace hubfs::fs
