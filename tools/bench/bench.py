@@ -819,11 +819,32 @@ class Bench:
         return "asked for %s: the stub's opens were %s, hubfs's cold opens %s; the ceiling is not measured the " \
                "way hubfs read" % (asked, stub, " and ".join(hub))
 
+    def cold_once(self, name, fn, inside=None):
+        """One cold mount (hubfs cache cleared, page cache dropped) and `fn(path)` of the first shard
+        timed: its bytes checked, the origin's bytes counted, `inside(m, path)` run before the
+        shard's SHA-256 is checked through the same mount. (rate, origin bytes, CpuMeter)."""
+        sha0 = self.files[SHARDS[0]]["sha256"]
+        m = self.cold_mount("cold " + name)
+        try:
+            path = self.shard_path(m.mp)
+            with CpuMeter({"hubfs": m.proc.pid, "nginx": self.emu.nginx_pid}) as cm, self.win("hubfs " + name):
+                n, dt = fn(path)
+            if n != self.expected_bytes(name):
+                raise RuntimeError("hubfs %s read %d bytes, expected %d" % (name, n, self.expected_bytes(name)))
+            m.sample_hwm()
+            b, _ = self.cdn_bytes(sha0, expect=self.size[0])
+            if inside:
+                inside(m, path)
+            self.verify_sha(path, 0, "hubfs cold " + name)
+            return n / dt, b, cm
+        finally:
+            m.close()
+            self.hubfs_done(m)
+
     def measure_hubfs_cold(self):
         self.hub_open_seen = set()
         self.hub = {}
         self.hub_origin = {}
-        sha0 = self.files[SHARDS[0]]["sha256"]
         self.hub_cpu = {}
         for name in ("seq", "st", "mmap", "threads"):
             rates, ob, cpu = [], [], []
@@ -831,26 +852,16 @@ class Bench:
                 # the early re-read's baseline: taken before the mount, so that neither hubfs's
                 # write-behind nor its verification of the file (disk work after a cold read) slows it
                 early_local = self.local_cold_once() if name == "seq" else None
-                m = self.cold_mount("cold " + name)
-                try:
-                    path = self.shard_path(m.mp)
-                    with CpuMeter({"hubfs": m.proc.pid, "nginx": self.emu.nginx_pid}) as cm, \
-                            self.win("hubfs " + name):
-                        n, dt = self.patterns(path)[name]()
-                    cpu.append(cm)
-                    if n != self.expected_bytes(name):
-                        raise RuntimeError("hubfs %s read %d bytes, expected %d" % (name, n, self.expected_bytes(name)))
-                    m.sample_hwm()
+
+                def inside(m, path, name=name, early_local=early_local):
                     self.hub_open_seen.add(self.hubfs_open_mode(m))
-                    b, _ = self.cdn_bytes(sha0, expect=self.size[0])
                     if name == "seq":
                         self.measure_early_warm(m, path, early_local)
-                    self.verify_sha(path, 0, "hubfs cold " + name)
-                    rates.append(n / dt)
-                    ob.append(b)
-                finally:
-                    m.close()
-                    self.hubfs_done(m)
+
+                rate, b, cm = self.cold_once(name, lambda path, name=name: self.patterns(path)[name](), inside)
+                rates.append(rate)
+                ob.append(b)
+                cpu.append(cm)
             self.hub[name] = median(rates)
             self.hub_origin[name] = median(ob)
             self.hub_cpu[name] = (median([c.cpu.get("hubfs", 0) for c in cpu]) / (self.size[0] / GB),
@@ -870,28 +881,12 @@ class Bench:
     def measure_more_loaders(self):
         """The design notes' other loader patterns, cold, each against the same pattern's ceiling."""
         self.more_hub, self.more_origin = {}, {}
-        sha0 = self.files[SHARDS[0]]["sha256"]
         for name in self.MORE_LABELS:
-            rates, ob = [], []
-            for _ in range(self.a.repeat):
-                m = self.cold_mount("cold " + name)
-                try:
-                    path = self.shard_path(m.mp)
-                    with self.win("hubfs " + name):
-                        n, dt = self.more_patterns(path)[name]()
-                    if n != self.expected_bytes(name):
-                        raise RuntimeError("hubfs %s read %d bytes, expected %d" % (name, n, self.expected_bytes(name)))
-                    m.sample_hwm()
-                    b, _ = self.cdn_bytes(sha0, expect=self.size[0])
-                    self.verify_sha(path, 0, "hubfs cold " + name)
-                    rates.append(n / dt)
-                    ob.append(b)
-                finally:
-                    m.close()
-                    self.hubfs_done(m)
-            self.more_hub[name] = median(rates)
-            self.more_origin[name] = median(ob)
-            self.info["hubfs_cold_%s_gbps" % name] = [r / GB for r in rates]
+            runs = [self.cold_once(name, lambda path, name=name: self.more_patterns(path)[name]())
+                    for _ in range(self.a.repeat)]
+            self.more_hub[name] = median([r for r, _, _ in runs])
+            self.more_origin[name] = median([b for _, b, _ in runs])
+            self.info["hubfs_cold_%s_gbps" % name] = [r / GB for r, _, _ in runs]
             log("hubfs cold %s: %.2f GB/s (origin %.3f x file)" % (name, self.more_hub[name] / GB,
                                                                   self.more_origin[name] / self.size[0]))
 

@@ -412,43 +412,32 @@ def small_files(root, expect_path, deadline):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("st-load")
-    s.add_argument("files", nargs="+")
-    s.add_argument("--header-from", nargs="+")
-    s.add_argument("--deadline", type=float, default=0)
-    s = sub.add_parser("mmap-load")
-    s.add_argument("file")
-    s.add_argument("--header-from")
-    s.add_argument("--deadline", type=float, default=0)
-    s = sub.add_parser("threads")
-    s.add_argument("file")
-    s.add_argument("--threads", type=int, default=16)
-    s.add_argument("--chunk-mib", type=float, default=2)
-    s = sub.add_parser("seq")
-    s.add_argument("file")
-    s.add_argument("--chunk-mib", type=float, default=1)
-    s.add_argument("--deadline", type=float, default=0)
-    s = sub.add_parser("ranks")
-    s.add_argument("file")
-    s.add_argument("--ranks", type=int, default=4)
-    s.add_argument("--header-from")
-    s = sub.add_parser("shared-fd")
-    s.add_argument("file")
-    s.add_argument("--workers", type=int, default=4)
-    s.add_argument("--chunk-mib", type=float, default=1)
-    s = sub.add_parser("odirect")
-    s.add_argument("file")
-    s.add_argument("--threads", type=int, default=16)
-    s.add_argument("--chunk-mib", type=float, default=2)
-    s = sub.add_parser("prefetch-mmap")
-    s.add_argument("file")
-    s.add_argument("--threads", type=int, default=8)
-    s.add_argument("--chunk-mib", type=float, default=16)
-    s.add_argument("--header-from")
-    s = sub.add_parser("small-files")
-    s.add_argument("root")
-    s.add_argument("--expect")
-    s.add_argument("--deadline", type=float, default=0)
+    # subcommand: its arguments (name, add_argument keywords)
+    file_ = ("file", {})
+    header = ("--header-from", {})
+    deadline = ("--deadline", {"type": float, "default": 0})
+
+    def count(flag, n):
+        return (flag, {"type": int, "default": n})
+
+    def chunk(mib):
+        return ("--chunk-mib", {"type": float, "default": mib})
+
+    commands = {
+        "st-load": [("files", {"nargs": "+"}), ("--header-from", {"nargs": "+"}), deadline],
+        "mmap-load": [file_, header, deadline],
+        "threads": [file_, count("--threads", 16), chunk(2)],
+        "seq": [file_, chunk(1), deadline],
+        "ranks": [file_, count("--ranks", 4), header],
+        "shared-fd": [file_, count("--workers", 4), chunk(1)],
+        "odirect": [file_, count("--threads", 16), chunk(2)],
+        "prefetch-mmap": [file_, count("--threads", 8), chunk(16), header],
+        "small-files": [("root", {}), ("--expect", {}), deadline],
+    }
+    for name, args in commands.items():
+        s = sub.add_parser(name)
+        for flag, kw in args:
+            s.add_argument(flag, **kw)
     a = ap.parse_args()
     if a.cmd == "st-load":
         if a.header_from and len(a.header_from) != len(a.files):

@@ -152,111 +152,6 @@ void Describe(const std::string& name, const ReplayResult& r) {
 
 constexpr const char* kAll[] = {"seq", "eight", "threads", "odirect", "shared", "st", "mmap", "ranks", "prefetch"};
 
-class RecordedTrace : public ::testing::Test {
- protected:
-  ReplayResult Run(const std::string& name, bool safetensors = true) {
-    trace_ = LoadTrace(name);
-    plan_ = LoadPlan(trace_.file_size);
-    auto r = Replay(trace_, safetensors ? &plan_ : nullptr);
-    Describe(name, r);
-    EXPECT_EQ(r.needed, (trace_.file_size + kBlock - 1) / kBlock) << name << ": every pattern reads the whole shard";
-    // Prefetch stays within one window of its reader: never more than max_window past the READ.
-    EXPECT_LE(r.max_ahead, ReadaheadConfig{}.max_window + kBlock) << name;
-    return r;
-  }
-  Trace trace_;
-  SafetensorsPlan plan_ = SafetensorsPlan();
-};
-
-// One sequential stream (`dd`): every block but the first is asked for ahead of the reader; the
-// only blocks past what it reads are none (the file's end bounds the window).
-TEST_F(RecordedTrace, SequentialReaderIsCoveredAhead) {
-  auto r = Run("seq");
-  EXPECT_EQ(r.handles, 1);
-  EXPECT_EQ(r.covered, r.needed - 1);
-  EXPECT_EQ(r.plan_handles, 0) << "a sequential reader never switches to the tensor plan";
-}
-
-// 8 processes reading the whole shard at once: one handle each, none mistaken for a loader
-// jumping around, and every block after the first asked for ahead of whichever reader got there first.
-TEST_F(RecordedTrace, EightProcessesAreEightSequentialStreams) {
-  auto r = Run("eight");
-  EXPECT_EQ(r.handles, 8);
-  EXPECT_EQ(r.plan_handles, 0);
-  EXPECT_GE(r.covered_share(), 0.95);
-}
-
-// 16 threads, each its own fd and its own 1/16: each handle's first READ lands mid-file, a random
-// read that prefetches nothing (never a seek: no plan), after which each handle is one sequential
-// stream. Only the first blocks of each slice are the readers' own fetches, run in parallel.
-TEST_F(RecordedTrace, SixteenSlicesAreSixteenStreams) {
-  for (const char* name : {"threads", "odirect"}) {
-    auto r = Run(name);
-    EXPECT_EQ(r.handles, 16) << name;
-    EXPECT_EQ(r.plan_handles, 0) << name;
-    EXPECT_LE(r.needed - r.covered, 2u * 16) << name << ": at most 2 blocks per slice fetched by its reader";
-  }
-}
-
-// Forked workers sharing one fd: one handle whose READs interleave 4 workers' offsets, tracked as
-// that handle's streams (the recorded run also has a worker fall far enough behind to count as a
-// seek, after which the handle follows the tensor plan: what it asks for is still all read).
-TEST_F(RecordedTrace, ForkedWorkersOnOneFdAreCoveredAhead) {
-  auto r = Run("shared");
-  EXPECT_EQ(r.handles, 1);
-  EXPECT_GE(r.covered_share(), 0.95);
-}
-
-// The eager safetensors load: pread of every tensor in key order. The fixture's tensors are stored
-// as safetensors writers store them (by dtype, then name), so key order runs through the file with
-// small steps back and forth, within the streams' tolerances: no seek, and the sequential window
-// stays ahead of the loader.
-TEST_F(RecordedTrace, KeyOrderLoadIsCoveredAhead) {
-  auto r = Run("st");
-  EXPECT_EQ(r.handles, 1);
-  EXPECT_GE(r.covered_share(), 0.95);
-}
-
-// safe_open + mmap: the kernel's readahead READs of a mapping walked in key order (and the
-// header's own handle). The mapping's READs seek (the header read, then the first tensor far
-// away): the handle follows the plan from there.
-TEST_F(RecordedTrace, MmapLoadFollowsThePlan) {
-  auto r = Run("mmap");
-  EXPECT_EQ(r.plan_handles, 1);
-  EXPECT_GE(r.covered_share(), 0.9);
-  // The same READs on a file that is not safetensors (no plan): still covered by the streams.
-  auto no_plan = Replay(trace_, nullptr);
-  Describe("mmap, no plan", no_plan);
-  EXPECT_GE(no_plan.covered_share(), 0.9);
-}
-
-// Tensor-parallel ranks: 4 processes, each reading its rows of every tensor in key order, so each
-// skips the other ranks' rows. The skips stay within a stream's tolerance (or over rows another
-// rank has been given), so each rank is one stream, and between them most blocks are asked for
-// before the first rank needs them.
-TEST_F(RecordedTrace, TensorParallelRanksAreCoveredAhead) {
-  auto r = Run("ranks");
-  EXPECT_EQ(r.handles, 4);
-  EXPECT_GE(r.covered_share(), 0.85);
-}
-
-// A slow origin: every READ waits, so each stream's window doubles up to max_window. Prefetch then
-// runs up to a whole window ahead of each reader, never further.
-TEST_F(RecordedTrace, SlowOriginGrowsWindowsToTheirMaximum) {
-  const uint64_t max_window = ReadaheadConfig{}.max_window;
-  for (const char* name : kAll) {
-    const Trace t = LoadTrace(name);
-    const SafetensorsPlan plan = LoadPlan(t.file_size);
-    auto r = Replay(t, &plan, /*slow_origin=*/true);
-    Describe(std::string(name) + ", slow", r);
-    EXPECT_LE(r.max_ahead, max_window + kBlock) << name;
-    EXPECT_GE(r.covered_share(), 0.7) << name;
-    if (std::string(name) == "seq") {
-      EXPECT_GE(r.max_ahead, max_window - kBlock) << "the window grew to its maximum";
-    }
-  }
-}
-
 // Each handle's first half of its READs: a load stopped half-way.
 Trace FirstHalfOfEachHandle(const Trace& t) {
   std::map<uint64_t, size_t> total, kept;
@@ -265,6 +160,112 @@ Trace FirstHalfOfEachHandle(const Trace& t) {
   for (const TraceRead& r : t.reads)
     if (kept[r.handle]++ < total[r.handle] / 2) out.reads.push_back(r);
   return out;
+}
+
+class RecordedTrace : public ::testing::Test {
+ protected:
+  // Replays trace `name` (of a load stopped half-way if `half`) with the shard's tensor plan.
+  ReplayResult Run(const std::string& name, bool slow_origin = false, bool half = false) {
+    trace_ = LoadTrace(name);
+    if (half) trace_ = FirstHalfOfEachHandle(trace_);
+    plan_ = LoadPlan(trace_.file_size);
+    auto r = Replay(trace_, &plan_, slow_origin);
+    Describe(name + (half ? ", half" : "") + (slow_origin ? ", slow" : ""), r);
+    const uint64_t nblocks = (trace_.file_size + kBlock - 1) / kBlock;
+    if (half) {
+      EXPECT_LT(r.needed, nblocks) << name << ": half a load reads part of the file";
+    } else {
+      EXPECT_EQ(r.needed, nblocks) << name << ": every pattern reads the whole shard";
+    }
+    // Prefetch stays within one window of its reader: never more than max_window past the READ.
+    EXPECT_LE(r.max_ahead, ReadaheadConfig{}.max_window + kBlock) << name;
+    return r;
+  }
+  Trace trace_;
+  SafetensorsPlan plan_ = SafetensorsPlan();
+};
+
+// What each recorded pattern gets: its handles, how many follow the tensor plan (-1: not asked),
+// and the share of the blocks it needed that prefetch asked for before the first READ needing them.
+struct Expected {
+  const char* name;
+  int handles;
+  int plan_handles;
+  double covered;
+  const char* why;
+};
+constexpr Expected kExpected[] = {
+    {"seq", 1, 0, 0.98, "dd: one sequential stream; every block but the first asked for ahead of it"},
+    {"eight", 8, 0, 0.95,
+     "8 processes reading the whole shard at once: 8 sequential streams, none mistaken for a loader jumping "
+     "around; every block after the first asked for ahead of whichever reader got there first"},
+    {"threads", 16, 0, 0.5,
+     "16 threads, each its own fd and 1/16: each handle's first READ lands mid-file, a random read that "
+     "prefetches nothing (not a seek: no plan), then each handle is one stream (SlicesAreFetchedByTheirReadersOnlyAtTheirStart)"},
+    {"odirect", 16, 0, 0.5, "the same with O_DIRECT opens"},
+    {"shared", 1, -1, 0.95,
+     "4 forked workers on one fd: one handle whose READs interleave the workers' offsets, tracked as its "
+     "streams (in the recorded run one worker falls far enough behind to count as a seek, and the handle then "
+     "follows the tensor plan: what it asks for is still all read)"},
+    {"st", 1, 0, 0.95,
+     "pread of every tensor in key order: the fixture's tensors are stored as safetensors writers store them "
+     "(by dtype, then name), so key order runs through the file in small steps back and forth, within the "
+     "streams' tolerances: no seek, and the sequential window stays ahead of the loader"},
+    {"mmap", 2, 1, 0.9,
+     "safe_open + mmap: the header's handle, and the mapping's readahead READs walked in key order, which seek "
+     "(from the header to the first tensor far away) and then follow the plan"},
+    {"ranks", 4, -1, 0.85,
+     "4 tensor-parallel ranks, each its rows of every tensor in key order: each skips the other ranks' rows, "
+     "within a stream's tolerance or over rows another rank has been given, and between them most blocks are "
+     "asked for before the first rank needs them"},
+    {"prefetch", 9, -1, 0.85,
+     "vLLM: 8 threads in 16 MiB pieces, then the mmap load (the prefetch's READs were direct: the kernel holds "
+     "nothing, so the mapping's READs come again)"},
+};
+
+TEST_F(RecordedTrace, EachPatternIsCoveredAhead) {
+  for (const Expected& e : kExpected) {
+    auto r = Run(e.name);
+    EXPECT_EQ(r.handles, e.handles) << e.name << ": " << e.why;
+    if (e.plan_handles >= 0) {
+      EXPECT_EQ(r.plan_handles, e.plan_handles) << e.name << ": " << e.why;
+    }
+    EXPECT_GE(r.covered_share(), e.covered) << e.name << ": " << e.why;
+  }
+}
+
+// One reader: exactly its first block is its own fetch.
+TEST_F(RecordedTrace, OneSequentialReaderFetchesOnlyItsFirstBlock) {
+  auto r = Run("seq");
+  EXPECT_EQ(r.covered, r.needed - 1);
+}
+
+// 16 slices: only the first blocks of each slice are its reader's own fetches (run in parallel).
+TEST_F(RecordedTrace, SlicesAreFetchedByTheirReadersOnlyAtTheirStart) {
+  for (const char* name : {"threads", "odirect"}) {
+    auto r = Run(name);
+    EXPECT_LE(r.needed - r.covered, 2u * 16) << name << ": at most 2 blocks per slice fetched by its reader";
+  }
+}
+
+// The mmap load's READs on a file that is not safetensors (no plan): still covered by the streams.
+TEST_F(RecordedTrace, MmapLoadWithoutAPlan) {
+  const Trace t = LoadTrace("mmap");
+  auto r = Replay(t, nullptr);
+  Describe("mmap, no plan", r);
+  EXPECT_GE(r.covered_share(), 0.9);
+}
+
+// A slow origin: every READ waits, so each stream's window doubles up to max_window. Prefetch then
+// runs up to a whole window ahead of each reader (Run checks: never further).
+TEST_F(RecordedTrace, SlowOriginGrowsWindowsToTheirMaximum) {
+  for (const char* name : kAll) {
+    auto r = Run(name, /*slow_origin=*/true);
+    EXPECT_GE(r.covered_share(), 0.7) << name;
+    if (std::string(name) == "seq") {
+      EXPECT_GE(r.max_ahead, ReadaheadConfig{}.max_window - kBlock) << "the window grew to its maximum";
+    }
+  }
 }
 
 // A load stopped half-way: what prefetch asked for that no READ needed is bounded by one window
@@ -276,26 +277,14 @@ TEST_F(RecordedTrace, AStoppedLoadWastesAtMostAWindowPerRegion) {
   const ReadaheadConfig cfg;
   const std::map<std::string, uint64_t> regions = {{"threads", 16}, {"odirect", 16}, {"prefetch", 8}};
   for (const char* name : kAll) {
-    const Trace t = FirstHalfOfEachHandle(LoadTrace(name));
-    const SafetensorsPlan plan = LoadPlan(t.file_size);
     for (bool slow : {false, true}) {
-      auto r = Replay(t, &plan, slow);
-      Describe(std::string(name) + (slow ? ", half, slow" : ", half"), r);
+      auto r = Run(name, slow, /*half=*/true);
       const uint64_t n = regions.count(name) ? regions.at(name) : 1;
       uint64_t bound = n * (cfg.max_window / kBlock + 1) + r.plan_handles * (cfg.max_window / 2 / kBlock + 2);
       if (n == 16) bound = 2 * 16;
       EXPECT_LE(r.wasted, bound) << name << (slow ? " (slow origin)" : "");
-      EXPECT_LT(r.needed, (t.file_size + kBlock - 1) / kBlock) << name << ": half a load reads part of the file";
     }
   }
-}
-
-// vLLM's prefetch: 8 threads in 16 MiB pieces, then the mmap load (the kernel holds nothing: the
-// prefetch's READs were direct, so the mapping's READs come again).
-TEST_F(RecordedTrace, PrefetchThreadsThenMmap) {
-  auto r = Run("prefetch");
-  EXPECT_GE(r.handles, 9);
-  EXPECT_GE(r.covered_share(), 0.85);
 }
 
 }  // namespace
