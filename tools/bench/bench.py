@@ -1743,8 +1743,11 @@ http {
                 self.measure_hf_cache()
             if want("rss"):
                 self.measure_rss_many_readers()
-            if want("eight") and "seq" in self.hub:
-                self.measure_eight()
+            if want("eight"):
+                if "seq" in self.hub:
+                    self.measure_eight()
+                else:
+                    self.note("the 8-process rows compare with one reader's cold time: --only needs cold too")
             if self.a.net_eight_mibps > 0 and want("net-eight"):
                 self.measure_eight_network_bound()
             if want("warm"):
