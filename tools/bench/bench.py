@@ -1129,6 +1129,57 @@ class Bench:
         log("already downloaded: local load %.2f s, hubfs first use %.2f s, remounted %.2f s, origin bytes %d" % (
             self.hf_base, self.hf_first, self.hf_again, origin))
 
+    def measure_prewarm(self):
+        """`hubfs warm` of the model (every file into a cleared cache, page cache dropped), against
+        downloading both shards to the local disk (the cache's filesystem) with curl (one after the
+        other) and with aria2c -x16 -s16 -j2, page cache dropped too, each synced to the disk: the
+        download step hubfs makes unnecessary, done ahead by hubfs. The baseline is the faster."""
+        want = sum(self.size)
+        tools = {"curl": lambda d: [["curl", "-sf", "--noproxy", "*", "-o", os.path.join(d, "shard%d" % i), u]
+                                    for i, u in enumerate(self.cdn)]}
+        if shutil.which("aria2c"):
+            tools["aria2c -x16 -s16 -j2"] = lambda d: [
+                ["aria2c", "-x16", "-s16", "-j2", "-Z", "-q", "--file-allocation=none", "--allow-overwrite=true",
+                 "--no-conf", "--all-proxy=", "-d", d] + list(self.cdn)]
+        base = {k: [] for k in tools}
+        mine, origin = [], []
+        for _ in range(self.a.repeat):
+            for name, cmds in tools.items():
+                d = tempfile.mkdtemp(prefix="download-", dir=self.work)
+                try:
+                    drop_caches()
+                    with self.win("prewarm " + name):
+                        t0 = time.perf_counter()
+                        for c in cmds(d):
+                            subprocess.run(c, check=True, capture_output=True)
+                        os.sync()  # on the disk, as the cache's blocks are once warm returns
+                        base[name].append(time.perf_counter() - t0)
+                    got = sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d))
+                    if got != want:
+                        raise RuntimeError("%s wrote %d bytes of %d" % (name, got, want))
+                finally:
+                    shutil.rmtree(d, ignore_errors=True)
+            self.clear_hubfs_cache()
+            drop_caches()
+            self.emu.clear_log()
+            with self.win("prewarm hubfs"):
+                t0 = time.perf_counter()
+                p = subprocess.run([HUBFS, "warm", MODEL, "--endpoint", self.emu.hub_url, "--cache-dir", self.cache],
+                                   capture_output=True, text=True, timeout=600)
+                os.sync()
+                mine.append(time.perf_counter() - t0)
+            if p.returncode != 0:
+                raise RuntimeError("hubfs warm failed: %s" % (p.stderr or p.stdout).strip()[-500:])
+            b, _ = self.cdn_bytes(expect=want)
+            origin.append(b / want)
+        times = {k: median(v) for k, v in base.items()}
+        best = min(times, key=times.get)
+        self.prewarm = (median(mine), best, times, median(origin))
+        self.info["prewarm_hubfs_s"] = mine
+        self.info["prewarm_download_s"] = base
+        log("hubfs warm of the model %.2f s; downloads: %s" % (
+            self.prewarm[0], ", ".join("%s %.2f s" % kv for kv in times.items())))
+
     def measure_eight(self):
         times, ratios = [], []
         sha0 = self.files[SHARDS[0]]["sha256"]
@@ -1502,6 +1553,12 @@ http {
                 self.row("already in huggingface_hub's cache, load both shards (page cache dropped): %s" % what,
                          "%.2f s" % t, "the same load from huggingface_hub's snapshot paths %.2f s; origin bytes %d"
                          % (self.hf_base, self.hf_origin), "%.2f" % r, "-", None, (keys, "hf base"))
+        if hasattr(self, "prewarm"):
+            t, best, times, o = self.prewarm
+            self.row("hubfs warm: the model fetched ahead into the cache (page cache dropped)", "%.2f s" % t,
+                     "both shards downloaded to the local disk: %s; origin %.3f x the shards" % (
+                         ", ".join("%s %.2f s" % kv for kv in times.items()), o),
+                     "%.2f" % (times[best] / t), "-", None, ("prewarm hubfs", "prewarm " + best))
         if hasattr(self, "eight_t"):
             self.row("cold, 8 processes x whole shard: origin bytes", "%.3f x file" % self.eight_bytes,
                      "file size %.2f GB" % (self.size[0] / GB), "%.3f" % self.eight_bytes, "<= 1.05",
@@ -1743,6 +1800,8 @@ http {
                 self.measure_hf_cache()
             if want("rss"):
                 self.measure_rss_many_readers()
+            if want("prewarm"):
+                self.measure_prewarm()
             if want("eight"):
                 if "seq" in self.hub:
                     self.measure_eight()
@@ -1891,7 +1950,7 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs) under /var/tmp")
     ap.add_argument("--only", default="",
                     help="comma list of the steps to run (the ceilings always run): cold, loaders, net, ttm, hf, "
-                         "rss, eight (needs cold), net-eight, warm, small, peers; default all")
+                         "rss, prewarm, eight (needs cold), net-eight, warm, small, peers; default all")
     a = ap.parse_args()
     if a.no_peers:
         a.peers = ""
