@@ -1952,6 +1952,10 @@ def main():
                     help="comma list of the steps to run (the ceilings always run): cold, loaders, net, ttm, hf, "
                          "rss, prewarm, eight (needs cold), net-eight, warm, small, peers; default all")
     a = ap.parse_args()
+    steps = {"cold", "loaders", "net", "ttm", "hf", "rss", "prewarm", "eight", "net-eight", "warm", "small", "peers"}
+    unknown = set(a.only.split(",")) - steps if a.only else set()
+    if unknown:
+        ap.error("--only: no step %s (steps: %s)" % (", ".join(sorted(unknown)), ", ".join(sorted(steps))))
     if a.no_peers:
         a.peers = ""
     if a.shard_mb is None:
