@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "common/file_util.h"
+#include "common/hex.h"
 #include "common/log.h"
 #include "common/metrics.h"
 
@@ -24,13 +25,6 @@ constexpr size_t kHashChunk = 8u << 20;
 constexpr const char* kRecordPrefix = "hf-blob|";
 constexpr size_t kMaxSnapshotFiles = 1u << 20;
 constexpr int kMaxSnapshotDepth = 64;
-
-bool IsHex(std::string_view s, size_t n) {
-  if (s.size() != n) return false;
-  for (char c : s)
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
-  return true;
-}
 
 // A relative path of plain names (a ref like "v1.0" or "refs/pr/1"): no "", "." or ".." part.
 bool PlainRelative(std::string_view p) {
@@ -65,9 +59,8 @@ void WalkSnapshot(const std::string& dir, const std::string& rel, int depth, std
     if (n <= 0) continue;
     const std::string_view t(target, static_cast<size_t>(n));
     const std::string_view blob = t.substr(t.rfind('/') == std::string_view::npos ? 0 : t.rfind('/') + 1);
-    std::optional<ContentId> id;
-    if (IsHex(blob, 64)) id = ContentId::FromHex(IdKind::kSha256, blob);
-    else if (IsHex(blob, 40)) id = ContentId::FromHex(IdKind::kGitSha1, blob);
+    std::optional<ContentId> id = ContentId::FromHex(IdKind::kSha256, blob);
+    if (!id) id = ContentId::FromHex(IdKind::kGitSha1, blob);
     struct stat target_st {};
     if (!id || ::stat(full.c_str(), &target_st) != 0 || !S_ISREG(target_st.st_mode)) continue;
     out->push_back(HfHubCache::File{path, static_cast<uint64_t>(target_st.st_size), *id});
@@ -108,18 +101,18 @@ std::string HfHubCache::Commit(const std::string& folder, const std::string& rev
   if (root_.empty() || folder.empty()) return "";
   const std::string repo = root_ + "/" + folder;
   struct stat st {};
-  if (IsHex(rev, 40))
+  if (IsHexDigits(rev, 40))
     return ::stat((repo + "/snapshots/" + rev).c_str(), &st) == 0 && S_ISDIR(st.st_mode) ? rev : "";
   const std::string name = rev.empty() ? "main" : rev;
   std::string text;
   if (!PlainRelative(name) || ReadFileUpTo(repo + "/refs/" + name, 256, &text) != 0) return "";
   while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
-  return IsHex(text, 40) ? text : "";
+  return IsHexDigits(text, 40) ? text : "";
 }
 
 std::optional<std::vector<HfHubCache::File>> HfHubCache::Files(const std::string& folder,
                                                                 const std::string& commit) const {
-  if (root_.empty() || folder.empty() || !IsHex(commit, 40)) return std::nullopt;
+  if (root_.empty() || folder.empty() || !IsHexDigits(commit, 40)) return std::nullopt;
   const std::string base = root_ + "/" + folder + "/snapshots/" + commit;
   struct stat st {};
   if (::stat(base.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return std::nullopt;

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "common/hex.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "fetch/url.h"
@@ -24,12 +25,6 @@ constexpr auto kMaxTargetAge = std::chrono::minutes(10);
 
 bool IsRedirect(long s) { return s == 301 || s == 302 || s == 303 || s == 307 || s == 308; }
 
-bool IsHex(const std::string& s, size_t n) {
-  if (s.size() != n) return false;
-  for (char c : s)
-    if (!std::isxdigit(static_cast<unsigned char>(c))) return false;
-  return true;
-}
 
 
 }  // namespace
@@ -110,12 +105,12 @@ Result<std::vector<TreeEntry>> ParseTreePage(const std::string& body) {
       t.size = size->get<uint64_t>();
       if (auto lfs = e.find("lfs"); lfs != e.end() && lfs->is_object()) {
         auto loid = lfs->find("oid");
-        if (loid != lfs->end() && loid->is_string() && IsHex(loid->get<std::string>(), 64))
+        if (loid != lfs->end() && loid->is_string() && IsHexDigits(loid->get<std::string>(), 64))
           t.lfs_sha256 = loid->get<std::string>();
         auto lsize = lfs->find("size");
         if (lsize != lfs->end() && lsize->is_number_unsigned()) t.size = lsize->get<uint64_t>();
       }
-      if (t.lfs_sha256.empty() && !IsHex(t.oid, 40)) continue;  // no content identity: unusable
+      if (t.lfs_sha256.empty() && !IsHexDigits(t.oid, 40)) continue;  // no content identity: unusable
     }
     out.push_back(std::move(t));
   }
@@ -203,7 +198,7 @@ Result<RepoInfo> ParseRepoInfo(const std::string& body) {
   RepoInfo info;
   if (auto it = j.find("id"); it != j.end() && it->is_string()) info.id = it->get<std::string>();
   if (auto it = j.find("sha"); it != j.end() && it->is_string()) info.sha = it->get<std::string>();
-  if (!IsHex(info.sha, 40) || info.id.empty()) return MakeError(ErrorKind::kIo, "repo info lacks id or sha");
+  if (!IsHexDigits(info.sha, 40) || info.id.empty()) return MakeError(ErrorKind::kIo, "repo info lacks id or sha");
   if (auto it = j.find("lastModified"); it != j.end() && it->is_string())
     info.last_modified = ParseIsoTime(it->get<std::string>());
   if (auto it = j.find("private"); it != j.end() && it->is_boolean()) info.is_private = it->get<bool>();

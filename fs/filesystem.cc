@@ -27,6 +27,8 @@ constexpr size_t kMaxSnapshots = 256;
 constexpr uint32_t kSiblingPrefetch = 8;
 constexpr uint32_t kMaxSiblingPrefetch = 32;
 constexpr size_t kMaxSiblingStreams = 256;
+// A safetensors checkpoint (shard) by its name: "<something>.safetensors".
+bool IsSafetensorsName(std::string_view name) { return name.size() > 12 && name.ends_with(".safetensors"); }
 
 std::string TypeKey(fetch::RepoType t) { return fetch::ApiCollection(t); }
 
@@ -574,7 +576,7 @@ void Filesystem::HashShardCopyFrom(const Snapshot& snap, const SnapshotNode& n, 
   const SnapshotNode& dir = snap.node(n.parent);
   for (uint32_t i = from; i < dir.children.size(); ++i) {
     const SnapshotNode& sib = snap.node(dir.children[i]);
-    if (sib.is_dir || !sib.content || sib.name.size() <= 12 || !sib.name.ends_with(".safetensors")) continue;
+    if (sib.is_dir || !sib.content || !IsSafetensorsName(sib.name)) continue;
     FileSource shard;
     FillSource(shard, snap, sib);
     UseHfCopy(shard, snap, nullptr, /*wait=*/false);
@@ -604,7 +606,7 @@ Result<OpenOut> Filesystem::Open(uint64_t ino, int flags) {
   f->inode = in;
   FillSource(*f, *in->snap, n);
   f->ra = Readahead(options_.readahead);
-  f->safetensors = n.name.size() > 12 && n.name.compare(n.name.size() - 12, 12, ".safetensors") == 0;
+  f->safetensors = IsSafetensorsName(n.name);
   {
     std::lock_guard lock(mu_);
     if (!in->cached) in->cached = std::make_shared<KernelCached>();

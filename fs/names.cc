@@ -3,6 +3,7 @@
 
 #include <cctype>
 
+#include "common/hex.h"
 #include "fetch/url.h"
 
 namespace hubfs::fs {
@@ -26,12 +27,7 @@ bool IsValidRevision(std::string_view rev) {
   return true;
 }
 
-bool IsFullCommit(std::string_view rev) {
-  if (rev.size() != 40) return false;
-  for (char c : rev)
-    if (!std::isxdigit(static_cast<unsigned char>(c))) return false;
-  return true;
-}
+bool IsFullCommit(std::string_view rev) { return IsHexDigits(rev, 40); }
 
 std::optional<RepoDirName> ParseRepoDirName(std::string_view s) {
   const size_t at = s.find('@');

@@ -29,26 +29,17 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402
 
-PATTERNS = {
-    # name: (what, argv builder given (path, local shard))
-    "seq": ("dd if=SHARD of=/dev/null bs=1M", lambda p, h: [["dd", "if=" + p, "of=/dev/null", "bs=1M"]]),
-    "eight": ("8 dd processes at once, each the whole shard",
-              lambda p, h: [["dd", "if=" + p, "of=/dev/null", "bs=1M"]] * 8),
-    "st": ("safetensors eager load: 8 bytes, the header, every tensor by pread in key order",
-           lambda p, h: [[bench.PY, bench.LOADERS, "st-load", p, "--header-from", h]]),
-    "mmap": ("safe_open-style: the header, numpy.memmap, every tensor copied out in key order",
-             lambda p, h: [[bench.PY, bench.LOADERS, "mmap-load", p, "--header-from", h]]),
-    "threads": ("16 threads x own fd, a contiguous 1/16 each in 2 MiB reads",
-                lambda p, h: [[bench.PY, bench.LOADERS, "threads", p, "--threads", "16", "--chunk-mib", "2"]]),
-    "odirect": ("the same with O_DIRECT opens (fastsafetensors)",
-                lambda p, h: [[bench.PY, bench.LOADERS, "odirect", p, "--threads", "16", "--chunk-mib", "2"]]),
-    "ranks": ("4 tensor-parallel ranks: each its rows of every tensor, pread in key order",
-              lambda p, h: [[bench.PY, bench.LOADERS, "ranks", p, "--ranks", "4", "--header-from", h]]),
-    "shared": ("4 forked workers on one fd, interleaved 1 MiB preads",
-               lambda p, h: [[bench.PY, bench.LOADERS, "shared-fd", p, "--workers", "4", "--chunk-mib", "1"]]),
-    "prefetch": ("vLLM prefetch: 8 threads x 16 MiB in file order, then the mmap load",
-                 lambda p, h: [[bench.PY, bench.LOADERS, "prefetch-mmap", p, "--threads", "8", "--chunk-mib", "16",
-                                "--header-from", h]]),
+# The patterns, as the benchmark runs them (Bench.patterns, Bench.more_patterns, eight_readers).
+WHAT = {
+    "seq": "dd if=SHARD of=/dev/null bs=1M",
+    "eight": "8 dd processes at once, each the whole shard",
+    "st": "safetensors eager load: 8 bytes, the header, every tensor by pread in key order",
+    "mmap": "safe_open-style: the header, numpy.memmap, every tensor copied out in key order",
+    "threads": "16 threads x own fd, a contiguous 1/16 each in 2 MiB reads",
+    "odirect": "the same with O_DIRECT opens (fastsafetensors)",
+    "ranks": "4 tensor-parallel ranks: each its rows of every tensor, pread in key order",
+    "shared": "4 forked workers on one fd, interleaved 1 MiB preads",
+    "prefetch": "vLLM prefetch: 8 threads x 16 MiB in file order, then the mmap load",
 }
 
 
@@ -63,11 +54,7 @@ def main():
     if not os.access(bench.STUB, os.X_OK):
         raise SystemExit("%s is missing: run tools/build release" % bench.STUB)
 
-    class Args:
-        shard_mb = a.shard_mb
-    b = bench.Bench.__new__(bench.Bench)
-    b.a = Args()
-    b.info = {}
+    b = bench.Bench(argparse.Namespace(shard_mb=a.shard_mb))
     b.fixture()
     local = b.local[0]
     size = b.size[0]
@@ -79,26 +66,23 @@ def main():
     with open(os.path.join(a.out, "shard.header.json"), "wb") as f:
         f.write(raw_header)
     work = tempfile.mkdtemp(prefix="hubfs-traces-", dir="/var/tmp")
-    names = a.only.split(",") if a.only else list(PATTERNS)
+    names = a.only.split(",") if a.only else list(WHAT)
+    mp = os.path.join(work, "mnt")
+    path = os.path.join(mp, "shard.bin")
+    runs = dict(b.patterns(path, local), **b.more_patterns(path, local))
+    runs["eight"] = lambda: bench.eight_readers(path, size)
     try:
         for name in names:
-            what, argv = PATTERNS[name]
-            mp = os.path.join(work, "mnt")
             raw = os.path.join(work, name + ".raw")
             cmd = [bench.STUB, mp, str(size), "shard.bin", "--direct", "--trace", raw]
             with bench.Mount(mp, cmd, os.path.join(work, "stub.log")) as m:
-                path = os.path.join(mp, "shard.bin")
                 bench.drop_caches()
-                procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for c in argv(path, local)]
-                for p in procs:
-                    _, err = p.communicate(timeout=600)
-                    if p.returncode != 0:
-                        raise SystemExit("%s failed: %s" % (name, err.decode()[-500:]))
+                runs[name]()  # raises if the pattern fails
                 said = "direct" if "files open direct" in m.tail() else "through the page cache"
             with open(raw) as f:
                 lines = [ln for ln in f.read().splitlines() if ln]
             with open(os.path.join(a.out, name + ".trace"), "w") as f:
-                f.write("# %s\n" % what)
+                f.write("# %s\n" % WHAT[name])
                 f.write("# recorded %s by tools/bench/record_traces.py: Linux %s, the stub FUSE filesystem "
                         "(1 MiB READs, read_ahead_kb 16384), the file opened %s, page cache dropped\n" % (
                             datetime.date.today().isoformat(), platform.release(), said))
@@ -107,8 +91,8 @@ def main():
             print("%s: %d READs" % (name, len(lines)), flush=True)
             time.sleep(0.2)
     finally:
-        if os.path.ismount(os.path.join(work, "mnt")):
-            subprocess.run(["fusermount3", "-u", os.path.join(work, "mnt")])
+        if os.path.ismount(mp):
+            subprocess.run(["fusermount3", "-u", mp])
         shutil.rmtree(work, ignore_errors=True)
     return 0
 
