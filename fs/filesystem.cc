@@ -605,8 +605,8 @@ Result<OpenOut> Filesystem::Open(uint64_t ino, int flags) {
   auto f = std::make_shared<OpenFile>();
   f->inode = in;
   FillSource(*f, *in->snap, n);
-  f->ra = Readahead(options_.readahead);
   f->safetensors = IsSafetensorsName(n.name);
+  f->ra = HandleReadahead(options_.readahead, f->safetensors);
   {
     std::lock_guard lock(mu_);
     if (!in->cached) in->cached = std::make_shared<KernelCached>();
@@ -881,27 +881,21 @@ Result<std::vector<ReadSlice>> Filesystem::Read(uint64_t fh, uint64_t offset, si
     static auto& m_waited = metrics::Get("fs.reads_waited");  // a block was not in memory yet
     m_waited.Add();
   }
-  PrefetchRange ra;
-  bool want_plan = false;
-  std::shared_ptr<const SafetensorsPlan> plan;
+  HandleReadahead::Step step;
   {
     std::lock_guard lock(f->mu);
     // (f->mu, then the inode's KernelCached::mu: never taken the other way round.)
-    ra = f->ra.OnRead(offset, end - offset, f->size, waited,
-                      [this, &f](uint64_t a, uint64_t b) { return KernelAccountsFor(*f, a, b); });
-    if (ra.seek && f->safetensors && !f->plan_mode) {
-      f->plan_mode = true;
-      static auto& m_plan_mode = metrics::Get("fs.readahead.plan_mode_handles");
-      m_plan_mode.Add();
-    }
-    want_plan = f->plan_mode && !f->plan_tried;
-    if (want_plan) f->plan_tried = true;
-    if (f->plan_mode) plan = f->plan;
+    step = f->ra.OnRead(offset, end - offset, f->size, waited,
+                        [this, &f](uint64_t a, uint64_t b) { return KernelAccountsFor(*f, a, b); });
   }
-  if (want_plan) {
-    plan = LoadPlan(*f, cancel);
+  if (step.entered_plan) {
+    static auto& m_plan_mode = metrics::Get("fs.readahead.plan_mode_handles");
+    m_plan_mode.Add();
+  }
+  if (step.load_plan) {
+    step.plan = LoadPlan(*f, cancel);
     std::lock_guard lock(f->mu);
-    f->plan = plan;
+    f->ra.SetPlan(step.plan);
   }
   NoteReturned(*f, offset, end);
   // Returns where issuing stopped: `to`, or the first block the prefetch budget had no room for.
@@ -918,6 +912,7 @@ Result<std::vector<ReadSlice>> Filesystem::Read(uint64_t fh, uint64_t offset, si
     }
     return to;
   };
+  const PrefetchRange& ra = step.stream;
   if (!ra.empty()) {
     // Many streams share the budget (16 workers, one fd each): what did not fit is offered again
     // by the stream's next read rather than left for a demand fetch.
@@ -928,25 +923,14 @@ Result<std::vector<ReadSlice>> Filesystem::Read(uint64_t fh, uint64_t offset, si
       f->ra.Unissued(ra, until);
     }
   }
-  const uint64_t look = options_.readahead.max_window / 2;
-  bool near_end = false;
-  if (plan) {
-    // A loader walking tensors in key order: fetch what it will read next, wherever it lies.
-    uint64_t ahead = 0;
-    for (const ByteRange& r : plan->Following(end, look)) {
-      prefetch(r.begin, r.end);
-      ahead += r.end - r.begin;
-    }
-    near_end = ahead < look;  // the last tensors in key order
-  } else if (f->safetensors) {
-    near_end = end + look >= f->size && !ra.jump;  // a sequential reader close to the end
-  }
-  if (near_end) {
+  // A loader walking tensors in key order: fetch what it will read next, wherever it lies.
+  const HandleReadahead::Ahead ahead = f->ra.Next(step, end, f->size);
+  for (const ByteRange& r : ahead.tensors) prefetch(r.begin, r.end);
+  if (ahead.near_end) {
     bool issue = false;
     {
       std::lock_guard lock(f->mu);
-      issue = !f->next_shard_issued;
-      f->next_shard_issued = true;
+      issue = f->ra.TakeNearEnd();
     }
     if (issue) {
       // Once per shard content, however many handles (ranks, workers) reach its end.

@@ -203,11 +203,7 @@ class Filesystem {
     int tgid = 0;                     // the process of a direct handle (set before `direct`)
     cache::BlockRef generated;  // the stats file's content, frozen at open
     std::mutex mu;  // guards the fields below; never held across a wait
-    Readahead ra;
-    bool plan_tried = false;
-    bool plan_mode = false;  // the reader jumps around: follow the tensor plan
-    std::shared_ptr<const SafetensorsPlan> plan;
-    bool next_shard_issued = false;  // the next shard of a sharded checkpoint is being prefetched
+    HandleReadahead ra;  // streams, the tensor plan once the reader seeks, the next shard
   };
   struct RevEntry {
     fetch::RepoInfo info;

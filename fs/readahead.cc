@@ -93,4 +93,28 @@ bool ReturnedBlocks::AccountsFor(uint64_t begin, uint64_t end, uint64_t back, ui
                      [&](uint64_t e) { return e >= lo && e <= hi; });
 }
 
+HandleReadahead::Step HandleReadahead::OnRead(uint64_t offset, uint64_t len, uint64_t file_size, bool waited,
+                                              const Readahead::HeldFn& held) {
+  Step s;
+  s.stream = ra_.OnRead(offset, len, file_size, waited, held);
+  if (s.stream.seek && safetensors_ && !plan_mode_) plan_mode_ = s.entered_plan = true;
+  if (plan_mode_ && !plan_tried_) plan_tried_ = s.load_plan = true;
+  if (plan_mode_) s.plan = plan_;
+  return s;
+}
+
+HandleReadahead::Ahead HandleReadahead::Next(const Step& step, uint64_t end, uint64_t file_size) const {
+  Ahead a;
+  const uint64_t look = config_.max_window / 2;
+  if (step.plan) {
+    uint64_t ahead = 0;
+    a.tensors = step.plan->Following(end, look);
+    for (const ByteRange& r : a.tensors) ahead += r.end - r.begin;
+    a.near_end = ahead < look;  // the last tensors in key order
+  } else if (safetensors_) {
+    a.near_end = end + look >= file_size && !step.stream.jump;  // a sequential reader close to the end
+  }
+  return a;
+}
+
 }  // namespace hubfs::fs

@@ -21,7 +21,11 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <utility>
 #include <vector>
+
+#include "fs/safetensors_plan.h"
 
 namespace hubfs::fs {
 
@@ -76,6 +80,53 @@ class Readahead {
   ReadaheadConfig config_;
   std::array<Stream, kMaxStreams> streams_{};
   uint64_t tick_ = 0;
+};
+
+// One handle's whole prefetch policy, as Filesystem::Read applies it to each READ (and the recorded
+// trace tests replay it): the handle's sequential streams (Readahead); on a .safetensors file, the
+// switch to the tensor plan once the reader seeks (a loader walking tensors in key order), and then
+// the plan's next tensors; and when the reader nears the end of a shard, the one moment to prefetch
+// the next shard. Which blocks are actually fetched (held by the kernel, in the budget) is the
+// caller's. Not thread-safe: the caller locks around OnRead, SetPlan, Unissued and TakeNearEnd; the
+// plan, loaded by the caller (it may fetch the header), is immutable, and Next reads only it and
+// what was fixed at construction.
+class HandleReadahead {
+ public:
+  HandleReadahead(ReadaheadConfig config = {}, bool safetensors = false)
+      : config_(config), ra_(config), safetensors_(safetensors) {}
+
+  struct Step {
+    PrefetchRange stream;    // the streams' prefetch
+    bool entered_plan = false;  // this READ's seek switched the handle to the tensor plan
+    bool load_plan = false;     // ... and its plan is to be loaded now (SetPlan), once per handle
+    std::shared_ptr<const SafetensorsPlan> plan;  // the plan the handle follows (null: none, or not yet loaded)
+  };
+  Step OnRead(uint64_t offset, uint64_t len, uint64_t file_size, bool waited, const Readahead::HeldFn& held = {});
+  // The plan the caller loaded for Step::load_plan (null when the header is not usable).
+  void SetPlan(std::shared_ptr<const SafetensorsPlan> plan) { plan_ = std::move(plan); }
+  void Unissued(const PrefetchRange& r, uint64_t offset) { ra_.Unissued(r, offset); }
+
+  struct Ahead {
+    std::vector<ByteRange> tensors;  // the plan's next tensors after the READ, up to half a max window
+    bool near_end = false;           // the reader is finishing the shard (see TakeNearEnd)
+  };
+  // After `step` (its plan set if it was loaded), for a READ that ended at `end`: a plan handle
+  // prefetches the tensors that follow in key order and nears the end when fewer than half a max
+  // window of them are left; a safetensors handle without a plan nears it reading sequentially
+  // within half a max window of the file's end. Only reads the plan and the handle's fixed settings.
+  Ahead Next(const Step& step, uint64_t end, uint64_t file_size) const;
+  // True the first time only: the next shard is prefetched once per handle.
+  bool TakeNearEnd() { return !std::exchange(near_end_taken_, true); }
+  bool plan_mode() const { return plan_mode_; }
+
+ private:
+  ReadaheadConfig config_;  // fixed at construction, as is safetensors_
+  Readahead ra_;
+  bool safetensors_;
+  bool plan_mode_ = false;
+  bool plan_tried_ = false;
+  bool near_end_taken_ = false;
+  std::shared_ptr<const SafetensorsPlan> plan_;
 };
 
 // Which blocks of one inode the kernel has been given whole. Every open keeps the page cache (the

@@ -5,7 +5,9 @@
 
 #include <algorithm>
 #include <numeric>
+#include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "../test_util.h"
@@ -357,6 +359,101 @@ TEST(Readahead, UnissuedRestIsOfferedAgainByTheNextRead) {
 
 // The kernel keeps every hubfs file's page cache: blocks it was given whole are not prefetched
 // again, until it asks for one of them (it dropped pages), which clears every mark.
+// A two-tensor safetensors file whose key order ("a", then "b") is the reverse of its file order.
+struct TwoTensorFile {
+  std::string header = R"({"b":{"dtype":"U8","shape":[67108864],"data_offsets":[0,67108864]},)"
+                       R"("a":{"dtype":"U8","shape":[67108864],"data_offsets":[67108864,134217728]}})";
+  uint64_t base = 8 + header.size();  // where the tensors' data starts
+  uint64_t size = base + 128 * kMiB;
+  std::shared_ptr<const SafetensorsPlan> plan() const {
+    auto p = SafetensorsPlan::Parse(header, size);
+    EXPECT_TRUE(p.ok());
+    return std::make_shared<const SafetensorsPlan>(std::move(p.value()));
+  }
+};
+
+// A safetensors handle that seeks after its first read follows the tensor plan: the plan is asked
+// for once, then every step carries it, and what follows in key order is prefetched.
+TEST(HandleReadahead, ASeekOnASafetensorsFileSwitchesToThePlanOnce) {
+  const TwoTensorFile f;
+  HandleReadahead h({}, /*safetensors=*/true);
+  auto s = h.OnRead(0, kMiB, f.size, true);  // the header
+  EXPECT_FALSE(s.entered_plan);
+  EXPECT_FALSE(s.load_plan);
+  EXPECT_FALSE(h.plan_mode());
+  EXPECT_TRUE(h.Next(s, kMiB, f.size).tensors.empty());
+  s = h.OnRead(f.base + 64 * kMiB, kMiB, f.size, true);  // "a", first in key order, last in the file
+  EXPECT_TRUE(s.stream.seek);
+  EXPECT_TRUE(s.entered_plan);
+  ASSERT_TRUE(s.load_plan);
+  EXPECT_EQ(s.plan, nullptr);
+  const auto plan = f.plan();
+  h.SetPlan(plan);
+  s.plan = plan;
+  auto a = h.Next(s, f.base + 65 * kMiB, f.size);
+  ASSERT_FALSE(a.tensors.empty());
+  EXPECT_EQ(a.tensors.front().begin, f.base + 65 * kMiB);
+  EXPECT_FALSE(a.near_end);
+  // The next READ carries the plan without asking for it again.
+  s = h.OnRead(f.base + 65 * kMiB, kMiB, f.size, false);
+  EXPECT_FALSE(s.entered_plan);
+  EXPECT_FALSE(s.load_plan);
+  EXPECT_EQ(s.plan, plan);
+  // Past the end of "a", key order goes on at "b", at the file's start.
+  a = h.Next(s, f.base + 128 * kMiB - kMiB, f.size);
+  ASSERT_EQ(a.tensors.size(), 2u);
+  EXPECT_EQ(a.tensors[1].begin, f.base);
+  EXPECT_FALSE(a.near_end);
+  // Within half a max window of the end of key order (the end of "b"): the shard is nearly done.
+  s = h.OnRead(f.base + 60 * kMiB, kMiB, f.size, false);
+  a = h.Next(s, f.base + 61 * kMiB, f.size);
+  EXPECT_TRUE(a.near_end);
+  EXPECT_TRUE(h.TakeNearEnd());
+  EXPECT_FALSE(h.TakeNearEnd()) << "the next shard is prefetched once per handle";
+}
+
+// The same reads on a file that is not safetensors never involve a plan or the next shard.
+TEST(HandleReadahead, OtherFilesNeverFollowAPlan) {
+  const TwoTensorFile f;
+  HandleReadahead h({}, /*safetensors=*/false);
+  h.OnRead(0, kMiB, f.size, true);
+  auto s = h.OnRead(f.base + 64 * kMiB, kMiB, f.size, true);
+  EXPECT_TRUE(s.stream.seek);
+  EXPECT_FALSE(s.entered_plan);
+  EXPECT_FALSE(s.load_plan);
+  EXPECT_FALSE(h.plan_mode());
+  s = h.OnRead(f.size - kMiB, kMiB, f.size, false);
+  EXPECT_FALSE(h.Next(s, f.size, f.size).near_end);
+}
+
+// A safetensors handle whose header is not usable (SetPlan(nullptr)) goes on with its streams, and
+// nears the end the way a sequential reader does: reading on within half a max window of it.
+TEST(HandleReadahead, WithoutAUsablePlanTheEndIsTheFilesEnd) {
+  const TwoTensorFile f;
+  const uint64_t look = ReadaheadConfig{}.max_window / 2;
+  HandleReadahead h({}, /*safetensors=*/true);
+  h.OnRead(0, kMiB, f.size, true);
+  auto s = h.OnRead(f.base + 64 * kMiB, kMiB, f.size, true);
+  ASSERT_TRUE(s.load_plan);
+  h.SetPlan(nullptr);
+  uint64_t off = f.base + 65 * kMiB;
+  for (; off + kMiB + look < f.size; off += kMiB) {
+    s = h.OnRead(off, kMiB, f.size, false);
+    EXPECT_EQ(s.plan, nullptr);
+    EXPECT_FALSE(h.Next(s, off + kMiB, f.size).near_end) << off;
+  }
+  s = h.OnRead(off, kMiB, f.size, false);
+  EXPECT_TRUE(h.Next(s, off + kMiB, f.size).near_end);
+  // A jump to the end is a random read, not a reader finishing the file.
+  HandleReadahead j({}, true);
+  j.OnRead(0, kMiB, f.size, true);
+  s = j.OnRead(f.size - kMiB, kMiB, f.size, true);
+  EXPECT_TRUE(s.stream.jump);
+  j.SetPlan(nullptr);
+  s.plan = nullptr;
+  EXPECT_FALSE(j.Next(s, f.size, f.size).near_end);
+}
+
 TEST(ReturnedBlocks, WholeBlocksOnlyAndAReRequestClearsEverything) {
   constexpr uint64_t kB = 4 << 20;
   ReturnedBlocks r(kB, 10 * kB + 100);  // 11 blocks, the last one 100 bytes

@@ -3,20 +3,22 @@
 // tools/bench/record_traces.py through the stub FUSE filesystem mounted as hubfs mounts, a
 // 280 MiB shard of the benchmark's checkpoint opened as hubfs opens a cold shard).
 //
-// The replay composes the policy modules as Filesystem::Read does: a Readahead per handle (its
-// `held` answered by the inode's ReturnedBlocks), the handle switching to the safetensors plan on a
-// seek, the plan's next tensors prefetched after each READ in that mode, blocks the kernel was
-// given whole never prefetched, and a READ "waited" when one of its blocks had not been asked for
-// yet. It measures, per pattern:
+// The replay runs HandleReadahead, the policy Filesystem::Read applies to each READ: a handle's
+// streams (their `held` answered by the inode's ReturnedBlocks), the switch to the safetensors plan
+// on a seek, the plan's next tensors, and the moment the next shard is prefetched. Around it, as
+// Filesystem::Read does: blocks the kernel was given whole are never prefetched, and a READ
+// "waited" when one of its blocks had not been asked for yet. It measures, per pattern:
 //   - covered: of the blocks READs needed, the share a prefetch had asked for before the first
 //     READ that needed it (the reader did not start the block's fetch itself);
 //   - wasted: blocks prefetched that no READ of the trace needed;
-//   - plan handles: handles that switched to the tensor plan.
+//   - plan handles: handles that switched to the tensor plan;
+//   - next shard: handles that signalled the shard's end was near (the next shard's prefetch).
 #include <gtest/gtest.h>
 
 #include <cstdint>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -80,38 +82,39 @@ struct ReplayResult {
   int handles = 0;
   int plan_handles = 0;
   uint64_t max_ahead = 0;   // the furthest a prefetch reached past the READ that issued it
+  int next_shard_handles = 0;  // handles that signalled the shard's end was near (next shard's prefetch)
+  uint64_t first_next_shard_at = UINT64_MAX;  // where the first READ so signalling ended
   double covered_share() const { return needed ? static_cast<double>(covered) / needed : 0; }
 };
 
 // `slow_origin`: every READ waited (the origin never kept up), so every stream's window grows to its
 // maximum; otherwise a READ waited only when one of its blocks had not been asked for yet.
 ReplayResult Replay(const Trace& t, const SafetensorsPlan* plan, bool slow_origin = false, ReadaheadConfig cfg = {}) {
-  struct Handle {
-    Readahead ra;
-    bool plan_mode = false;
-  };
   const uint64_t nblocks = (t.file_size + kBlock - 1) / kBlock;
-  std::map<uint64_t, Handle> handles;
+  // The plan as Filesystem::LoadPlan gives it: shared by every handle of the file, loaded when a
+  // handle first needs it. A file without one (not safetensors) is read by the streams alone.
+  const auto shared_plan = plan ? std::make_shared<const SafetensorsPlan>(*plan) : nullptr;
+  std::map<uint64_t, HandleReadahead> handles;
   ReturnedBlocks returned(kBlock, t.file_size);
   enum : uint8_t { kNone, kByPrefetch, kByRead };
   std::vector<uint8_t> asked(nblocks, kNone);
   std::vector<bool> needed(nblocks, false);
   ReplayResult out;
-  const uint64_t look = cfg.max_window / 2;
   for (const TraceRead& r : t.reads) {
     const uint64_t end = std::min(r.offset + r.size, t.file_size);
     if (r.offset >= end) continue;
     const uint64_t first = r.offset / kBlock, last = (end - 1) / kBlock;
     bool waited = slow_origin;
     for (uint64_t b = first; b <= last; ++b) waited = waited || asked[b] == kNone;
-    auto [it, fresh] = handles.try_emplace(r.handle, Handle{Readahead(cfg)});
-    Handle& h = it->second;
-    const PrefetchRange ra = h.ra.OnRead(r.offset, end - r.offset, t.file_size, waited, [&](uint64_t a, uint64_t b) {
+    auto [it, fresh] = handles.try_emplace(r.handle, cfg, plan != nullptr);
+    HandleReadahead& h = it->second;
+    HandleReadahead::Step step = h.OnRead(r.offset, end - r.offset, t.file_size, waited, [&](uint64_t a, uint64_t b) {
       return returned.AccountsFor(a, b, cfg.backward_tolerance, cfg.forward_tolerance);
     });
-    if (ra.seek && plan != nullptr && !h.plan_mode) {
-      h.plan_mode = true;
-      ++out.plan_handles;
+    if (step.entered_plan) ++out.plan_handles;
+    if (step.load_plan) {
+      step.plan = shared_plan;
+      h.SetPlan(shared_plan);
     }
     returned.Note(r.offset, end);
     auto prefetch = [&](uint64_t from, uint64_t to) {
@@ -121,9 +124,13 @@ ReplayResult Replay(const Trace& t, const SafetensorsPlan* plan, bool slow_origi
         out.max_ahead = std::max(out.max_ahead, (b + 1) * kBlock > end ? (b + 1) * kBlock - end : 0);
       }
     };
-    if (!ra.empty()) prefetch(ra.begin, ra.end);
-    if (h.plan_mode)
-      for (const ByteRange& br : plan->Following(end, look)) prefetch(br.begin, br.end);
+    if (!step.stream.empty()) prefetch(step.stream.begin, step.stream.end);
+    const HandleReadahead::Ahead ahead = h.Next(step, end, t.file_size);
+    for (const ByteRange& br : ahead.tensors) prefetch(br.begin, br.end);
+    if (ahead.near_end && h.TakeNearEnd()) {
+      ++out.next_shard_handles;
+      out.first_next_shard_at = std::min(out.first_next_shard_at, end);
+    }
     for (uint64_t b = first; b <= last; ++b) {
       if (!needed[b]) {
         needed[b] = true;
@@ -144,10 +151,10 @@ ReplayResult Replay(const Trace& t, const SafetensorsPlan* plan, bool slow_origi
 
 void Describe(const std::string& name, const ReplayResult& r) {
   std::printf("%-9s handles %2d, blocks needed %3llu, covered by prefetch %5.1f%%, prefetched %3llu, wasted %llu, "
-              "plan handles %d, furthest ahead %llu MiB\n",
+              "plan handles %d, furthest ahead %llu MiB, next shard from %d handles\n",
               name.c_str(), r.handles, static_cast<unsigned long long>(r.needed), 100 * r.covered_share(),
               static_cast<unsigned long long>(r.prefetched), static_cast<unsigned long long>(r.wasted),
-              r.plan_handles, static_cast<unsigned long long>(r.max_ahead / kMiB));
+              r.plan_handles, static_cast<unsigned long long>(r.max_ahead / kMiB), r.next_shard_handles);
 }
 
 constexpr const char* kAll[] = {"seq", "eight", "threads", "odirect", "shared", "st", "mmap", "ranks", "prefetch"};
@@ -266,6 +273,26 @@ TEST_F(RecordedTrace, SlowOriginGrowsWindowsToTheirMaximum) {
       EXPECT_GE(r.max_ahead, ReadaheadConfig{}.max_window - kBlock) << "the window grew to its maximum";
     }
   }
+}
+
+// The next shard is prefetched when a reader is finishing this one: every whole load gets there;
+// a load stopped half-way never does, except through the readers of the last slices, which run
+// within half a max window of the file's end from their start.
+TEST_F(RecordedTrace, TheNextShardIsPrefetchedOnlyNearTheEnd) {
+  const uint64_t look = ReadaheadConfig{}.max_window / 2;
+  for (const char* name : kAll) {
+    auto whole = Run(name);
+    EXPECT_GE(whole.next_shard_handles, 1) << name << ": the whole shard was read";
+    auto half = Run(name, /*slow_origin=*/false, /*half=*/true);
+    const bool slices = std::string(name) == "threads" || std::string(name) == "odirect";
+    if (slices) {
+      EXPECT_GE(half.first_next_shard_at + look, trace_.file_size) << name << ": only the last slices signal";
+    } else {
+      EXPECT_EQ(half.next_shard_handles, 0) << name << ": stopped half-way, far from the end";
+    }
+  }
+  // Not a safetensors file (no plan, no index beside it): never.
+  EXPECT_EQ(Replay(LoadTrace("seq"), nullptr).next_shard_handles, 0);
 }
 
 // A load stopped half-way: what prefetch asked for that no READ needed is bounded by one window
