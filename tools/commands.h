@@ -21,6 +21,7 @@ struct WarmOptions {
   int threads = 16;
   std::string repo;                 // "org/name[@rev]", "datasets/org/name[@rev]", "spaces/..."
   std::vector<std::string> globs;   // paths or fnmatch globs; empty = every file
+  std::string hf_cache;             // huggingface_hub's cache: files it holds are verified, not fetched; "" or "none": not used
 };
 
 // Fetches the selected files of a repo into the block cache, in parallel, with progress; already

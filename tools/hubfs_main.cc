@@ -318,6 +318,9 @@ int main(int argc, char** argv) {
   warm->add_option("--block-size-mib", block_mib, "Cache block size in MiB; must match the mount's (default 4)")
       ->check(CLI::Range(1, 64));
   warm->add_option("-j,--jobs", wo.threads, "Parallel range fetches (default 16)")->check(CLI::Range(1, 64));
+  warm->add_option("--hf-cache", hf_cache,
+                   "huggingface_hub's download cache: files it already holds are verified (hashed once, the "
+                   "verdict kept for the mount) instead of fetched (default as for mount; none: do not look)");
 
   std::string unmount_point;
   auto* unmount = app.add_subcommand("unmount", "Unmount a hubfs mount");
@@ -353,6 +356,7 @@ int main(int argc, char** argv) {
     wo.endpoint = endpoint;
     wo.token = FindToken(warm_token_file, " warm")->Get();
     wo.cache_dir = warm_cache_dir;
+    wo.hf_cache = hf_cache;
     // A mount holding the directory fills it alone (and would not see blocks written beside it):
     // warm through that mount instead.
     const auto lock = cache::DiskStore::LockDir(warm_cache_dir, "warm " + wo.repo);

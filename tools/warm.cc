@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "cache/block_cache.h"
+#include "cache/hf_hub_cache.h"
 #include "cache/meta_store.h"
 #include "fetch/hub_client.h"
 #include "fetch/url.h"
@@ -173,11 +174,13 @@ int RunWarm(const WarmOptions& o) {
   // The repo's revision and tree, kept beside the blocks: a mount started without the Hub (an
   // air-gapped machine, or during an outage) finds the repo, as it finds its blocks.
   // (A failure is said, and not fatal: the blocks still serve a mount that can reach the Hub.)
+  std::shared_ptr<cache::MetaStore> meta_store;
   if (auto meta = cache::MetaStore::Open(o.cache_dir); !meta.ok()) {
     std::fprintf(stderr, "hubfs warm: no repo records in %s (a mount without the Hub will not find %s): %s\n",
                  o.cache_dir.c_str(), o.repo.c_str(), meta.error().ToString().c_str());
   } else {
-    auto& m = *meta.value();
+    meta_store = std::move(meta.value());
+    auto& m = *meta_store;
     std::vector<std::pair<std::string, std::string>> records = {
         {fs::RevisionRecordKey(type, id, spec->revision), fetch::RepoInfoJson(info.value())},
         {fs::TreeRecordKey(type, info->id, info->sha), fetch::TreeJson(tree.value())}};
@@ -197,14 +200,53 @@ int RunWarm(const WarmOptions& o) {
         std::fprintf(stderr, "hubfs warm: keeping %s's metadata: %s\n", o.repo.c_str(), st.error().ToString().c_str());
     }
   }
+  // Files huggingface_hub already downloaded are not fetched: a mount reads them from its cache.
+  // Their copies are hashed here (on the hash pool's threads, all queued at once), and the verdicts
+  // kept in the cache directory, so that the mount's first open of them does not hash them again.
+  // A copy that does not match (cut short, edited) is fetched like a file with none.
+  std::vector<bool> held(files.size(), false);
+  uint64_t held_bytes = 0;
+  size_t held_files = 0;
+  if (!o.hf_cache.empty() && o.hf_cache != "none") {
+    cache::HfHubCache hf(o.hf_cache, meta_store);
+    const std::string folder = cache::HfHubCache::RepoFolder(fetch::ApiCollection(type), info->id);
+    std::vector<bool> pending(files.size(), false);
+    size_t npending = 0;
+    uint64_t pending_bytes = 0;
+    for (size_t i = 0; i < files.size(); ++i) {
+      if (files[i].loc.size == 0) continue;
+      bool p = false;
+      held[i] = !hf.Find(folder, info->sha, files[i].loc.path, files[i].id, files[i].loc.size, nullptr,
+                         /*wait=*/false, &p).empty();
+      pending[i] = p;
+      if (p) ++npending, pending_bytes += files[i].loc.size;
+    }
+    if (npending > 0)
+      std::fprintf(stderr, "hubfs warm: checking %zu files (%.1f MiB) huggingface_hub downloaded to %s\n", npending,
+                   static_cast<double>(pending_bytes) / 1048576, o.hf_cache.c_str());
+    for (size_t i = 0; i < files.size() && !g_stop; ++i) {
+      if (pending[i])
+        held[i] = !hf.Find(folder, info->sha, files[i].loc.path, files[i].id, files[i].loc.size, nullptr).empty();
+      if (held[i]) ++held_files, held_bytes += files[i].loc.size;
+    }
+    if (held_files > 0)
+      std::fprintf(stderr, "hubfs warm: %zu files (%.1f MiB) are in huggingface_hub's cache, verified: a mount "
+                   "reads them from there (not with --hf-cache none)\n", held_files,
+                   static_cast<double>(held_bytes) / 1048576);
+  }
+  if (g_stop) {
+    std::fprintf(stderr, "hubfs warm: interrupted\n");
+    return 130;
+  }
   std::vector<Job> jobs;
   for (size_t i = 0; i < files.size(); ++i) {
+    if (held[i]) continue;
     cache.TrackFile(files[i].id, files[i].loc.size);
     for (uint64_t b = 0; b * o.block_size < files[i].loc.size; ++b) jobs.push_back({i, b});
   }
 
   std::atomic<size_t> next{0};
-  std::atomic<uint64_t> done_bytes{0}, fetched_bytes{0};
+  std::atomic<uint64_t> done_bytes{held_bytes}, fetched_bytes{0};
   std::atomic<int> errors{0};
   std::atomic<int> running{std::max(1, o.threads)};
   CancelToken cancel;
@@ -239,8 +281,10 @@ int RunWarm(const WarmOptions& o) {
     std::fprintf(stderr, "hubfs warm: interrupted; what was fetched stays cached\n");
     return 130;
   }
-  std::printf("warmed %zu files (%.1f MiB) of %s@%.8s: %.1f MiB fetched, %s\n", files.size(),
-              static_cast<double>(total) / 1048576, info->id.c_str(), info->sha.c_str(),
+  std::string in_hf;
+  if (held_files > 0) in_hf = ", " + std::to_string(held_files) + " of them in huggingface_hub's cache";
+  std::printf("warmed %zu files (%.1f MiB) of %s@%.8s%s: %.1f MiB fetched, %s\n", files.size(),
+              static_cast<double>(total) / 1048576, info->id.c_str(), info->sha.c_str(), in_hf.c_str(),
               static_cast<double>(fetched_bytes.load()) / 1048576, errors ? "with errors" : "all cached");
   return errors ? 1 : 0;
 }

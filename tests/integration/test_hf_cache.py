@@ -233,3 +233,46 @@ def test_the_first_shard_is_hashed_while_a_loader_reads_the_config(emu, fixture,
         assert "using huggingface_hub's copy" in m.read_log()
         assert sha256_file(os.path.join(root, "model.safetensors")) == files["model.safetensors"]["sha256"]
         assert int(m.stats()["hf_cache.bytes_hashed"]) == both  # the open found it hashed
+
+
+def test_warm_verifies_huggingface_hubs_copies_instead_of_fetching_them(emu, fixture, tmp_path):
+    """`hubfs warm` of a model huggingface_hub partly downloaded: the copies it holds are hashed (the
+    verdicts kept in hubfs's cache directory) and not fetched, the other files and a damaged copy
+    are fetched, and a mount then reads every file with nothing downloaded and nothing hashed."""
+    hf = str(tmp_path / "hub")
+    copies = populate(fixture, hf, only={"model.safetensors", "config.json", "onnx/model.onnx"})
+    with open(copies["onnx/model.onnx"], "r+b") as f:  # same size, other bytes
+        f.write(b"\0" * 16)
+    files = fixture.files(MODEL)
+    cache = str(tmp_path / "cache")
+    emu.clear_log()
+    env = dict(os.environ, HF_HOME=str(tmp_path / "hf_home"))
+    env.pop("HF_TOKEN", None)
+    r = subprocess.run([HUBFS_BIN, "warm", MODEL, "--endpoint", emu.hub_url, "--cache-dir", cache, "--hf-cache", hf],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "warmed %d files" % len(files) in r.stdout and "2 of them in huggingface_hub's cache" in r.stdout, r.stdout
+    fetched = [x["path"] for x in downloads(emu)]
+    for name in ("model.safetensors", "config.json"):
+        blob = files[name]["sha256"]
+        assert not [p for p in fetched if p.endswith("/" + name) or blob in p], (name, fetched)
+    for name in ("onnx/model.onnx", "README.md"):
+        blob = files[name]["sha256"]
+        assert [p for p in fetched if p.endswith("/" + name) or blob in p], (name, fetched)
+    assert tree_state(hf) and os.path.getsize(copies["onnx/model.onnx"]) == files["onnx/model.onnx"]["size"]
+    emu.clear_log()
+    with Mount(emu.hub_url, cache_dir=cache, extra_args=["--hf-cache", hf]) as m:
+        for path, meta in files.items():
+            assert sha256_file(m.path(ORG, NAME, path)) == meta["sha256"], path
+        stats = m.stats()
+        assert int(stats.get("hf_cache.bytes_hashed", 0)) == 0, stats
+        assert int(stats["hf_cache.copies_used"]) >= 2, stats
+    assert downloads(emu) == []
+    # Without huggingface_hub's cache (--hf-cache none) the same warm fetches what it did not.
+    emu.clear_log()
+    r = subprocess.run([HUBFS_BIN, "warm", MODEL, "--endpoint", emu.hub_url, "--cache-dir", cache, "--hf-cache", "none"],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "huggingface_hub" not in r.stdout + r.stderr
+    fetched = [x["path"] for x in downloads(emu)]
+    assert [p for p in fetched if files["model.safetensors"]["sha256"] in p or p.endswith("/model.safetensors")]
