@@ -13,6 +13,9 @@ MODEL = "hubfs-test/tiny-model"
 def hubfs(*args, env=None, timeout=120, cwd=None):
     e = dict(os.environ)
     e.pop("HF_TOKEN", None)
+    e.pop("HF_HUB_CACHE", None)
+    # No ambient huggingface_hub cache or token file: a warm fetches what the test expects.
+    e["HF_HOME"] = "/nonexistent/hubfs-test-hf-home"
     e.update(env or {})
     return subprocess.run([HUBFS_BIN, *args], capture_output=True, text=True, timeout=timeout, env=e, cwd=cwd)
 

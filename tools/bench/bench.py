@@ -1164,7 +1164,9 @@ class Bench:
             self.emu.clear_log()
             with self.win("prewarm hubfs"):
                 t0 = time.perf_counter()
-                p = subprocess.run([HUBFS, "warm", MODEL, "--endpoint", self.emu.hub_url, "--cache-dir", self.cache],
+                # (huggingface_hub's cache empty, as for the mounts: warm would verify its copies instead.)
+                p = subprocess.run([HUBFS, "warm", MODEL, "--endpoint", self.emu.hub_url, "--cache-dir", self.cache,
+                                    "--hf-cache", os.path.join(self.work, "hf-empty")],
                                    capture_output=True, text=True, timeout=600)
                 os.sync()
                 mine.append(time.perf_counter() - t0)
