@@ -224,7 +224,7 @@ int RunWarm(const WarmOptions& o) {
     if (npending > 0)
       std::fprintf(stderr, "hubfs warm: checking %zu files (%.1f MiB) huggingface_hub downloaded to %s\n", npending,
                    static_cast<double>(pending_bytes) / 1048576, o.hf_cache.c_str());
-    for (size_t i = 0; i < files.size() && !g_stop; ++i) {
+    for (size_t i = 0; i < files.size(); ++i) {  // (SIGINT here ends the process: nothing to keep)
       if (pending[i])
         held[i] = !hf.Find(folder, info->sha, files[i].loc.path, files[i].id, files[i].loc.size, nullptr).empty();
       if (held[i]) ++held_files, held_bytes += files[i].loc.size;
@@ -233,10 +233,6 @@ int RunWarm(const WarmOptions& o) {
       std::fprintf(stderr, "hubfs warm: %zu files (%.1f MiB) are in huggingface_hub's cache, verified: a mount "
                    "reads them from there (not with --hf-cache none)\n", held_files,
                    static_cast<double>(held_bytes) / 1048576);
-  }
-  if (g_stop) {
-    std::fprintf(stderr, "hubfs warm: interrupted\n");
-    return 130;
   }
   std::vector<Job> jobs;
   for (size_t i = 0; i < files.size(); ++i) {
