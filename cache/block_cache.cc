@@ -188,13 +188,22 @@ BlockCache::LocalCopy::~LocalCopy() {
   if (fd >= 0) ::close(fd);
 }
 
-bool BlockCache::AddLocalCopy(const ContentId& id, uint64_t size, const std::string& path) {
-  if (auto have = LocalCopyOf(id); have && have->path == path && have->size == size) return true;
+bool BlockCache::AddLocalCopy(const ContentId& id, uint64_t size, const std::string& path,
+                              const FileIdentity* verified) {
+  if (auto have = LocalCopyOf(id);
+      have && have->path == path && have->size == size && (verified == nullptr || have->identity == *verified))
+    return true;
   auto copy = std::make_shared<LocalCopy>();
   copy->path = path;
   copy->size = size;
   copy->fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (copy->fd < 0) return false;
+  copy->identity = FdIdentity(copy->fd);
+  if (verified != nullptr && copy->identity != *verified) {
+    static auto& m_replaced = metrics::Get("cache.local_copies_replaced");
+    m_replaced.Add();
+    return false;  // (copy's destructor closes it)
+  }
   std::lock_guard lock(local_mu_);
   local_[id] = std::move(copy);
   local_count_ = local_.size();
@@ -330,6 +339,15 @@ std::string BlockCache::WholePath(const ContentId& id) {
   if (!whole_files_) return "";
   if (auto copy = LocalCopyOf(id)) return copy->size >= kWholeMinBytes ? copy->path : std::string();
   return disk_ ? disk_->WholePath(id) : "";
+}
+
+BlockCache::Backing BlockCache::WholeBacking(const ContentId& id) {
+  if (!whole_files_) return {};
+  if (auto copy = LocalCopyOf(id)) {
+    if (copy->size < kWholeMinBytes) return {};
+    return Backing{"/proc/self/fd/" + std::to_string(copy->fd), copy};
+  }
+  return Backing{disk_ ? disk_->WholePath(id) : "", nullptr};
 }
 
 void BlockCache::NotePresent(const BlockKey& key) {

@@ -48,6 +48,7 @@
 #include "cache/file_tracker.h"
 #include "cache/worker_pool.h"
 #include "common/cancel.h"
+#include "common/file_util.h"
 #include "common/status.h"
 
 
@@ -142,12 +143,23 @@ class BlockCache {
   // The path of `id`'s whole file on the disk tier, or of its local copy (AddLocalCopy), or ""
   // (none, or whole files are off).
   std::string WholePath(const ContentId& id);
+  // What to open to hand `id`'s whole file to the kernel (FUSE passthrough): the disk tier's file,
+  // or the local copy's own open descriptor (/proc/self/fd/N, so the file that was verified, even
+  // if its path has been replaced since), kept open by `hold` until the caller has opened it.
+  struct Backing {
+    std::string path;  // "" if none
+    std::shared_ptr<const void> hold;
+  };
+  Backing WholeBacking(const ContentId& id);
   // `id` (size bytes) has a verified copy outside the cache at `path` (hf_hub_cache.h): its blocks
   // are read from there, never fetched nor written to the disk tier, and WholePath names it (the
-  // kernel may read it directly). False if it cannot be opened. A copy that fails a read later
+  // kernel may read it directly). False if it cannot be opened, or if what opens at `path` is not
+  // the file `verified` (optional) says was hashed (replaced since). A copy that fails a read later
   // (cut short, removed from under an open descriptor's name is fine) is dropped, and the block
-  // comes from the tiers or the origin as before.
-  bool AddLocalCopy(const ContentId& id, uint64_t size, const std::string& path);
+  // comes from the tiers or the origin as before. The copy stays open: it is read, and handed to
+  // the kernel (WholeBacking), as the file that was verified whatever its path names later.
+  bool AddLocalCopy(const ContentId& id, uint64_t size, const std::string& path,
+                    const FileIdentity* verified = nullptr);
   void DropLocalCopy(const ContentId& id);
   // The path of `id`'s local copy, or "".
   std::string LocalCopyPath(const ContentId& id) const;
@@ -175,6 +187,7 @@ class BlockCache {
     std::string path;
     uint64_t size = 0;
     int fd = -1;
+    FileIdentity identity;  // of the file open at fd
     ~LocalCopy();
   };
   struct ContentIdHash {

@@ -143,7 +143,7 @@ std::vector<std::string> HfHubCache::Repos(std::string_view type_plural, const s
 
 std::string HfHubCache::Find(const std::string& folder, const std::string& commit, const std::string& path,
                              const ContentId& id, uint64_t size, const CancelToken* cancel, bool wait,
-                             bool* pending) {
+                             bool* pending, FileIdentity* verified) {
   static auto& m_used = metrics::Get("hf_cache.copies_used");
   if (pending != nullptr) *pending = false;
   if (root_.empty() || folder.empty()) return "";
@@ -174,6 +174,7 @@ std::string HfHubCache::Find(const std::string& folder, const std::string& commi
     if (pending != nullptr) *pending = false;
     if (good.get()) {
       m_used.Add();
+      if (verified != nullptr) *verified = idn;
       return c;
     }
   }

@@ -55,9 +55,11 @@ class HfHubCache {
   // or still being hashed when `cancel`'s deadline came; no `cancel`: no deadline). Without `wait`, a copy not hashed yet is
   // queued for hashing and "" returned at once (prefetches: they must not wait on the disk).
   // *pending (optional): set when "" was returned for a copy whose hash is still running.
+  // *verified (optional): the identity of the copy whose bytes were hashed, for the caller to check
+  // that what it opens at the path returned is still that file (BlockCache::AddLocalCopy).
   std::string Find(const std::string& folder, const std::string& commit, const std::string& path,
                    const ContentId& id, uint64_t size, const CancelToken* cancel, bool wait = true,
-                   bool* pending = nullptr);
+                   bool* pending = nullptr, FileIdentity* verified = nullptr);
 
   // For a mount that cannot ask the Hub (offline, or unreachable), what huggingface_hub's cache
   // knows of a repo:

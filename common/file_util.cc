@@ -22,10 +22,9 @@ bool PreadAll(int fd, char* buf, size_t n, off_t off) {
   return true;
 }
 
-FileIdentity StatIdentity(const std::string& path) {
+namespace {
+FileIdentity IdentityOf(const struct stat& st) {
   FileIdentity id;
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return id;
   id.exists = true;
   id.regular = S_ISREG(st.st_mode);
   id.dev = st.st_dev;
@@ -34,6 +33,19 @@ FileIdentity StatIdentity(const std::string& path) {
   id.mtime_ns = static_cast<long long>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec;
   id.ctime_ns = static_cast<long long>(st.st_ctim.tv_sec) * 1000000000LL + st.st_ctim.tv_nsec;
   return id;
+}
+}  // namespace
+
+FileIdentity StatIdentity(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return FileIdentity{};
+  return IdentityOf(st);
+}
+
+FileIdentity FdIdentity(int fd) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return FileIdentity{};
+  return IdentityOf(st);
 }
 
 int WriteAll(int fd, const char* buf, size_t n) {

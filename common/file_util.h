@@ -35,5 +35,7 @@ struct FileIdentity {
 };
 // The identity of the file at `path` (links followed).
 FileIdentity StatIdentity(const std::string& path);
+// The identity of the file open at `fd`.
+FileIdentity FdIdentity(int fd);
 
 }  // namespace hubfs

@@ -560,9 +560,12 @@ bool Filesystem::UseHfCopy(const FileSource& f, const Snapshot& snap, const Canc
   if (!hf_ || f.size == 0) return false;
   const std::string folder = HfFolder(snap.type(), snap.repo_id());
   bool pending = false;
-  const std::string path = hf_->Find(folder, snap.commit(), f.loc.path, f.content, f.size, cancel, wait, &pending);
+  FileIdentity verified;
+  const std::string path =
+      hf_->Find(folder, snap.commit(), f.loc.path, f.content, f.size, cancel, wait, &pending, &verified);
   if (!path.empty()) {
-    if (!cache_->AddLocalCopy(f.content, f.size, path)) LOG_WARN("cannot open %s: fetching instead", path.c_str());
+    if (!cache_->AddLocalCopy(f.content, f.size, path, &verified))
+      LOG_WARN("cannot open %s, or it was replaced after it was hashed: fetching instead", path.c_str());
     return false;
   }
   // A copy of this repo's that is gone or changed is not read again (a copy another repo's folder
@@ -625,7 +628,12 @@ Result<OpenOut> Filesystem::Open(uint64_t ino, int flags) {
     else if (starting) HashShardCopyFrom(*in->snap, n, 0);
   }
   cache_->TrackFile(f->content, f->size);
-  OpenOut out{fh, false, passthrough_ ? cache_->WholePath(f->content) : std::string()};
+  OpenOut out{fh, false};
+  if (passthrough_) {
+    cache::BlockCache::Backing b = cache_->WholeBacking(f->content);
+    out.backing = std::move(b.path);
+    out.backing_hold = std::move(b.hold);
+  }
   if (!out.backing.empty()) return out;  // the kernel reads the local copy: nothing to fetch
   out.may_direct = options_.direct_min_bytes > 0 && f->size >= options_.direct_min_bytes && !AllCached(*f);
   // Most readers start at the beginning (a safetensors header, a config): start fetching it now.

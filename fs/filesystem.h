@@ -50,8 +50,10 @@ struct OpenOut {
   uint64_t fh = 0;
   bool direct_io = false;  // generated content (the stats file): no page cache
   // The file's verified whole copy on the local disk, when there is one and passthrough is on:
-  // the FUSE layer may let the kernel read it directly.
+  // the FUSE layer may let the kernel read it directly. `backing_hold` keeps what `backing` names
+  // open (a local copy's descriptor) until the FUSE layer has opened it.
   std::string backing;
+  std::shared_ptr<const void> backing_hold;
   // A large file not all in the cache yet: the FUSE layer may open it with FOPEN_DIRECT_IO (its
   // reads then go straight into the reader's buffer, not through the page cache; passthrough.h).
   bool may_direct = false;

@@ -3,6 +3,7 @@
 #include "cache/block_cache.h"
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <openssl/evp.h>
 #include <unistd.h>
 
@@ -855,6 +856,56 @@ TEST_F(BlockCacheDiskTest, LocalCopiesAreReadInPlaceAndDroppedWhenTheyFail) {
   EXPECT_EQ(cache.WholePath(k0.content), "");
   cache.Purge(BlockKey{k0.content, 11});  // (read before, it stays in memory until then)
   EXPECT_FALSE(cache.Contains(BlockKey{k0.content, 11}));
+}
+
+// A copy is used only as the file that was hashed: one replaced at its path between the hash and
+// the open is refused, and what passthrough is handed is the open copy itself, whatever the path
+// names later (a file renamed over it: never its bytes).
+TEST_F(BlockCacheDiskTest, ALocalCopyIsTheFileThatWasVerifiedNotWhateverItsPathNamesLater) {
+  CacheOptions o = DiskOptions();
+  BlockCache cache(o);
+  cache.EnableWholeFiles(true);
+  const BlockKey k0 = Key(22, 22);
+  const uint64_t n = BlockCache::kWholeMinBytes / kBlock + 1;  // above the floor for passthrough files
+  const size_t size = n * kBlock;
+  std::string data;
+  for (uint64_t i = 0; i < n; ++i) data += Expected(BlockKey{k0.content, i}, kBlock);
+  const std::string path = tmp_.path() + "/copy", other = tmp_.path() + "/other";
+  hubfs::testing::WriteFileBytes(path, data);
+  const FileIdentity hashed = StatIdentity(path);
+  // Replaced between the hash and the open: refused.
+  hubfs::testing::WriteFileBytes(other, std::string(size, 'x'));
+  ASSERT_EQ(::rename(other.c_str(), path.c_str()), 0);
+  EXPECT_FALSE(cache.AddLocalCopy(k0.content, size, path, &hashed));
+  EXPECT_EQ(cache.LocalCopyPath(k0.content), "");
+  EXPECT_EQ(cache.WholeBacking(k0.content).path, "");
+  // The verified file, then replaced at its path after the open: passthrough still gets it.
+  hubfs::testing::WriteFileBytes(path, data);
+  const FileIdentity good = StatIdentity(path);
+  ASSERT_TRUE(cache.AddLocalCopy(k0.content, size, path, &good));
+  hubfs::testing::WriteFileBytes(other, std::string(size, 'y'));
+  ASSERT_EQ(::rename(other.c_str(), path.c_str()), 0);
+  const BlockCache::Backing b = cache.WholeBacking(k0.content);
+  ASSERT_FALSE(b.path.empty());
+  EXPECT_NE(b.path, path);
+  ASSERT_NE(b.hold, nullptr);
+  EXPECT_EQ(FdIdentity(-1).exists, false);
+  const int fd = ::open(b.path.c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0) << b.path;
+  const FileIdentity opened = FdIdentity(fd);
+  EXPECT_EQ(opened.ino, good.ino);
+  EXPECT_EQ(opened.dev, good.dev);
+  std::string got(size, '\0');
+  EXPECT_EQ(::pread(fd, got.data(), size, 0), static_cast<ssize_t>(size));
+  ::close(fd);
+  EXPECT_TRUE(got == data) << "passthrough would have read the file renamed over the copy";
+  // The blocks come from the verified file too.
+  std::atomic<int> unexpected{0};
+  auto r = cache.Get(BlockKey{k0.content, n - 1}, kBlock, MustNotFetch(&unexpected), nullptr);
+  ASSERT_TRUE(r.ok()) << r.error().ToString();
+  EXPECT_TRUE(AsString(*r) == data.substr((n - 1) * kBlock));
+  // The disk tier's own whole files are named by their path, with nothing to hold.
+  EXPECT_EQ(cache.WholeBacking(Key(23, 23).content).path, "");
 }
 
 // Blocks queued for the disk may leave the memory tier before they are written: none is lost,

@@ -92,6 +92,9 @@ TEST(HfHubCache, ASoundBlobIsFoundAndAnythingElseIsNot) {
   HfHubCache hf(l.root(), nullptr);
   const std::string folder = "models--org--name";
   EXPECT_EQ(hf.Find(folder, "c0ffee", "model.bin", id, data.size(), nullptr), blob);
+  FileIdentity verified;
+  EXPECT_EQ(hf.Find(folder, "c0ffee", "model.bin", id, data.size(), nullptr, true, nullptr, &verified), blob);
+  EXPECT_TRUE(verified.exists && verified == StatIdentity(blob)) << "the identity of the file that was hashed";
   EXPECT_EQ(hf.Find(folder, "c0ffee", "config.json", git, small.size(), nullptr), small_blob);  // git blob id
   EXPECT_EQ(hf.Find(folder, "", "", id, data.size() + 1, nullptr), "");   // another size
   EXPECT_EQ(hf.Find("models--org--other", "", "", id, data.size(), nullptr), "");  // another repo
