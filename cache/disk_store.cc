@@ -22,6 +22,7 @@
 #include <random>
 #include <vector>
 
+#include "cache/meta_store.h"
 #include "common/file_util.h"
 #include "common/log.h"
 #include "common/metrics.h"
@@ -598,10 +599,13 @@ CacheSurvey DiskStore::Survey(const std::string& dir) {
     ++s.files;
     s.file_bytes += static_cast<uint64_t>(st.st_size);
   });
-  ForEachFile(gen + "/meta", [&](const std::string& path, const std::string& name) {
+  ForEachFile(gen + "/" + std::string(MetaStore::kRepoStore), [&](const std::string& path, const std::string& name) {
     if (name.rfind("tmp-", 0) == 0 || ::stat(path.c_str(), &st) != 0) return;
     ++s.records;
     s.record_bytes += static_cast<uint64_t>(st.st_size);
+  });
+  ForEachFile(gen + "/" + std::string(MetaStore::kVerdictStore), [&](const std::string&, const std::string& name) {
+    if (name.rfind("tmp-", 0) != 0) ++s.verdicts;
   });
   return s;
 }
@@ -667,8 +671,9 @@ Status DiskStore::Clear(const std::string& dir) {
         if (d->d_name[0] != '.') ::rmdir((gen + "/blocks/" + d->d_name).c_str());
       ::closedir(b);
     }
-    for (const char* sub : {"/files", "/tmp", "/meta"})
-      ForEachFile(gen + sub, [](const std::string& path, const std::string&) { ::unlink(path.c_str()); });
+    for (const std::string_view sub : {std::string_view("files"), std::string_view("tmp"), MetaStore::kRepoStore,
+                                       MetaStore::kVerdictStore})
+      ForEachFile(gen + "/" + std::string(sub), [](const std::string& path, const std::string&) { ::unlink(path.c_str()); });
   }
   return OkStatus();
 }

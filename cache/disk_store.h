@@ -92,6 +92,7 @@ struct CacheSurvey {
   uint64_t blocks = 0, block_bytes = 0;
   uint64_t files = 0, file_bytes = 0;  // whole files (verified, for passthrough)
   uint64_t records = 0, record_bytes = 0;  // revision and tree records (meta_store.h)
+  uint64_t verdicts = 0;                    // verdicts on huggingface_hub's copies (hf_hub_cache.h)
 };
 
 // A cache directory's lock: one process at a time fills a cache directory. Two daemons on one

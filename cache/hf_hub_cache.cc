@@ -181,6 +181,10 @@ std::string HfHubCache::Find(const std::string& folder, const std::string& commi
   return "";
 }
 
+Result<std::unique_ptr<MetaStore>> HfHubCache::OpenVerdicts(const std::string& cache_dir) {
+  return MetaStore::Open(cache_dir, kVerdictLimits, MetaStore::kVerdictStore);
+}
+
 std::shared_future<bool> HfHubCache::VerdictFor(const std::string& path, const FileIdentity& idn,
                                                 const ContentId& id) {
   std::lock_guard lock(mu_);

@@ -41,8 +41,15 @@ namespace hubfs::cache {
 
 class HfHubCache {
  public:
-  // root: huggingface_hub's cache directory; meta (optional): where verdicts outlive the mount.
+  // root: huggingface_hub's cache directory; meta (optional): where verdicts outlive the mount
+  // (OpenVerdicts).
   HfHubCache(std::string root, std::shared_ptr<MetaStore> meta, int threads = 2);
+  // The verdicts' store in hubfs cache directory `cache_dir`: a store of their own, apart from the
+  // repo records (a dataset of many thousand files would otherwise prune the records a mount
+  // without the Hub needs), and large enough to remember that many copies (a forgotten verdict
+  // costs hashing the copy again).
+  static Result<std::unique_ptr<MetaStore>> OpenVerdicts(const std::string& cache_dir);
+  static constexpr MetaLimits kVerdictLimits{65536, 64ULL << 20};
   ~HfHubCache();
   HfHubCache(const HfHubCache&) = delete;
   HfHubCache& operator=(const HfHubCache&) = delete;

@@ -106,8 +106,8 @@ std::string HashName(std::string_view key) {
 
 }  // namespace
 
-Result<std::unique_ptr<MetaStore>> MetaStore::Open(const std::string& dir, MetaLimits limits) {
-  const std::string root = dir + "/" + kDiskFormatDir + "/meta";
+Result<std::unique_ptr<MetaStore>> MetaStore::Open(const std::string& dir, MetaLimits limits, std::string_view name) {
+  const std::string root = dir + "/" + kDiskFormatDir + "/" + std::string(name);
   if (auto st = MakeDirs(root); !st.ok()) return st.error();
   // Temp files are from a daemon that died mid-write: they never became records.
   if (DIR* d = ::opendir(root.c_str())) {
@@ -142,9 +142,9 @@ std::optional<std::string> MetaStore::Get(const std::string& key) const {
   return std::string(v);
 }
 
-MetaVerifyReport MetaStore::VerifyAll(const std::string& dir, bool remove_bad) {
+MetaVerifyReport MetaStore::VerifyAll(const std::string& dir, bool remove_bad, std::string_view name) {
   MetaVerifyReport report;
-  for (const auto& f : ListRecords(dir + "/" + kDiskFormatDir + "/meta")) {
+  for (const auto& f : ListRecords(dir + "/" + kDiskFormatDir + "/" + std::string(name))) {
     ++report.records;
     auto raw = ReadFile(f.path, kMaxValue + 4096);
     std::string_view k, v;

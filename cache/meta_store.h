@@ -32,8 +32,13 @@ struct MetaVerifyReport {
 
 class MetaStore {
  public:
-  // Creates <dir>/v2/meta (0700) and removes temp files left by a daemon that died mid-write.
-  static Result<std::unique_ptr<MetaStore>> Open(const std::string& dir, MetaLimits limits = {});
+  // Creates <dir>/v2/<name> (0700) and removes temp files left by a daemon that died mid-write.
+  // "meta" holds the repo records; other names are stores of their own, with their own limits
+  // (huggingface_hub copies' verdicts, kVerdictStore), so that one kind never prunes the other.
+  static Result<std::unique_ptr<MetaStore>> Open(const std::string& dir, MetaLimits limits = {},
+                                                 std::string_view name = kRepoStore);
+  static constexpr std::string_view kRepoStore = "meta";
+  static constexpr std::string_view kVerdictStore = "verdicts";
 
   // The value stored under `key`; nullopt when absent or when the record fails its checks.
   std::optional<std::string> Get(const std::string& key) const;
@@ -44,7 +49,7 @@ class MetaStore {
 
   // Offline check of every record under `dir` (the daemon need not run): its format, checksum, and
   // that its name is the hash of its key. Bad ones are removed when remove_bad.
-  static MetaVerifyReport VerifyAll(const std::string& dir, bool remove_bad);
+  static MetaVerifyReport VerifyAll(const std::string& dir, bool remove_bad, std::string_view name = kRepoStore);
 
   uint64_t records() const;
   uint64_t bytes() const;

@@ -183,6 +183,8 @@ int CacheStats(const std::string& dir) {
               static_cast<double>(survey.file_bytes) / 1048576.0);
   std::printf("repo records:     %llu (%.1f KiB; revisions and trees, for use without the Hub)\n",
               static_cast<unsigned long long>(survey.records), static_cast<double>(survey.record_bytes) / 1024.0);
+  std::printf("hf copy verdicts: %llu (huggingface_hub's copies hashed, not hashed again)\n",
+              static_cast<unsigned long long>(survey.verdicts));
   std::printf("memory blocks:    %llu (%.1f MiB)\n", static_cast<unsigned long long>(m["cache.mem.blocks"]),
               static_cast<double>(m["cache.mem.bytes"]) / 1048576.0);
   std::printf("hit ratio:        memory %.1f%%, disk %.1f%% (of %llu block lookups)\n", ratio("cache.mem.hit", lookups),
@@ -381,11 +383,14 @@ int main(int argc, char** argv) {
   if (*verify) {
     const auto r = cache::DiskStore::VerifyAll(cdir, remove_bad);
     const auto m = cache::MetaStore::VerifyAll(cdir, remove_bad);
+    const auto v = cache::MetaStore::VerifyAll(cdir, remove_bad, cache::MetaStore::kVerdictStore);
     std::printf("%llu blocks checked, %llu bad, %.1f MiB sound\n", static_cast<unsigned long long>(r.blocks),
                 static_cast<unsigned long long>(r.bad), static_cast<double>(r.bytes) / 1048576.0);
     std::printf("%llu repo records checked, %llu bad\n", static_cast<unsigned long long>(m.records),
                 static_cast<unsigned long long>(m.bad));
-    return r.bad == 0 && m.bad == 0 ? 0 : 1;
+    std::printf("%llu verdicts on huggingface_hub's copies checked, %llu bad\n",
+                static_cast<unsigned long long>(v.records), static_cast<unsigned long long>(v.bad));
+    return r.bad == 0 && m.bad == 0 && v.bad == 0 ? 0 : 1;
   }
   if (*clear) {
     auto st = cache::DiskStore::Clear(cdir);  // (also what older formats left)
@@ -495,7 +500,13 @@ int main(int argc, char** argv) {
     if (offline) LOG_INFO("offline: the Hub is never asked; serving what %s holds", cache_dir.c_str());
     std::shared_ptr<cache::HfHubCache> hf;
     if (!hf_cache.empty() && hf_cache != "none") {
-      hf = std::make_shared<cache::HfHubCache>(hf_cache, meta);
+      std::shared_ptr<cache::MetaStore> verdicts;
+      if (block_cache->disk()) {
+        auto v = cache::HfHubCache::OpenVerdicts(cache_dir);
+        if (v.ok()) verdicts = std::move(v.value());
+        else LOG_WARN("huggingface_hub's copies will be hashed at every mount: %s", v.error().ToString().c_str());
+      }
+      hf = std::make_shared<cache::HfHubCache>(hf_cache, verdicts);
       LOG_INFO("files huggingface_hub downloaded to %s are read from there (verified first)", hf_cache.c_str());
     }
     return std::make_unique<fs::Filesystem>(fo, hub, block_cache, meta, hf);

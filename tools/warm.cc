@@ -208,7 +208,14 @@ int RunWarm(const WarmOptions& o) {
   uint64_t held_bytes = 0;
   size_t held_files = 0;
   if (!o.hf_cache.empty() && o.hf_cache != "none") {
-    cache::HfHubCache hf(o.hf_cache, meta_store);
+    std::shared_ptr<cache::MetaStore> verdicts;
+    if (auto v = cache::HfHubCache::OpenVerdicts(o.cache_dir); v.ok()) {
+      verdicts = std::move(v.value());
+    } else {
+      std::fprintf(stderr, "hubfs warm: the verdicts will not be kept (a mount hashes the copies again): %s\n",
+                   v.error().ToString().c_str());
+    }
+    cache::HfHubCache hf(o.hf_cache, verdicts);
     const std::string folder = cache::HfHubCache::RepoFolder(fetch::ApiCollection(type), info->id);
     std::vector<bool> pending(files.size(), false);
     size_t npending = 0;

@@ -169,6 +169,45 @@ TEST(HfHubCache, TheVerdictOutlivesTheMountAndAChangeIsHashedAgain) {
   EXPECT_EQ(Hashed() - before, data.size());
 }
 
+// Verdicts live in a store of their own: hashing more copies than it holds prunes only verdicts,
+// never the repo records a mount without the Hub needs; and a remount finds them there.
+TEST(HfHubCache, VerdictsAreKeptApartFromTheRepoRecords) {
+  Layout l;
+  TempDir cache;
+  std::shared_ptr<MetaStore> repos = MetaStore::Open(cache.path(), MetaLimits{2, 1 << 20}).value();
+  ASSERT_TRUE(repos->Put("rev/models/org/name/main", "a revision record").ok());
+  ASSERT_TRUE(repos->Put("tree/models/org/name/c0ffee", "a tree record").ok());
+  std::vector<std::pair<ContentId, std::string>> copies;
+  for (int i = 0; i < 3; ++i) {
+    const std::string data = Random(64 << 10);
+    copies.emplace_back(Sha256Of(data), data);
+    l.Blob(copies.back().first, data);
+  }
+  const uint64_t before = Hashed();
+  {
+    // (The verdicts' store with room for 2, as the repo store has here: 3 copies prune one.)
+    HfHubCache hf(l.root(), MetaStore::Open(cache.path(), MetaLimits{2, 1 << 20}, MetaStore::kVerdictStore).value());
+    for (const auto& [id, data] : copies) EXPECT_NE(hf.Find("models--org--name", "", "", id, data.size(), nullptr), "");
+  }
+  EXPECT_EQ(Hashed() - before, 3u * (64 << 10));
+  EXPECT_EQ(MetaStore::Open(cache.path()).value()->records(), 2u);
+  EXPECT_EQ(repos->Get("rev/models/org/name/main").value_or(""), "a revision record");
+  EXPECT_EQ(repos->Get("tree/models/org/name/c0ffee").value_or(""), "a tree record");
+  EXPECT_EQ(MetaStore::Open(cache.path(), {}, MetaStore::kVerdictStore).value()->records(), 2u);
+  // The store a mount opens: a remount hashes nothing it kept.
+  {
+    HfHubCache hf(l.root(), HfHubCache::OpenVerdicts(cache.path()).value());
+    EXPECT_NE(hf.Find("models--org--name", "", "", copies[0].first, copies[0].second.size(), nullptr), "");
+  }
+  const uint64_t after = Hashed();
+  {
+    HfHubCache hf(l.root(), HfHubCache::OpenVerdicts(cache.path()).value());
+    EXPECT_NE(hf.Find("models--org--name", "", "", copies[0].first, copies[0].second.size(), nullptr), "");
+  }
+  EXPECT_EQ(Hashed(), after);
+  EXPECT_EQ(MetaStore::Open(cache.path()).value()->records(), 2u) << "verdicts never land among the repo records";
+}
+
 TEST(HfHubCache, NoWaitPastADeadlineAndOneHashForManyCallers) {
   Layout l;
   const std::string data = Random(48 << 20);
