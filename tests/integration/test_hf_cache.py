@@ -260,6 +260,11 @@ def test_warm_verifies_huggingface_hubs_copies_instead_of_fetching_them(emu, fix
         blob = files[name]["sha256"]
         assert [p for p in fetched if p.endswith("/" + name) or blob in p], (name, fetched)
     assert tree_state(hf) and os.path.getsize(copies["onnx/model.onnx"]) == files["onnx/model.onnx"]["size"]
+    # The three verdicts (two sound copies, one damaged) are kept apart from the repo records.
+    r = subprocess.run([HUBFS_BIN, "cache", "stats", "--cache-dir", cache], capture_output=True, text=True, timeout=60)
+    assert "hf copy verdicts: 3 " in r.stdout and "repo records:     4 " in r.stdout, r.stdout
+    r = subprocess.run([HUBFS_BIN, "cache", "verify", "--cache-dir", cache], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "3 verdicts on huggingface_hub's copies checked, 0 bad" in r.stdout, r.stdout
     emu.clear_log()
     with Mount(emu.hub_url, cache_dir=cache, extra_args=["--hf-cache", hf]) as m:
         for path, meta in files.items():
@@ -276,3 +281,8 @@ def test_warm_verifies_huggingface_hubs_copies_instead_of_fetching_them(emu, fix
     assert "huggingface_hub" not in r.stdout + r.stderr
     fetched = [x["path"] for x in downloads(emu)]
     assert [p for p in fetched if files["model.safetensors"]["sha256"] in p or p.endswith("/model.safetensors")]
+    # `cache clear` forgets the verdicts with everything else.
+    r = subprocess.run([HUBFS_BIN, "cache", "clear", "--cache-dir", cache], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([HUBFS_BIN, "cache", "stats", "--cache-dir", cache], capture_output=True, text=True, timeout=60)
+    assert "hf copy verdicts: 0 " in r.stdout, r.stdout
