@@ -217,8 +217,11 @@ bool HfHubCache::Hash(const std::string& path, const FileIdentity& idn, const Co
   static auto& m_hashed = metrics::Get("hf_cache.bytes_hashed");
   static auto& m_bad = metrics::Get("hf_cache.copies_mismatched");
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    Forget(path, idn);  // (out of descriptors, say: no verdict on the copy)
+  if (fd < 0 || !(FdIdentity(fd) == idn)) {
+    // Out of descriptors, say, or replaced since it was looked at: no verdict on the copy (the next
+    // Find looks at what is there then).
+    if (fd >= 0) ::close(fd);
+    Forget(path, idn);
     return false;
   }
   ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
