@@ -335,12 +335,6 @@ void BlockCache::TrackFile(const ContentId& id, uint64_t size) {
   tracker_.Track(id, size, options_.block_size, join ? std::string() : verified_dir_);
 }
 
-std::string BlockCache::WholePath(const ContentId& id) {
-  if (!whole_files_) return "";
-  if (auto copy = LocalCopyOf(id)) return copy->size >= kWholeMinBytes ? copy->path : std::string();
-  return disk_ ? disk_->WholePath(id) : "";
-}
-
 BlockCache::Backing BlockCache::WholeBacking(const ContentId& id) {
   if (!whole_files_) return {};
   if (auto copy = LocalCopyOf(id)) {

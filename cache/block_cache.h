@@ -140,20 +140,18 @@ class BlockCache {
   // From now on a verified file of at least kWholeMinBytes is also joined into one whole file on
   // the disk tier (disk_store.h), which replaces its blocks; for FUSE passthrough.
   void EnableWholeFiles(bool on) { whole_files_ = on; }
-  // The path of `id`'s whole file on the disk tier, or of its local copy (AddLocalCopy), or ""
-  // (none, or whole files are off).
-  std::string WholePath(const ContentId& id);
   // What to open to hand `id`'s whole file to the kernel (FUSE passthrough): the disk tier's file,
   // or the local copy's own open descriptor (/proc/self/fd/N, so the file that was verified, even
-  // if its path has been replaced since), kept open by `hold` until the caller has opened it.
+  // if its path has been replaced since), kept open by `hold` until the caller has opened it. ""
+  // when there is none, or whole files are off.
   struct Backing {
     std::string path;  // "" if none
     std::shared_ptr<const void> hold;
   };
   Backing WholeBacking(const ContentId& id);
   // `id` (size bytes) has a verified copy outside the cache at `path` (hf_hub_cache.h): its blocks
-  // are read from there, never fetched nor written to the disk tier, and WholePath names it (the
-  // kernel may read it directly). False if it cannot be opened, or if what opens at `path` is not
+  // are read from there, never fetched nor written to the disk tier, and WholeBacking hands it
+  // out (the kernel may read it directly). False if it cannot be opened, or if what opens at `path` is not
   // the file `verified` (optional) says was hashed (replaced since). A copy that fails a read later
   // (cut short, removed from under an open descriptor's name is fine) is dropped, and the block
   // comes from the tiers or the origin as before. The copy stays open: it is read, and handed to

@@ -783,7 +783,7 @@ TEST_F(BlockCacheDiskTest, VerifiedFileBecomesOneWholeFileWhenEnabled) {
       std::this_thread::sleep_for(milliseconds(20));
     cache.Flush();
     ASSERT_GT(ok.Get(), before);
-    const std::string whole = cache.WholePath(id);
+    const std::string whole = cache.WholeBacking(id).path;
     auto block_file = [&](uint64_t i) {
       return o.disk_dir + "/v2/blocks/" + hex.substr(0, 2) + "/" + hex + "-1-" + std::to_string(i);
     };
@@ -828,9 +828,9 @@ TEST_F(BlockCacheDiskTest, LocalCopiesAreReadInPlaceAndDroppedWhenTheyFail) {
   EXPECT_EQ(cache.LocalCopyPath(k0.content), path);
   EXPECT_TRUE(cache.Contains(BlockKey{k0.content, 20}));
   EXPECT_FALSE(cache.Contains(BlockKey{k0.content, 21}));  // past its end
-  EXPECT_EQ(cache.WholePath(k0.content), "");                // whole files (passthrough) are off
+  EXPECT_EQ(cache.WholeBacking(k0.content).path, "");        // whole files (passthrough) are off
   cache.EnableWholeFiles(true);
-  EXPECT_EQ(cache.WholePath(k0.content), path);
+  EXPECT_EQ(StatIdentity(cache.WholeBacking(k0.content).path), StatIdentity(path));  // the copy itself
   std::atomic<int> unexpected{0};
   for (uint64_t i = 0; i < 21; ++i) {
     const size_t len = std::min<size_t>(kBlock, size - i * kBlock);
@@ -853,7 +853,7 @@ TEST_F(BlockCacheDiskTest, LocalCopiesAreReadInPlaceAndDroppedWhenTheyFail) {
   EXPECT_TRUE(AsString(*r) == Expected(BlockKey{k0.content, 10}, kBlock));
   EXPECT_EQ(origin.calls.load(), 1);
   EXPECT_EQ(cache.LocalCopyPath(k0.content), "");
-  EXPECT_EQ(cache.WholePath(k0.content), "");
+  EXPECT_EQ(cache.WholeBacking(k0.content).path, "");
   cache.Purge(BlockKey{k0.content, 11});  // (read before, it stays in memory until then)
   EXPECT_FALSE(cache.Contains(BlockKey{k0.content, 11}));
 }
