@@ -1110,46 +1110,39 @@ class Bench:
                 base.append(time.perf_counter() - t0)
             if r["bytes"] != want:
                 raise RuntimeError("load from huggingface_hub's cache read %d bytes" % r["bytes"])
-            cache = os.path.join(self.work, "cache-hf")
-            shutil.rmtree(cache, ignore_errors=True)
-            for what, out in (("first", first), ("again", again)):
-                m = self.hubfs_mount("hf cache " + what, cache_dir=cache, extra=["--hf-cache", hub])
+            cache, warmed_cache = os.path.join(self.work, "cache-hf"), os.path.join(self.work, "cache-hf-warm")
+            for d in (cache, warmed_cache):
+                shutil.rmtree(d, ignore_errors=True)
+            # First use and a remount on one fresh hubfs cache directory; then `hubfs warm` ahead of a
+            # mount on another: it hashes both copies (keeping the verdicts) and fetches nothing, and
+            # the mount's load then hashes nothing.
+            for what, out, cache_dir in (("first", first, cache), ("again", again, cache),
+                                         ("warmed", warmed, warmed_cache)):
+                self.emu.clear_log()
+                if what == "warmed":
+                    drop_caches()
+                    with self.win("hf warm"):
+                        t0 = time.perf_counter()
+                        p = subprocess.run([HUBFS, "warm", MODEL, "--endpoint", self.emu.hub_url, "--cache-dir",
+                                            cache_dir, "--hf-cache", hub, "*.safetensors"],
+                                           capture_output=True, text=True, timeout=600)
+                        warm_s.append(time.perf_counter() - t0)
+                    if p.returncode != 0 or "2 of them in huggingface_hub's cache" not in p.stdout:
+                        raise RuntimeError("hubfs warm with huggingface_hub's cache: %s" % (
+                            p.stdout + p.stderr).strip()[-500:])
+                m = self.hubfs_mount("hf cache " + what, cache_dir=cache_dir, extra=["--hf-cache", hub])
                 m.__enter__()
                 try:
                     drop_caches()
-                    self.emu.clear_log()
                     out.append(self.load_both(m, "hf " + what, "hubfs load from huggingface_hub's cache (%s)" % what))
-                    b, _ = self.cdn_bytes()
-                    origin += b
+                    hashed = int((self.mount_stats(m) or {}).get("hf_cache.bytes_hashed", 0))
+                    if what != "first" and hashed:
+                        raise RuntimeError("the load (%s) hashed %d bytes again" % (what, hashed))
                 finally:
                     m.close()
                     self.hubfs_done(m)
-            # `hubfs warm` ahead of the mount, on a fresh hubfs cache directory: it hashes both copies
-            # (keeping the verdicts) and fetches nothing; the mount's first load then hashes nothing.
-            cache = os.path.join(self.work, "cache-hf-warm")
-            shutil.rmtree(cache, ignore_errors=True)
-            drop_caches()
-            self.emu.clear_log()
-            with self.win("hf warm"):
-                t0 = time.perf_counter()
-                p = subprocess.run([HUBFS, "warm", MODEL, "--endpoint", self.emu.hub_url, "--cache-dir", cache,
-                                    "--hf-cache", hub, "*.safetensors"], capture_output=True, text=True, timeout=600)
-                warm_s.append(time.perf_counter() - t0)
-            if p.returncode != 0 or "2 of them in huggingface_hub's cache" not in p.stdout:
-                raise RuntimeError("hubfs warm with huggingface_hub's cache: %s" % (p.stdout + p.stderr).strip()[-500:])
-            m = self.hubfs_mount("hf cache warmed", cache_dir=cache, extra=["--hf-cache", hub])
-            m.__enter__()
-            try:
-                drop_caches()
-                warmed.append(self.load_both(m, "hf warmed", "hubfs load from huggingface_hub's cache (after warm)"))
-                hashed = int((self.mount_stats(m) or {}).get("hf_cache.bytes_hashed", 0))
-                if hashed:
-                    raise RuntimeError("the load after hubfs warm hashed %d bytes again" % hashed)
-            finally:
-                m.close()
-                self.hubfs_done(m)
-            b, _ = self.cdn_bytes()
-            origin += b
+                b, _ = self.cdn_bytes()
+                origin += b
         self.hf_base, self.hf_first, self.hf_again, self.hf_origin = median(base), median(first), median(again), origin
         self.hf_warm, self.hf_warmed = median(warm_s), median(warmed)
         self.info["hf_cache_local_s"], self.info["hf_cache_first_s"], self.info["hf_cache_again_s"] = base, first, again
