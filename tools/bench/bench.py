@@ -1102,14 +1102,24 @@ class Bench:
             snaps.append(snap)
         want = self.st_bytes[0] + self.st_bytes[1]
         base, first, again, warm_s, warmed, origin = [], [], [], [], [], 0
+        # This VM's disk alternates between a fast and a slow pass for the same load (measured
+        # 2026-11-24 17:30: local loads of both shards, page cache dropped before each, took 1.36,
+        # 3.36, 1.42, 3.32, 1.41 and 3.30 s). Every load below that can be repeated (all but a first
+        # use, which hashes) is run twice in a row, page cache dropped before each, and the faster
+        # one kept, the baseline's as hubfs's: one pass of each pair is the fast one.
+        pairs = {"base": [], "again": [], "warmed": []}
         for _ in range(self.a.repeat):
-            drop_caches()
-            with self.win("hf base"):
-                t0 = time.perf_counter()
-                r = run_loader(["st-load"] + snaps)
-                base.append(time.perf_counter() - t0)
-            if r["bytes"] != want:
-                raise RuntimeError("load from huggingface_hub's cache read %d bytes" % r["bytes"])
+            times = []
+            for _ in range(2):
+                drop_caches()
+                with self.win("hf base"):
+                    t0 = time.perf_counter()
+                    r = run_loader(["st-load"] + snaps)
+                    times.append(time.perf_counter() - t0)
+                if r["bytes"] != want:
+                    raise RuntimeError("load from huggingface_hub's cache read %d bytes" % r["bytes"])
+            pairs["base"].append(times)
+            base.append(min(times))
             cache, warmed_cache = os.path.join(self.work, "cache-hf"), os.path.join(self.work, "cache-hf-warm")
             for d in (cache, warmed_cache):
                 shutil.rmtree(d, ignore_errors=True)
@@ -1133,8 +1143,13 @@ class Bench:
                 m = self.hubfs_mount("hf cache " + what, cache_dir=cache_dir, extra=["--hf-cache", hub])
                 m.__enter__()
                 try:
-                    drop_caches()
-                    out.append(self.load_both(m, "hf " + what, "hubfs load from huggingface_hub's cache (%s)" % what))
+                    times = []
+                    for _ in range(1 if what == "first" else 2):
+                        drop_caches()
+                        times.append(self.load_both(m, "hf " + what, "hubfs load from huggingface_hub's cache (%s)" % what))
+                    out.append(min(times))
+                    if what in pairs:
+                        pairs[what].append(times)
                     hashed = int((self.mount_stats(m) or {}).get("hf_cache.bytes_hashed", 0))
                     if what != "first" and hashed:
                         raise RuntimeError("the load (%s) hashed %d bytes again" % (what, hashed))
@@ -1147,6 +1162,7 @@ class Bench:
         self.hf_warm, self.hf_warmed = median(warm_s), median(warmed)
         self.info["hf_cache_local_s"], self.info["hf_cache_first_s"], self.info["hf_cache_again_s"] = base, first, again
         self.info["hf_cache_warm_s"], self.info["hf_cache_warmed_s"] = warm_s, warmed
+        self.info["hf_cache_pairs_s"] = pairs
         log("already downloaded: local load %.2f s, hubfs first use %.2f s, remounted %.2f s, origin bytes %d" % (
             self.hf_base, self.hf_first, self.hf_again, origin))
 
@@ -1576,7 +1592,8 @@ http {
                                    self.hf_warmed, "hf warmed")):
                 r = self.hf_base / t
                 self.row("already in huggingface_hub's cache, load both shards (page cache dropped): %s" % what,
-                         "%.2f s" % t, "the same load from huggingface_hub's snapshot paths %.2f s; origin bytes %d"
+                         "%.2f s" % t, "the same load from huggingface_hub's snapshot paths %.2f s (the faster of two "
+                         "in a row, as hubfs's but a first use); origin bytes %d"
                          % (self.hf_base, self.hf_origin), "%.2f" % r, "-", None, (keys, "hf base"))
         if hasattr(self, "prewarm"):
             t, best, times, o = self.prewarm
