@@ -1103,7 +1103,7 @@ class Bench:
         want = self.st_bytes[0] + self.st_bytes[1]
         base, first, again, warm_s, warmed, origin = [], [], [], [], [], 0
         # This VM's disk alternates between a fast and a slow pass for the same load (measured
-        # 2026-11-24 17:30: local loads of both shards, page cache dropped before each, took 1.36,
+        # 2026-11-24, 17:24: local loads of both shards, page cache dropped before each, took 1.36,
         # 3.36, 1.42, 3.32, 1.41 and 3.30 s). Every load below that can be repeated (all but a first
         # use, which hashes) is run twice in a row, page cache dropped before each, and the faster
         # one kept, the baseline's as hubfs's: one pass of each pair is the fast one.
