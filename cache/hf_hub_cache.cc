@@ -217,7 +217,7 @@ bool HfHubCache::Hash(const std::string& path, const FileIdentity& idn, const Co
   static auto& m_hashed = metrics::Get("hf_cache.bytes_hashed");
   static auto& m_bad = metrics::Get("hf_cache.copies_mismatched");
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0 || !(FdIdentity(fd) == idn)) {
+  if (fd < 0 || FdIdentity(fd) != idn) {
     // Out of descriptors, say, or replaced since it was looked at: no verdict on the copy (the next
     // Find looks at what is there then).
     if (fd >= 0) ::close(fd);

@@ -25,8 +25,6 @@ constexpr auto kMaxTargetAge = std::chrono::minutes(10);
 
 bool IsRedirect(long s) { return s == 301 || s == 302 || s == 303 || s == 307 || s == 308; }
 
-
-
 }  // namespace
 
 const char* ApiCollection(RepoType type) {

@@ -117,7 +117,6 @@ class HandleReadahead {
   Ahead Next(const Step& step, uint64_t end, uint64_t file_size) const;
   // True the first time only: the next shard is prefetched once per handle.
   bool TakeNearEnd() { return !std::exchange(near_end_taken_, true); }
-  bool plan_mode() const { return plan_mode_; }
 
  private:
   ReadaheadConfig config_;  // fixed at construction, as is safetensors_

@@ -380,7 +380,7 @@ TEST(HandleReadahead, ASeekOnASafetensorsFileSwitchesToThePlanOnce) {
   auto s = h.OnRead(0, kMiB, f.size, true);  // the header
   EXPECT_FALSE(s.entered_plan);
   EXPECT_FALSE(s.load_plan);
-  EXPECT_FALSE(h.plan_mode());
+  EXPECT_EQ(s.plan, nullptr);  // not following a plan
   EXPECT_TRUE(h.Next(s, kMiB, f.size).tensors.empty());
   s = h.OnRead(f.base + 64 * kMiB, kMiB, f.size, true);  // "a", first in key order, last in the file
   EXPECT_TRUE(s.stream.seek);
@@ -421,8 +421,9 @@ TEST(HandleReadahead, OtherFilesNeverFollowAPlan) {
   EXPECT_TRUE(s.stream.seek);
   EXPECT_FALSE(s.entered_plan);
   EXPECT_FALSE(s.load_plan);
-  EXPECT_FALSE(h.plan_mode());
+  EXPECT_EQ(s.plan, nullptr);  // not following a plan
   s = h.OnRead(f.size - kMiB, kMiB, f.size, false);
+  EXPECT_FALSE(s.entered_plan || s.load_plan);
   EXPECT_FALSE(h.Next(s, f.size, f.size).near_end);
 }
 
